@@ -1,0 +1,89 @@
+"""Conventions both commands share: logging flags, option parsers, errors and exit codes.
+
+Exit codes: 0 success (including a stop by Ctrl-C), 1 runtime error, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from airmic.common.errors import AirmicError
+
+DEFAULT_PORT = 5004
+"""The receiver's UDP port: the port RFC 3551 section 8 gives RTP."""
+
+log = logging.getLogger("airmic")
+
+
+def add_logging_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv: debug)")
+    group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose > 1 else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+        if args.verbose
+        else "%(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("aioice", "aiortc", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def parse_address(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    """'HOST:PORT', 'HOST', ':PORT' or '[IPv6]:PORT' to (host, port)."""
+    match = re.fullmatch(r"\[(?P<v6>[^\]]+)\](?::(?P<p6>\d+))?|(?P<host>[^:]*)(?::(?P<port>\d+))?", text)
+    if not match:
+        if text.count(":") > 1:  # a bare IPv6 address
+            return text, DEFAULT_PORT
+        raise argparse.ArgumentTypeError(f"not an address: {text!r} (expected HOST:PORT)")
+    host = match["v6"] or match["host"] or default_host
+    port = int(match["p6"] or match["port"] or DEFAULT_PORT)
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (1-65535)")
+    return host, port
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def run(
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], args: argparse.Namespace
+) -> int:
+    """Run an async main; turn errors into one line and an exit code, and Ctrl-C into 0."""
+    setup_logging(args)
+    try:
+        return asyncio.run(main(args))
+    except KeyboardInterrupt:
+        return 0
+    except AirmicError as exc:
+        log.error("error: %s", exc, exc_info=args.verbose > 0)
+        return exc.exit_code
+
+
+def stop_event() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, so the command can finish its work and exit 0."""
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, event.set)
+    return event

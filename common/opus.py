@@ -1,0 +1,139 @@
+"""Opus encoder and decoder for 48 kHz mono, with FEC and concealment (RFC 6716, RFC 7587)."""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import numpy as np
+import opuslib_next
+import opuslib_next.api
+from opuslib_next.api import decoder as _decoder_api
+
+from airmic.common.audio import RATE, Block, ms_to_samples, to_float32, to_int16
+
+FRAME_MS = (2.5, 5.0, 10.0, 20.0)
+"""Frame durations the sender may use; 10 ms is the default."""
+
+MAX_PACKET_SAMPLES = ms_to_samples(120)
+"""An Opus packet holds at most 120 ms of audio (RFC 6716 section 3.2.5)."""
+
+GRANULE = ms_to_samples(2.5)
+"""Every Opus duration is a multiple of 2.5 ms; concealment and FEC need one too."""
+
+
+@dataclass(frozen=True)
+class OpusConfig:
+    """How the sender encodes. Defaults: VOIP, 10 ms, in-band FEC for 10 % loss, no DTX."""
+
+    frame_ms: float = 10.0
+    bitrate: int = 48_000
+    low_latency: bool = False
+    fec: bool = True
+    expected_loss: int = 10
+    dtx: bool = False
+    complexity: int = 9
+
+    def __post_init__(self) -> None:
+        if self.frame_ms not in FRAME_MS:
+            raise ValueError(f"frame size must be one of {', '.join(map(str, FRAME_MS))} ms")
+        if not 6_000 <= self.bitrate <= 510_000:
+            raise ValueError("bitrate must be between 6000 and 510000 bit/s")
+        if not 0 <= self.expected_loss <= 100:
+            raise ValueError("expected loss must be a percentage, 0 to 100")
+
+    @property
+    def frame_samples(self) -> int:
+        return ms_to_samples(self.frame_ms)
+
+    @property
+    def application(self) -> str:
+        # RESTRICTED_LOWDELAY is CELT-only: lowest delay, but it carries no in-band FEC.
+        return "restricted_lowdelay" if self.low_latency else "voip"
+
+
+class OpusEncoder:
+    """Encodes float32 frames of exactly `config.frame_samples` into Opus packets."""
+
+    def __init__(self, config: OpusConfig) -> None:
+        self.config = config
+        self._encoder = opuslib_next.Encoder(RATE, 1, config.application)
+        self._encoder.bitrate = config.bitrate
+        self._encoder.complexity = config.complexity
+        self._encoder.signal = opuslib_next.SIGNAL_VOICE
+        self._encoder.dtx = int(config.dtx)
+        if not config.low_latency:
+            self._encoder.inband_fec = int(config.fec)
+            self._encoder.packet_loss_perc = config.expected_loss if config.fec else 0
+
+    @property
+    def lookahead(self) -> int:
+        """The encoder's algorithmic look-ahead, in samples."""
+        return int(self._encoder.lookahead)
+
+    def encode(self, frame: Block) -> bytes:
+        if len(frame) != self.config.frame_samples:
+            raise ValueError(f"expected {self.config.frame_samples} samples, got {len(frame)}")
+        return bytes(self._encoder.encode(to_int16(frame).tobytes(), len(frame)))
+
+
+class OpusDecoder:
+    """Decodes Opus packets, conceals lost ones, and recovers them from in-band FEC."""
+
+    def __init__(self) -> None:
+        self._decoder = opuslib_next.Decoder(RATE, 1)
+
+    def decode(self, packet: bytes) -> Block:
+        """All the audio in one packet (it may hold several frames). Raises ValueError."""
+        return self._run(packet, MAX_PACKET_SAMPLES, fec=False)
+
+    def conceal(self, samples: int) -> Block:
+        """Packet loss concealment for `samples` (a multiple of 2.5 ms)."""
+        return self._run(b"", samples, fec=False)
+
+    def recover(self, next_packet: bytes, samples: int) -> Block:
+        """The lost packet before `next_packet`, from the FEC data that `next_packet` carries.
+
+        Where `next_packet` carries none, libopus conceals instead.
+        """
+        return self._run(next_packet, samples, fec=True)
+
+    def _run(self, packet: bytes, samples: int, fec: bool) -> Block:
+        try:
+            pcm = self._decoder.decode(packet, samples, fec)
+        except opuslib_next.OpusError as exc:
+            raise ValueError(f"Opus decoder refused the packet: {exc}") from exc
+        return to_float32(bytes(pcm))
+
+
+# libopus's own packet parser (RFC 6716 section 3.2), which opuslib does not wrap: it checks
+# the frame count and every frame length, so a malformed packet is refused before decoding.
+_packet_parse = opuslib_next.api.libopus.opus_packet_parse
+_packet_parse.argtypes = (
+    ctypes.c_char_p, ctypes.c_int32, ctypes.POINTER(ctypes.c_ubyte),
+    ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int16), ctypes.POINTER(ctypes.c_int),
+)
+_packet_parse.restype = ctypes.c_int
+
+
+def packet_samples(packet: bytes) -> int:
+    """Duration of an Opus packet in samples at 48 kHz, after checking its structure.
+
+    Raises ValueError if the packet is empty, malformed, or longer than 120 ms.
+    """
+    if not packet:
+        raise ValueError("empty Opus packet")
+    toc = ctypes.c_ubyte()
+    frame_ptrs = (ctypes.c_void_p * 48)()
+    sizes = (ctypes.c_int16 * 48)()
+    frames = _packet_parse(packet, len(packet), ctypes.byref(toc), frame_ptrs, sizes, None)
+    if frames < 1:
+        raise ValueError("malformed Opus packet (its frame lengths do not add up)")
+    samples = frames * _decoder_api.libopus_packet_get_samples_per_frame(packet, RATE)
+    if samples > MAX_PACKET_SAMPLES:
+        raise ValueError("Opus packet longer than 120 ms")
+    return int(samples)
+
+
+def silence(samples: int) -> Block:
+    return np.zeros(samples, dtype=np.float32)

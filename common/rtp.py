@@ -1,0 +1,131 @@
+"""Opus over RTP (RFC 3550, RFC 7587): packetizing, validating and wrap-around arithmetic.
+
+Packet parsing and serialisation are aiortc's `RtpPacket`; this module adds what a media
+receiver needs on top: a verdict on each datagram, and sequence numbers and timestamps
+extended past their 16- and 32-bit wrap.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import struct
+from dataclasses import dataclass
+
+from aiortc.rtp import RtpPacket, is_rtcp
+
+from airmic.common.opus import packet_samples
+
+DEFAULT_PAYLOAD_TYPE = 96
+MAX_DATAGRAM = 8192
+"""Larger datagrams are refused: even 120 ms of Opus at 510 kbit/s fits in 7.7 kB."""
+
+
+class Drop(enum.StrEnum):
+    """Why a datagram was dropped before it reached a stream."""
+
+    NOT_RTP = "not_rtp"
+    RTCP = "rtcp"
+    OVERSIZED = "oversized"
+    PAYLOAD_TYPE = "payload_type"
+    BAD_OPUS = "bad_opus"
+
+
+class DroppedPacket(ValueError):
+    """A datagram that is not an RTP packet carrying Opus; `reason` says why."""
+
+    def __init__(self, reason: Drop, detail: str, ssrc: int | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.ssrc = ssrc  # the stream it claims to belong to, once the RTP header parsed
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPacket:
+    """An RTP packet that carries a valid Opus payload of `samples` samples."""
+
+    ssrc: int
+    seq: int
+    timestamp: int
+    payload: bytes
+    samples: int
+    payload_type: int = DEFAULT_PAYLOAD_TYPE
+    marker: bool = False
+
+
+def parse_media(data: bytes) -> MediaPacket:
+    """Validate a datagram as RTP with an Opus payload. Raises DroppedPacket."""
+    if len(data) > MAX_DATAGRAM:
+        raise DroppedPacket(Drop.OVERSIZED, f"datagram of {len(data)} bytes")
+    if len(data) >= 2 and data[0] >> 6 == 2 and is_rtcp(data):
+        raise DroppedPacket(Drop.RTCP, "RTCP packet on the media port")
+    try:
+        rtp = RtpPacket.parse(data)
+    except (ValueError, IndexError, struct.error) as exc:
+        raise DroppedPacket(Drop.NOT_RTP, str(exc)) from None
+    # Opus always has a dynamic payload type (RFC 7587 section 6.1).
+    if not 96 <= rtp.payload_type <= 127:
+        raise DroppedPacket(
+            Drop.PAYLOAD_TYPE, f"static payload type {rtp.payload_type}", rtp.ssrc
+        )
+    try:
+        samples = packet_samples(rtp.payload)
+    except ValueError as exc:
+        raise DroppedPacket(Drop.BAD_OPUS, str(exc), rtp.ssrc) from None
+    return MediaPacket(
+        ssrc=rtp.ssrc,
+        seq=rtp.sequence_number,
+        timestamp=rtp.timestamp,
+        payload=rtp.payload,
+        samples=samples,
+        payload_type=rtp.payload_type,
+        marker=bool(rtp.marker),
+    )
+
+
+def unwrap(value: int, reference: int, bits: int) -> int:
+    """Extend a `bits`-wide counter to the integer nearest to `reference` (an extended value).
+
+    unwrap(2, 65534, 16) == 65538: sequence number 2 just after the wrap.
+    """
+    span = 1 << bits
+    delta = (value - reference) % span
+    if delta >= span // 2:
+        delta -= span
+    return reference + delta
+
+
+class Packetizer:
+    """Turns Opus packets into RTP datagrams of one stream (RFC 3550 section 5.1).
+
+    Sequence number and timestamp start at random values, as RFC 3550 asks, unless given.
+    """
+
+    def __init__(
+        self,
+        payload_type: int = DEFAULT_PAYLOAD_TYPE,
+        ssrc: int | None = None,
+        seq: int | None = None,
+        timestamp: int | None = None,
+    ) -> None:
+        self.payload_type = payload_type
+        self.ssrc = secrets.randbits(32) if ssrc is None else ssrc
+        self.seq = secrets.randbits(16) if seq is None else seq
+        self.timestamp = secrets.randbits(32) if timestamp is None else timestamp
+        self._first = True
+
+    def packetize(self, payload: bytes, samples: int) -> bytes:
+        """One RTP datagram for `payload`, which lasts `samples` samples at 48 kHz."""
+        packet = RtpPacket(
+            payload_type=self.payload_type,
+            # The marker flags the first packet of a talkspurt (RFC 3551 section 4.1).
+            marker=int(self._first),
+            sequence_number=self.seq,
+            timestamp=self.timestamp,
+            ssrc=self.ssrc,
+            payload=payload,
+        )
+        self._first = False
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.timestamp = (self.timestamp + samples) & 0xFFFFFFFF
+        return packet.serialize()

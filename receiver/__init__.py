@@ -1,0 +1,1 @@
+"""airmic receiver."""

@@ -1,0 +1,92 @@
+"""airmic-receive: receive airmic (or any Opus/RTP) streams and play them into sinks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from airmic.common.cli import (
+    DEFAULT_PORT,
+    add_logging_options,
+    parse_address,
+    positive_float,
+    run,
+    stop_event,
+)
+from airmic.common.devices import describe_devices
+from airmic.receiver.pipeline import ReceiverConfig, run_receiver
+from airmic.receiver.sinks import parse_sink
+
+EXAMPLES = f"""\
+sinks (--sink may be given several times; each stream goes to all of them):
+  wav:PATH            a 48 kHz mono WAV; with several streams, PATH, PATH-2.wav, PATH-3.wav…
+  device:NAME|INDEX   a sound card output or virtual cable (see --list-devices)
+  null                discard (for measuring)
+
+examples:
+  airmic-receive
+      listen on UDP port {DEFAULT_PORT} of every interface, play to the default output device
+  airmic-receive --sink wav:talk.wav --sink device:"CABLE Input"
+      record every stream and feed a virtual cable at the same time
+  airmic-receive --listen 127.0.0.1:6000 --sink wav:out.wav --exit-after-idle 2 \\
+                 --stats-json stats.json
+      for scripts: exit 2 s after the last stream stops, write per-stream counters
+  ffmpeg -re -i talk.mp3 -c:a libopus -f rtp rtp://127.0.0.1:{DEFAULT_PORT}
+      any Opus/RTP sender works too (ffmpeg, GStreamer's rtpopuspay)
+
+exit codes: 0 done (Ctrl-C included), 1 error, 2 bad usage
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="airmic-receive",
+        description="Receive Opus over RTP/UDP from airmic-send, ffmpeg or GStreamer, smooth "
+        "out the network, and play each stream into sinks.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--listen", metavar="HOST:PORT", default=("0.0.0.0", DEFAULT_PORT),
+                        type=parse_address,
+                        help=f"where to listen (default 0.0.0.0:{DEFAULT_PORT})")
+    parser.add_argument("--sink", metavar="SPEC", action="append",
+                        help="where the audio goes: wav:PATH, device:NAME|INDEX or null "
+                        "(default: the default output device)")
+    parser.add_argument("--latency", metavar="MS", type=positive_float, default=40.0,
+                        help="jitter buffer delay in ms (default 40)")
+    parser.add_argument("--exit-after-idle", metavar="SECONDS", type=positive_float,
+                        help="exit this long after the last stream went silent (or after "
+                        "start, if none came)")
+    parser.add_argument("--stats-json", metavar="PATH",
+                        help="write per-stream counters to PATH on exit")
+    parser.add_argument("--max-streams", type=int, default=16, metavar="N",
+                        help="concurrent streams accepted (default 16)")
+    parser.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
+    add_logging_options(parser)
+    return parser
+
+
+async def _main(args: argparse.Namespace) -> int:
+    if args.list_devices:
+        print(describe_devices())
+        return 0
+    config = ReceiverConfig(
+        listen=args.listen,
+        sinks=[parse_sink(spec) for spec in args.sink or ["device:default"]],
+        latency=args.latency / 1000,
+        exit_after_idle=args.exit_after_idle,
+        stats_json=Path(args.stats_json) if args.stats_json else None,
+        max_streams=args.max_streams,
+    )
+    await run_receiver(config, stop_event())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(_main, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

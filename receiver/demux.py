@@ -1,0 +1,77 @@
+"""Sorts incoming datagrams into streams, one per (source address, SSRC).
+
+A new stream is believed only after two packets in sequence (RFC 3550 section 6.2.1 and
+appendix A.1): a flood of garbage or of random "RTP" cannot open streams. Every dropped
+datagram is counted by reason and logged once per reason. Sans-I/O: runs on the loop's
+thread, given `now`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+
+from airmic.common.log import OnceLogger
+from airmic.common.rtp import DroppedPacket, MediaPacket, parse_media
+from airmic.receiver.session import Session
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+StreamKey = tuple[Address, int]
+
+PROBATION_SLOTS = 64
+"""Candidate streams remembered at once; the oldest is forgotten first."""
+
+
+class Demux:
+    def __init__(
+        self,
+        open_session: Callable[[StreamKey, float], Session],
+        max_streams: int = 16,
+    ) -> None:
+        self._open_session = open_session
+        self.max_streams = max_streams
+        self.sessions: dict[StreamKey, Session] = {}
+        self.dropped = OnceLogger(log)
+        self._probation: OrderedDict[StreamKey, MediaPacket] = OrderedDict()
+
+    def receive(self, data: bytes, addr: Address, now: float) -> None:
+        """Take one datagram from `addr`."""
+        try:
+            packet = parse_media(data)
+        except DroppedPacket as exc:
+            self._drop(exc.reason, addr, str(exc), exc.ssrc)
+            return
+        key = (addr, packet.ssrc)
+        session = self.sessions.get(key)
+        if session is None:
+            session = self._admit(key, packet, now)
+            if session is None:
+                return
+        session.push(packet, now)
+
+    def _admit(self, key: StreamKey, packet: MediaPacket, now: float) -> Session | None:
+        first = self._probation.pop(key, None)
+        if first is None or (first.seq + 1) & 0xFFFF != packet.seq:
+            self._probation[key] = packet
+            if len(self._probation) > PROBATION_SLOTS:
+                self._probation.popitem(last=False)
+            return None
+        if len(self.sessions) >= self.max_streams:
+            self._drop("too_many_streams", key[0], f"more than {self.max_streams} streams")
+            return None
+        session = self._open_session(key, now)
+        self.sessions[key] = session
+        session.push(first, now)
+        return session
+
+    def _drop(self, reason: str, addr: Address, detail: str, ssrc: int | None = None) -> None:
+        session = self.sessions.get((addr, ssrc)) if ssrc is not None else None
+        if session is not None:
+            session.malformed += 1
+        self.dropped.report(reason, "dropped a datagram from %s:%d (%s): %s", *addr, reason, detail)
+
+    def close(self, key: StreamKey) -> Session:
+        return self.sessions.pop(key)

@@ -1,0 +1,132 @@
+"""The receiver's whole pipeline, wired in one place:
+
+    UDP socket ─► demux (validate, one session per SSRC and address)
+               ─► session: jitter buffer ─► Opus decoder (FEC, concealment) ─► sinks
+    playout clock: every block, each session plays the next block into its sinks
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+
+from airmic.common.audio import RATE
+from airmic.common.jitter import FixedJitterBuffer
+from airmic.common.status import StatusLine
+from airmic.receiver.demux import Demux, StreamKey
+from airmic.receiver.session import Session
+from airmic.receiver.sinks import SinkFactory
+from airmic.receiver.transport import listen
+
+log = logging.getLogger(__name__)
+
+BLOCK = 480
+"""Playout block: 10 ms."""
+
+
+@dataclass
+class ReceiverConfig:
+    listen: tuple[str, int]
+    sinks: list[SinkFactory]
+    latency: float = 0.04  # the jitter buffer's fixed delay, seconds
+    stream_timeout: float = 5.0  # a stream silent this long is over
+    exit_after_idle: float | None = None
+    stats_json: Path | None = None
+    max_streams: int = 16
+
+
+@dataclass
+class Receiver:
+    config: ReceiverConfig
+    demux: Demux = field(init=False)
+    finished: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.demux = Demux(self._open_session, self.config.max_streams)
+
+    def _open_session(self, key: StreamKey, now: float) -> Session:
+        (host, port), ssrc = key
+        name = f"{host}:{port}/{ssrc:08x}"
+        jitter = FixedJitterBuffer(self.config.latency)
+        sinks = [factory.open() for factory in self.config.sinks]
+        log.info("stream %s started -> %s", name, ", ".join(s.description for s in sinks))
+        return Session(name, jitter, sinks, now)
+
+    def tick(self, now: float) -> None:
+        """The playout clock's beat: the block that plays from `now` on, for each stream."""
+        for key, session in list(self.demux.sessions.items()):
+            session.play(now, BLOCK)
+            if now - session.last_packet > self.config.stream_timeout:
+                self.end_stream(key)
+
+    def end_stream(self, key: StreamKey) -> None:
+        session = self.demux.close(key)
+        session.close()
+        stats = session.stats()
+        self.finished.append(stats)
+        log.info(
+            "stream %s ended: %.1f s, %d packets, %d lost (%d recovered by FEC), %d late",
+            session.name, stats["seconds"], stats["received"], stats["lost"],
+            stats["recovered"], stats["late"],
+        )
+
+    def last_activity(self, since: float) -> float:
+        return max([since, *(s.last_packet for s in self.demux.sessions.values())])
+
+    def report(self) -> dict[str, Any]:
+        live = [s.stats() for s in self.demux.sessions.values()]
+        return {"streams": self.finished + live, "dropped": dict(self.demux.dropped.counts)}
+
+    def status(self) -> Text:
+        line = Text(f"listening on {self.config.listen[0]}:{self.config.listen[1]}")
+        for session in self.demux.sessions.values():
+            s = session.jitter.stats
+            line.append(f"   {session.name}: {session.samples_played / RATE:.1f} s, "
+                        f"{s.lost} lost, {s.late} late")
+        return line
+
+
+async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None) -> Receiver:
+    """Receive until `stop` is set or, with `exit_after_idle`, until no stream was heard for
+    that long. Every stream is drained and its sinks closed before this returns."""
+    loop = asyncio.get_running_loop()
+    receiver = Receiver(config)
+    stop = stop or asyncio.Event()
+    transport = await listen(*config.listen, receiver.demux.receive)
+    log.info("listening on UDP %s:%d", *config.listen)
+    start = loop.time()
+    try:
+        with StatusLine(receiver.status):
+            await _playout(receiver, stop, start)
+    finally:
+        transport.close()
+        for key in list(receiver.demux.sessions):
+            receiver.end_stream(key)
+        if config.stats_json:
+            config.stats_json.write_text(json.dumps(receiver.report(), indent=2) + "\n")
+    return receiver
+
+
+async def _playout(receiver: Receiver, stop: asyncio.Event, start: float) -> None:
+    """A paced clock: block k plays at start + k * 10 ms, whenever the loop gets to it; a late
+    wake-up plays the blocks it missed, so the timeline never slips."""
+    loop = asyncio.get_running_loop()
+    idle_limit = receiver.config.exit_after_idle
+    beat = BLOCK / RATE
+    k = 0
+    while not stop.is_set():
+        now = start + k * beat
+        if now > loop.time():
+            await asyncio.sleep(now - loop.time())
+            continue
+        receiver.tick(now)
+        k += 1
+        if idle_limit is not None and now - receiver.last_activity(start) > idle_limit:
+            log.info("no stream for %g s: exiting", idle_limit)
+            return

@@ -1,0 +1,98 @@
+"""airmic-send: capture audio, encode it as Opus, and stream it to airmic-receive."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from airmic.common.cli import (
+    DEFAULT_PORT,
+    add_logging_options,
+    parse_address,
+    positive_float,
+    run,
+    stop_event,
+)
+from airmic.common.devices import describe_devices
+from airmic.common.errors import UsageError
+from airmic.common.opus import FRAME_MS, OpusConfig
+from airmic.sender.pipeline import SenderConfig, run_sender
+
+EXAMPLES = f"""\
+inputs:
+  device:NAME|INDEX   a sound card input (see --list-devices); 'device' alone is the default
+  file:PATH           a WAV, FLAC or OGG file, streamed in real time, then the sender exits
+  tone:FREQ           a sine wave, for checking a set-up
+
+examples:
+  airmic-send --to 192.168.1.20 --input device:default
+      stream the default microphone to the receiver on 192.168.1.20, port {DEFAULT_PORT}
+  airmic-send --to 127.0.0.1:{DEFAULT_PORT} --input file:speech.wav --loop
+      stream a file again and again (Ctrl-C stops)
+  airmic-send --to pc.local --input tone:440 --duration 5
+      a 440 Hz tone for five seconds
+  airmic-send --to 192.168.1.20 --input device:USB --frame-ms 5 --low-latency
+      the lowest latency: 5 ms frames and low-delay Opus (no in-band FEC)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="airmic-send",
+        description="Stream audio from a microphone, file or tone to airmic-receive, as Opus "
+        "over RTP/UDP.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--to", metavar="HOST[:PORT]", type=parse_address,
+                        help=f"the receiver (port {DEFAULT_PORT} if none is given)")
+    parser.add_argument("-i", "--input", metavar="SPEC", default="device:default",
+                        help="what to send: device:NAME|INDEX, file:PATH or tone:FREQ "
+                        "(default: the default input device)")
+    parser.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
+    parser.add_argument("--loop", action="store_true", help="repeat a file input until stopped")
+    parser.add_argument("--duration", metavar="SECONDS", type=positive_float,
+                        help="stop after this much audio")
+    opus = parser.add_argument_group("Opus encoding")
+    opus.add_argument("--frame-ms", type=float, default=10.0, choices=FRAME_MS,
+                      help="frame duration in ms (default 10)")
+    opus.add_argument("--bitrate", type=int, default=48_000, metavar="BIT/S",
+                      help="Opus bitrate in bit/s (default 48000)")
+    opus.add_argument("--low-latency", action="store_true",
+                      help="low-delay Opus (CELT only, 2.5 ms look-ahead instead of 6.5), which carries no FEC")
+    opus.add_argument("--expected-loss", type=int, default=10, metavar="PERCENT",
+                      help="loss the in-band FEC is tuned for (default 10)")
+    opus.add_argument("--no-fec", action="store_true", help="no in-band FEC")
+    opus.add_argument("--payload-type", type=int, default=96, metavar="PT",
+                      help="RTP payload type, 96-127 (default 96)")
+    add_logging_options(parser)
+    return parser
+
+
+async def _main(args: argparse.Namespace) -> int:
+    if args.list_devices:
+        print(describe_devices())
+        return 0
+    if args.to is None:
+        raise UsageError("where to? give the receiver with --to HOST[:PORT]")
+    if not 96 <= args.payload_type <= 127:
+        raise UsageError("--payload-type must be a dynamic type, 96-127 (RFC 7587)")
+    try:
+        opus = OpusConfig(frame_ms=args.frame_ms, bitrate=args.bitrate,
+                          low_latency=args.low_latency, fec=not args.no_fec,
+                          expected_loss=args.expected_loss)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    config = SenderConfig(to=args.to, input=args.input, opus=opus, loop=args.loop,
+                          payload_type=args.payload_type, duration=args.duration)
+    await run_sender(config, stop_event())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(_main, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The sender's whole pipeline, wired in one place:
+
+    source ─► reframer ─► Opus encoder ─► RTP packetizer ─► UDP socket
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from airmic.common.audio import RATE, Block, Reframer, level_dbfs
+from airmic.common.opus import OpusConfig, OpusEncoder
+from airmic.common.rtp import DEFAULT_PAYLOAD_TYPE, Packetizer
+from airmic.common.status import StatusLine, meter
+from airmic.sender.sources import open_source
+from airmic.sender.transport import UdpTransport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    to: tuple[str, int]
+    input: str = "device:default"
+    opus: OpusConfig = field(default_factory=OpusConfig)
+    loop: bool = False
+    payload_type: int = DEFAULT_PAYLOAD_TYPE
+    duration: float | None = None  # seconds of audio to send; None: until the source ends
+
+
+@dataclass
+class SenderReport:
+    packets: int = 0
+    seconds: float = 0.0
+    bytes: int = 0
+    level_db: float = -120.0
+
+
+async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) -> SenderReport:
+    """Stream until the source ends, `config.duration` is reached, or `stop` is set."""
+    frame = config.opus.frame_samples
+    source = open_source(config.input, frame, config.loop)  # capture, in real time
+    reframer = Reframer(frame)  # cut into exact Opus frames
+    encoder = OpusEncoder(config.opus)  # Opus, VOIP + FEC or low-delay CELT
+    packetizer = Packetizer(config.payload_type)  # RTP header, seq, timestamp
+    transport = await UdpTransport.open(*config.to)  # to the receiver
+    report = SenderReport()
+
+    def send(block: Block) -> None:
+        transport.send(packetizer.packetize(encoder.encode(block), len(block)))
+        report.packets += 1
+        report.seconds += len(block) / RATE
+        report.level_db = level_dbfs(block)
+
+    async def stream() -> None:
+        limit = None if config.duration is None else round(config.duration * RATE / frame)
+        async for block in source.blocks():
+            for piece in reframer.push(block):
+                send(piece)
+                if limit is not None and report.packets >= limit:
+                    return
+        tail = reframer.flush()
+        if tail is not None:
+            send(tail)
+        # One frame of silence pushes the encoder's look-ahead out, so the end is not cut.
+        send(np.zeros(frame, dtype=np.float32))
+
+    log.info(
+        "sending %s to %s:%d (Opus %s, %g ms frames, %d kbit/s, SSRC %08x)",
+        source.description, *config.to, config.opus.application, config.opus.frame_ms,
+        config.opus.bitrate // 1000, packetizer.ssrc,
+    )
+    streaming = asyncio.create_task(stream())
+    waiters = {streaming} | ({asyncio.create_task(stop.wait())} if stop else set())
+    try:
+        with StatusLine(lambda: _status(report)):
+            done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            if streaming in done:
+                streaming.result()  # raise what the source raised
+    finally:
+        streaming.cancel()
+        transport.close()
+    report.bytes = transport.sent_bytes
+    rate = report.bytes * 8 / report.seconds / 1000 if report.seconds else 0.0
+    log.info("sent %d packets, %.1f s of audio, %.0f kbit/s on the wire",
+             report.packets, report.seconds, rate)
+    return report
+
+
+def _status(report: SenderReport):  # type: ignore[no-untyped-def]
+    line = meter(report.level_db)
+    line.append(f"   {report.seconds:7.1f} s   {report.packets} packets")
+    return line
