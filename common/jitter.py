@@ -21,6 +21,8 @@ MAX_MISORDER = 100
 """A packet this far behind playout is taken as a possible restart, not as a late one."""
 MAX_TS_JUMP = 30 * RATE
 """A timestamp this far from playout (30 s) is not trusted either."""
+EPSILON = 1e-6
+"""Times closer than this (seconds) count as equal, so float rounding cannot shift a frame."""
 
 
 class FrameKind(enum.Enum):
@@ -114,7 +116,7 @@ class FixedJitterBuffer:
 
     def pop(self, now: float) -> Frame | None:
         """The next frame if its playout time is before `now`, else None (nothing due)."""
-        if not self._anchored or self._time_of(self._next_ts) >= now:
+        if not self._anchored or self._time_of(self._next_ts) >= now - EPSILON:
             return None
         assert self._next_seq is not None
         entry = self._packets.get(self._next_seq)
@@ -169,7 +171,7 @@ class FixedJitterBuffer:
         gap = ts - self._next_ts
         if self._conceal_run < self.max_conceal:
             return self._conceal(min(gap, self._last_samples) // GRANULE * GRANULE)
-        if self._time_of(ts) < now:
+        if self._time_of(ts) < now - EPSILON:
             self._next_ts = ts
             return self._play(ts, self._packets[self._next_seq][1], now)  # type: ignore[index]
         return None
@@ -210,6 +212,7 @@ class FixedJitterBuffer:
             self.stats.jumps += 1
             return
         self.stats.restarts += 1
+        self.stats.lost += len(self._packets)  # the old numbering's leftovers cannot be placed
         self._bad_seq = None
         self._packets.clear()
         self._received.clear()
