@@ -18,7 +18,7 @@ def best_lag(ref: np.ndarray, out: np.ndarray) -> int:
     n = 1 << (len(ref) + len(out)).bit_length()
     spectrum = np.fft.rfft(out, n) * np.conj(np.fft.rfft(ref, n))
     xcorr = np.fft.irfft(spectrum, n)
-    lag = int(np.argmax(np.abs(xcorr)))
+    lag = int(np.argmax(xcorr))  # signed: an inverted output must not count as a match
     return lag - n if lag > n // 2 else lag
 
 

@@ -1,0 +1,72 @@
+"""airmic-send to airmic-receive as real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import numpy as np
+import pytest
+import soundfile
+
+from tests.audio_match import match
+from tests.processes import ReceiverProcess, send
+
+pytestmark = pytest.mark.e2e
+
+
+def read(path):
+    data, rate = soundfile.read(path, dtype="float32")
+    assert rate == 48_000 and data.ndim == 1
+    return data
+
+
+@pytest.mark.parametrize("options", [[], ["--frame-ms", "2.5", "--low-latency"], ["--frame-ms", "20"]],
+                         ids=["default", "low-latency-2.5ms", "20ms"])
+def test_speech_file_arrives_whole(tmp_path, udp_port, speech, speech_samples, options):
+    receiver = ReceiverProcess(tmp_path, udp_port)
+    sender = send(udp_port, "--input", f"file:{speech}", *options, folder=tmp_path)
+    assert sender.wait() == 0, sender.stderr
+    assert receiver.wait() == 0, receiver.stderr
+
+    result = match(speech_samples, read(tmp_path / "out.wav"))
+    print(f"\n{options or 'default'}: correlation {result.correlation:.4f}, lag {result.lag} samples")
+    assert result.correlation >= 0.9
+    assert result.longest_gap <= 1  # no stretch longer than one 10 ms frame went missing
+    (stream,) = receiver.stats()["streams"]
+    assert stream["lost"] == stream["late"] == stream["malformed"] == stream["duplicate"] == 0
+    assert stream["received"] == stream["played"] > 0
+    assert receiver.stats()["dropped"] == {}
+
+
+def test_two_senders_at_once_get_a_file_each(tmp_path, udp_port, speech, speech_samples):
+    receiver = ReceiverProcess(tmp_path, udp_port)
+    voice = send(udp_port, "--input", f"file:{speech}", folder=tmp_path, name="voice")
+    tone = send(udp_port, "--input", "tone:440", "--duration", "3", folder=tmp_path, name="tone")
+    assert voice.wait() == 0 and tone.wait() == 0
+    assert receiver.wait() == 0, receiver.stderr
+
+    outputs = [read(tmp_path / "out.wav"), read(tmp_path / "out-2.wav")]
+    speech_out = max(outputs, key=len)  # the speech is longer than the 3 s tone
+    tone_out = min(outputs, key=len)
+    assert match(speech_samples, speech_out).correlation >= 0.9
+    reference = 10 ** (-12 / 20) * np.sin(2 * np.pi * 440 * np.arange(48_000 * 3) / 48_000)
+    assert match(reference, tone_out).correlation >= 0.9
+    streams = receiver.stats()["streams"]
+    assert len(streams) == 2 and all(s["lost"] == 0 for s in streams)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_receiver_stopped_mid_stream_leaves_a_valid_wav(tmp_path, udp_port, speech, speech_samples, sig):
+    receiver = ReceiverProcess(tmp_path, udp_port, idle=None)
+    sender = send(udp_port, "--input", f"file:{speech}", folder=tmp_path)
+    receiver.wait_for("started")
+    time.sleep(3)
+    code = receiver.stop(sig)
+    sender.stop()
+    assert code == (0 if sig != signal.SIGKILL else -signal.SIGKILL), receiver.stderr
+    out = read(tmp_path / "out.wav")  # a valid WAV, whatever ended the receiver
+    assert 2.0 < len(out) / 48_000 < 4.0
+    assert match(speech_samples, out).correlation > 0.5  # the part it got, aligned
+    if sig != signal.SIGKILL:
+        assert receiver.stats()["streams"][0]["received"] > 150

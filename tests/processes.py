@@ -1,0 +1,82 @@
+"""Running the real airmic commands (and other programs) as processes in tests."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import command
+
+
+class Process:
+    """A program started with its output in files; always ended by `stop()` or `wait()`."""
+
+    def __init__(self, args: list[str], folder: Path, name: str) -> None:
+        self.args = args
+        self.stdout_path = folder / f"{name}.out"
+        self.stderr_path = folder / f"{name}.err"
+        self._stdout = self.stdout_path.open("wb")
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(args, stdout=self._stdout, stderr=self._stderr,
+                                     stdin=subprocess.DEVNULL)
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.args[0]} exited early:\n{self.stderr}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.args[0]} never said {text!r}:\n{self.stderr}")
+            time.sleep(0.02)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._close()
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        self._stdout.close()
+        self._stderr.close()
+
+
+class ReceiverProcess(Process):
+    """airmic-receive on 127.0.0.1, writing WAV files and a stats file into `folder`."""
+
+    def __init__(self, folder: Path, port: int, *extra: str, idle: float | None = 2.0,
+                 sinks: tuple[str, ...] | None = None) -> None:
+        self.folder = folder
+        self.stats_path = folder / "stats.json"
+        args = [command("airmic-receive"), "--listen", f"127.0.0.1:{port}",
+                "--stats-json", str(self.stats_path), *extra]
+        for sink in sinks or (f"wav:{folder / 'out.wav'}",):
+            args += ["--sink", sink]
+        if idle is not None:
+            args += ["--exit-after-idle", str(idle)]
+        super().__init__(args, folder, "receiver")
+        self.wait_for("listening on")
+
+    def stats(self) -> dict:
+        return json.loads(self.stats_path.read_text())
+
+
+def send(port: int, *args: str, folder: Path, name: str = "sender") -> Process:
+    return Process([command("airmic-send"), "--to", f"127.0.0.1:{port}", *args], folder, name)
