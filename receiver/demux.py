@@ -55,9 +55,12 @@ class Demux:
     def _admit(self, key: StreamKey, packet: MediaPacket, now: float) -> Session | None:
         first = self._probation.pop(key, None)
         if first is None or (first.seq + 1) & 0xFFFF != packet.seq:
+            if first is not None:
+                self._drop("unconfirmed", key[0], "a new stream's packets were not in sequence")
             self._probation[key] = packet
             if len(self._probation) > PROBATION_SLOTS:
-                self._probation.popitem(last=False)
+                (addr, _), _ = self._probation.popitem(last=False)
+                self._drop("unconfirmed", addr, "a new stream never confirmed")
             return None
         if len(self.sessions) >= self.max_streams:
             self._drop("too_many_streams", key[0], f"more than {self.max_streams} streams")

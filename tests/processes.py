@@ -27,9 +27,14 @@ class Process:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
     def wait_for(self, text: str, timeout: float = 15.0) -> None:
+        """Wait until the program prints `text` (on stderr or stdout)."""
         deadline = time.monotonic() + timeout
-        while text not in self.stderr:
+        while text not in self.stderr and text not in self.stdout:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.args[0]} exited early:\n{self.stderr}")
             if time.monotonic() > deadline:

@@ -1,0 +1,83 @@
+"""Bad usage and missing things: one clear line, the right exit code, no traceback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import pytest
+
+from tests.conftest import command
+
+pytestmark = pytest.mark.e2e
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+
+
+def assert_clean_error(result, code: int, *words: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+def test_port_in_use(udp_port):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", udp_port))
+        result = run(command("airmic-receive"), "--listen", f"127.0.0.1:{udp_port}", "--sink", "null")
+    assert_clean_error(result, 1, f"UDP port {udp_port}", "in use", "--listen")
+
+
+def test_missing_input_file(tmp_path):
+    result = run(command("airmic-send"), "--to", "127.0.0.1", "--input", f"file:{tmp_path}/nope.wav")
+    assert_clean_error(result, 1, "cannot read", "nope.wav", "no such file")
+
+
+def test_unreadable_input_file(tmp_path):
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF not really a wave file")
+    result = run(command("airmic-send"), "--to", "127.0.0.1", "--input", f"file:{junk}")
+    assert_clean_error(result, 1, "cannot read", "junk.wav")
+
+
+def test_missing_device():
+    result = run(command("airmic-send"), "--to", "127.0.0.1", "--input", "device:No Such Mic 9000")
+    assert_clean_error(result, 1, "No Such Mic 9000")
+
+
+def test_missing_output_device(tmp_path):
+    result = run(command("airmic-receive"), "--sink", "device:No Such Speaker")
+    assert_clean_error(result, 1, "No Such Speaker")
+
+
+def test_unknown_host():
+    result = run(command("airmic-send"), "--to", "no-such-host.invalid:5004", "--input", "tone:440")
+    assert_clean_error(result, 1, "cannot resolve", "no-such-host.invalid")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["airmic-send", "--input", "tone:440"], ["--to"]),
+        (["airmic-send", "--to", "127.0.0.1", "--input", "mp3:x"], ["unknown input", "file:PATH"]),
+        (["airmic-send", "--to", "127.0.0.1", "--frame-ms", "7"], ["--frame-ms", "invalid choice"]),
+        (["airmic-send", "--to", "127.0.0.1:99999"], ["out of range"]),
+        (["airmic-send", "--to", "127.0.0.1", "--bitrate", "100"], ["bitrate"]),
+        (["airmic-receive", "--sink", "flac:x"], ["unknown sink", "wav:PATH"]),
+        (["airmic-receive", "--sink", "wav:/no/such/folder/out.wav"], ["no folder"]),
+        (["airmic-receive", "--latency", "-5"], ["--latency"]),
+    ],
+)
+def test_bad_usage_exits_2(args, words):
+    result = run(command(args[0]), *args[1:])
+    assert_clean_error(result, 2, *words)
+
+
+@pytest.mark.parametrize("name", ["airmic-send", "airmic-receive"])
+def test_help_teaches_with_examples(name):
+    result = run(command(name), "--help")
+    assert result.returncode == 0
+    assert "examples:" in result.stdout and name in result.stdout.split("examples:")[1]

@@ -1,0 +1,64 @@
+"""A good stream keeps playing through floods of bad datagrams on a real socket."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+
+import pytest
+import soundfile
+from aiortc.rtp import RtpPacket
+
+from tests.audio_match import match
+from tests.processes import ReceiverProcess, send
+
+pytestmark = pytest.mark.e2e
+
+
+def garbage(rng: random.Random) -> list[bytes]:
+    """One of each kind of bad datagram, and some random ones."""
+    def rtp(**kw) -> bytes:
+        return RtpPacket(ssrc=rng.getrandbits(32), **kw).serialize()
+
+    return [
+        rng.randbytes(rng.randint(1, 200)),  # noise
+        b"\x80",  # truncated
+        bytes([0x80, 0x60, 0, 1]),  # truncated header
+        bytes(9000),  # oversized
+        rtp(payload_type=0, payload=rng.randbytes(160)),  # PCMU: not Opus
+        rtp(payload_type=96, payload=b""),  # no payload
+        rtp(payload_type=96, payload=bytes([0x02, 0xFF])),  # malformed Opus
+        rtp(payload_type=96, sequence_number=rng.getrandbits(16), payload=b"\x78\x00"),  # stray
+        bytes([0x80, 201, 0, 1, 0, 0, 0, 1]),  # RTCP
+    ]
+
+
+def test_good_stream_survives_a_garbage_flood(tmp_path, udp_port, speech, speech_samples):
+    receiver = ReceiverProcess(tmp_path, udp_port)
+    sender = send(udp_port, "--input", f"file:{speech}", folder=tmp_path)
+    rng = random.Random(3)
+    sent = 0
+    # Bounded: 4 s at most, 2000 bursts of 9 datagrams, to loopback only.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline and sent < 18_000:
+            for datagram in garbage(rng):
+                sock.sendto(datagram, ("127.0.0.1", udp_port))
+                sent += 1
+            time.sleep(0.002)
+    assert sender.wait() == 0, sender.stderr
+    assert receiver.wait() == 0, receiver.stderr
+
+    out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    result = match(speech_samples, out)
+    assert result.correlation >= 0.9 and result.longest_gap <= 1
+    stats = receiver.stats()
+    streams = [s for s in stats["streams"] if s["seconds"] > 1]
+    assert len(streams) == 1 and streams[0]["lost"] == 0 and streams[0]["late"] == 0
+    dropped = stats["dropped"]
+    for reason in ("not_rtp", "oversized", "payload_type", "bad_opus", "rtcp", "unconfirmed"):
+        assert dropped.get(reason, 0) > 0, dropped
+    print(f"\nflood of {sent} datagrams; dropped: {dropped}; correlation {result.correlation:.3f}")
+    # Each kind is logged once, not once per datagram.
+    assert receiver.stderr.count("dropped a datagram") <= 7

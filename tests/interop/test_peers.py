@@ -1,0 +1,84 @@
+"""Interop with the tools engineers already use: ffmpeg and GStreamer, as real processes."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+
+import pytest
+import soundfile
+
+from tests.audio_match import match
+from tests.processes import Process, ReceiverProcess, send
+
+pytestmark = pytest.mark.interop
+
+
+def need(program: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        pytest.fail(f"{program} is missing: run scripts/test, which installs it")
+    return path
+
+
+def check_stream(receiver: ReceiverProcess, speech_samples, tmp_path, payload_type: int) -> None:
+    out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    result = match(speech_samples, out)
+    print(f"\ncorrelation {result.correlation:.4f}, longest gap {result.longest_gap} frames")
+    assert result.correlation >= 0.9
+    assert result.longest_gap <= 1
+    streams = receiver.stats()["streams"]
+    assert len(streams) == 1 and streams[0]["lost"] == 0 and streams[0]["malformed"] == 0
+
+
+@pytest.mark.parametrize("frame_ms", [20, 60])
+def test_ffmpeg_sends_to_airmic(tmp_path, udp_port, speech, speech_samples, frame_ms):
+    receiver = ReceiverProcess(tmp_path, udp_port)
+    # PT 97, the marker bit on every packet, bursty pacing; 60 ms frames are code-3 packets.
+    ffmpeg = Process(
+        [need("ffmpeg"), "-hide_banner", "-loglevel", "error", "-re", "-i", str(speech),
+         "-c:a", "libopus", "-application", "voip", "-frame_duration", str(frame_ms),
+         "-b:a", "64k", "-f", "rtp", f"rtp://127.0.0.1:{udp_port}"],
+        tmp_path, "ffmpeg",
+    )
+    assert ffmpeg.wait() == 0, ffmpeg.stderr
+    assert receiver.wait() == 0, receiver.stderr
+    check_stream(receiver, speech_samples, tmp_path, 97)
+
+
+@pytest.mark.parametrize("frame_ms", [10, 40])
+def test_gstreamer_sends_to_airmic(tmp_path, udp_port, speech, speech_samples, frame_ms):
+    receiver = ReceiverProcess(tmp_path, udp_port)
+    gst = Process(
+        [need("gst-launch-1.0"), "-q", "filesrc", f"location={speech}", "!", "wavparse", "!",
+         "audioconvert", "!", "audioresample", "!", "opusenc", f"frame-size={frame_ms}",
+         "bitrate=64000", "!", "rtpopuspay", "!", "udpsink", "host=127.0.0.1", f"port={udp_port}"],
+        tmp_path, "gstreamer",
+    )
+    assert gst.wait() == 0, gst.stderr
+    assert receiver.wait() == 0, receiver.stderr
+    check_stream(receiver, speech_samples, tmp_path, 96)
+
+
+def test_gstreamer_receives_from_airmic(tmp_path, udp_port, speech, speech_samples):
+    out = tmp_path / "gst.wav"
+    caps = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=96"
+    gst = Process(
+        [need("gst-launch-1.0"), "-e", "udpsrc", "address=127.0.0.1", f"port={udp_port}",
+         f"caps={caps}", "!", "rtpjitterbuffer", "latency=50", "!", "rtpopusdepay", "!",
+         "opusdec", "!", "audioconvert", "!", "audioresample", "!",
+         "audio/x-raw,rate=48000,channels=1,format=S16LE", "!", "wavenc", "!",
+         "filesink", f"location={out}"],
+        tmp_path, "gstreamer",
+    )
+    gst.wait_for("PLAYING")  # udpsrc is bound once the pipeline plays
+    sender = send(udp_port, "--input", f"file:{speech}", folder=tmp_path)
+    assert sender.wait() == 0, sender.stderr
+    time.sleep(0.5)  # the jitter buffer's last 50 ms
+    assert gst.stop(signal.SIGINT) == 0, gst.stderr  # -e: finish the WAV on Ctrl-C
+    data, rate = soundfile.read(out, dtype="float32")
+    assert rate == 48_000
+    result = match(speech_samples, data)
+    print(f"\nGStreamer decoded airmic: correlation {result.correlation:.4f}")
+    assert result.correlation >= 0.9 and result.longest_gap <= 1
