@@ -24,7 +24,9 @@ log = logging.getLogger("airmic")
 
 def add_logging_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv: debug)")
+    group.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more detail (-vv: debug)"
+    )
     group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
 
 
@@ -44,7 +46,9 @@ def setup_logging(args: argparse.Namespace) -> None:
 
 def parse_address(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
     """'HOST:PORT', 'HOST', ':PORT' or '[IPv6]:PORT' to (host, port)."""
-    match = re.fullmatch(r"\[(?P<v6>[^\]]+)\](?::(?P<p6>\d+))?|(?P<host>[^:]*)(?::(?P<port>\d+))?", text)
+    match = re.fullmatch(
+        r"\[(?P<v6>[^\]]+)\](?::(?P<p6>\d+))?|(?P<host>[^:]*)(?::(?P<port>\d+))?", text
+    )
     if not match:
         if text.count(":") > 1:  # a bare IPv6 address
             return text, DEFAULT_PORT

@@ -38,7 +38,9 @@ def find_device(spec: str, kind: str) -> int | None:
         if index < len(devices) and devices[index][channels] > 0:
             return index
         raise DeviceError(f"no {kind} device with index {index} (see --list-devices)")
-    matches = [i for i, d in enumerate(devices) if spec.lower() in d["name"].lower() and d[channels]]
+    matches = [
+        i for i, d in enumerate(devices) if spec.lower() in d["name"].lower() and d[channels]
+    ]
     if not matches:
         raise DeviceError(f"no {kind} device matches {spec!r} (see --list-devices)")
     exact = [i for i in matches if devices[i]["name"].lower() == spec.lower()]

@@ -69,9 +69,7 @@ class FixedJitterBuffer:
     clean restart.
     """
 
-    def __init__(
-        self, delay: float = 0.04, *, fec: bool = True, max_conceal: float = 0.06
-    ) -> None:
+    def __init__(self, delay: float = 0.04, *, fec: bool = True, max_conceal: float = 0.06) -> None:
         self.delay = delay
         self.fec = fec
         self.max_conceal = round(max_conceal * RATE)

@@ -110,8 +110,12 @@ class OpusDecoder:
 # the frame count and every frame length, so a malformed packet is refused before decoding.
 _packet_parse = opuslib_next.api.libopus.opus_packet_parse
 _packet_parse.argtypes = (
-    ctypes.c_char_p, ctypes.c_int32, ctypes.POINTER(ctypes.c_ubyte),
-    ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int16), ctypes.POINTER(ctypes.c_int),
+    ctypes.c_char_p,
+    ctypes.c_int32,
+    ctypes.POINTER(ctypes.c_ubyte),
+    ctypes.POINTER(ctypes.c_void_p),
+    ctypes.POINTER(ctypes.c_int16),
+    ctypes.POINTER(ctypes.c_int),
 )
 _packet_parse.restype = ctypes.c_int
 

@@ -65,9 +65,7 @@ def parse_media(data: bytes) -> MediaPacket:
         raise DroppedPacket(Drop.NOT_RTP, str(exc)) from None
     # Opus always has a dynamic payload type (RFC 7587 section 6.1).
     if not 96 <= rtp.payload_type <= 127:
-        raise DroppedPacket(
-            Drop.PAYLOAD_TYPE, f"static payload type {rtp.payload_type}", rtp.ssrc
-        )
+        raise DroppedPacket(Drop.PAYLOAD_TYPE, f"static payload type {rtp.payload_type}", rtp.ssrc)
     try:
         samples = packet_samples(rtp.payload)
     except ValueError as exc:

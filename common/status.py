@@ -32,8 +32,9 @@ class StatusLine:
     def __enter__(self) -> StatusLine:
         if sys.stderr.isatty():
             console = Console(stderr=True)
-            self._live = Live(get_renderable=self._render, console=console,
-                              refresh_per_second=8, transient=True)
+            self._live = Live(
+                get_renderable=self._render, console=console, refresh_per_second=8, transient=True
+            )
             self._live.start()
         return self
 

@@ -47,21 +47,43 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--listen", metavar="HOST:PORT", default=("0.0.0.0", DEFAULT_PORT),
-                        type=parse_address,
-                        help=f"where to listen (default 0.0.0.0:{DEFAULT_PORT})")
-    parser.add_argument("--sink", metavar="SPEC", action="append",
-                        help="where the audio goes: wav:PATH, device:NAME|INDEX or null "
-                        "(default: the default output device)")
-    parser.add_argument("--latency", metavar="MS", type=positive_float, default=40.0,
-                        help="jitter buffer delay in ms (default 40)")
-    parser.add_argument("--exit-after-idle", metavar="SECONDS", type=positive_float,
-                        help="exit this long after the last stream went silent (or after "
-                        "start, if none came)")
-    parser.add_argument("--stats-json", metavar="PATH",
-                        help="write per-stream counters to PATH on exit")
-    parser.add_argument("--max-streams", type=int, default=16, metavar="N",
-                        help="concurrent streams accepted (default 16)")
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        default=("0.0.0.0", DEFAULT_PORT),
+        type=parse_address,
+        help=f"where to listen (default 0.0.0.0:{DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--sink",
+        metavar="SPEC",
+        action="append",
+        help="where the audio goes: wav:PATH, device:NAME|INDEX or null "
+        "(default: the default output device)",
+    )
+    parser.add_argument(
+        "--latency",
+        metavar="MS",
+        type=positive_float,
+        default=40.0,
+        help="jitter buffer delay in ms (default 40)",
+    )
+    parser.add_argument(
+        "--exit-after-idle",
+        metavar="SECONDS",
+        type=positive_float,
+        help="exit this long after the last stream went silent (or after start, if none came)",
+    )
+    parser.add_argument(
+        "--stats-json", metavar="PATH", help="write per-stream counters to PATH on exit"
+    )
+    parser.add_argument(
+        "--max-streams",
+        type=int,
+        default=16,
+        metavar="N",
+        help="concurrent streams accepted (default 16)",
+    )
     parser.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
     add_logging_options(parser)
     return parser

@@ -1,8 +1,8 @@
 """The receiver's whole pipeline, wired in one place:
 
-    UDP socket ─► demux (validate, one session per SSRC and address)
-               ─► session: jitter buffer ─► Opus decoder (FEC, concealment) ─► sinks
-    playout clock: every block, each session plays the next block into its sinks
+UDP socket ─► demux (validate, one session per SSRC and address)
+           ─► session: jitter buffer ─► Opus decoder (FEC, concealment) ─► sinks
+playout clock: every block, each session plays the next block into its sinks
 """
 
 from __future__ import annotations
@@ -72,8 +72,12 @@ class Receiver:
         self.finished.append(stats)
         log.info(
             "stream %s ended: %.1f s, %d packets, %d lost (%d recovered by FEC), %d late",
-            session.name, stats["seconds"], stats["received"], stats["lost"],
-            stats["recovered"], stats["late"],
+            session.name,
+            stats["seconds"],
+            stats["received"],
+            stats["lost"],
+            stats["recovered"],
+            stats["late"],
         )
 
     def last_activity(self, since: float) -> float:
@@ -87,8 +91,10 @@ class Receiver:
         line = Text(f"listening on {self.config.listen[0]}:{self.config.listen[1]}")
         for session in self.demux.sessions.values():
             s = session.jitter.stats
-            line.append(f"   {session.name}: {session.samples_played / RATE:.1f} s, "
-                        f"{s.lost} lost, {s.late} late")
+            line.append(
+                f"   {session.name}: {session.samples_played / RATE:.1f} s, "
+                f"{s.lost} lost, {s.late} late"
+            )
         return line
 
 

@@ -24,9 +24,7 @@ log = logging.getLogger(__name__)
 class Session:
     """Plays one stream (one SSRC from one address) into its sinks."""
 
-    def __init__(
-        self, name: str, jitter: FixedJitterBuffer, sinks: list[Sink], now: float
-    ) -> None:
+    def __init__(self, name: str, jitter: FixedJitterBuffer, sinks: list[Sink], now: float) -> None:
         self.name = name
         self.jitter = jitter
         self.decoder = OpusDecoder()

@@ -54,7 +54,7 @@ class WavSink:
         self.samples = 0
         self._pending_silence = 0
         try:
-            self._file = wave.open(str(path), "wb")
+            self._file = wave.open(str(path), "wb")  # noqa: SIM115 (closed by close())
         except OSError as exc:
             raise UsageError(f"cannot write {path}: {exc.strerror}") from None
         self._file.setnchannels(1)
@@ -137,8 +137,12 @@ class DeviceSink:
         self._leftover = np.zeros(0, dtype=np.float32)
         try:
             self._stream = sd.OutputStream(
-                device=device, samplerate=RATE, channels=1, dtype="float32",
-                latency="low", callback=self._callback,
+                device=device,
+                samplerate=RATE,
+                channels=1,
+                dtype="float32",
+                latency="low",
+                callback=self._callback,
             )
             self._stream.start()
         except sd.PortAudioError as exc:

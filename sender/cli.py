@@ -44,27 +44,60 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--to", metavar="HOST[:PORT]", type=parse_address,
-                        help=f"the receiver (port {DEFAULT_PORT} if none is given)")
-    parser.add_argument("-i", "--input", metavar="SPEC", default="device:default",
-                        help="what to send: device:NAME|INDEX, file:PATH or tone:FREQ "
-                        "(default: the default input device)")
+    parser.add_argument(
+        "--to",
+        metavar="HOST[:PORT]",
+        type=parse_address,
+        help=f"the receiver (port {DEFAULT_PORT} if none is given)",
+    )
+    parser.add_argument(
+        "-i",
+        "--input",
+        metavar="SPEC",
+        default="device:default",
+        help="what to send: device:NAME|INDEX, file:PATH or tone:FREQ "
+        "(default: the default input device)",
+    )
     parser.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
     parser.add_argument("--loop", action="store_true", help="repeat a file input until stopped")
-    parser.add_argument("--duration", metavar="SECONDS", type=positive_float,
-                        help="stop after this much audio")
+    parser.add_argument(
+        "--duration", metavar="SECONDS", type=positive_float, help="stop after this much audio"
+    )
     opus = parser.add_argument_group("Opus encoding")
-    opus.add_argument("--frame-ms", type=float, default=10.0, choices=FRAME_MS,
-                      help="frame duration in ms (default 10)")
-    opus.add_argument("--bitrate", type=int, default=48_000, metavar="BIT/S",
-                      help="Opus bitrate in bit/s (default 48000)")
-    opus.add_argument("--low-latency", action="store_true",
-                      help="low-delay Opus (CELT only, 2.5 ms look-ahead instead of 6.5), which carries no FEC")
-    opus.add_argument("--expected-loss", type=int, default=10, metavar="PERCENT",
-                      help="loss the in-band FEC is tuned for (default 10)")
+    opus.add_argument(
+        "--frame-ms",
+        type=float,
+        default=10.0,
+        choices=FRAME_MS,
+        help="frame duration in ms (default 10)",
+    )
+    opus.add_argument(
+        "--bitrate",
+        type=int,
+        default=48_000,
+        metavar="BIT/S",
+        help="Opus bitrate in bit/s (default 48000)",
+    )
+    opus.add_argument(
+        "--low-latency",
+        action="store_true",
+        help="low-delay Opus (CELT only, 2.5 ms look-ahead instead of 6.5), which carries no FEC",
+    )
+    opus.add_argument(
+        "--expected-loss",
+        type=int,
+        default=10,
+        metavar="PERCENT",
+        help="loss the in-band FEC is tuned for (default 10)",
+    )
     opus.add_argument("--no-fec", action="store_true", help="no in-band FEC")
-    opus.add_argument("--payload-type", type=int, default=96, metavar="PT",
-                      help="RTP payload type, 96-127 (default 96)")
+    opus.add_argument(
+        "--payload-type",
+        type=int,
+        default=96,
+        metavar="PT",
+        help="RTP payload type, 96-127 (default 96)",
+    )
     add_logging_options(parser)
     return parser
 
@@ -78,13 +111,23 @@ async def _main(args: argparse.Namespace) -> int:
     if not 96 <= args.payload_type <= 127:
         raise UsageError("--payload-type must be a dynamic type, 96-127 (RFC 7587)")
     try:
-        opus = OpusConfig(frame_ms=args.frame_ms, bitrate=args.bitrate,
-                          low_latency=args.low_latency, fec=not args.no_fec,
-                          expected_loss=args.expected_loss)
+        opus = OpusConfig(
+            frame_ms=args.frame_ms,
+            bitrate=args.bitrate,
+            low_latency=args.low_latency,
+            fec=not args.no_fec,
+            expected_loss=args.expected_loss,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    config = SenderConfig(to=args.to, input=args.input, opus=opus, loop=args.loop,
-                          payload_type=args.payload_type, duration=args.duration)
+    config = SenderConfig(
+        to=args.to,
+        input=args.input,
+        opus=opus,
+        loop=args.loop,
+        payload_type=args.payload_type,
+        duration=args.duration,
+    )
     await run_sender(config, stop_event())
     return 0
 

@@ -1,6 +1,6 @@
 """The sender's whole pipeline, wired in one place:
 
-    source ─► reframer ─► Opus encoder ─► RTP packetizer ─► UDP socket
+source ─► reframer ─► Opus encoder ─► RTP packetizer ─► UDP socket
 """
 
 from __future__ import annotations
@@ -70,8 +70,12 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
 
     log.info(
         "sending %s to %s:%d (Opus %s, %g ms frames, %d kbit/s, SSRC %08x)",
-        source.description, *config.to, config.opus.application, config.opus.frame_ms,
-        config.opus.bitrate // 1000, packetizer.ssrc,
+        source.description,
+        *config.to,
+        config.opus.application,
+        config.opus.frame_ms,
+        config.opus.bitrate // 1000,
+        packetizer.ssrc,
     )
     streaming = asyncio.create_task(stream())
     waiters = {streaming} | ({asyncio.create_task(stop.wait())} if stop else set())
@@ -87,8 +91,12 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         transport.close()
     report.bytes = transport.sent_bytes
     rate = report.bytes * 8 / report.seconds / 1000 if report.seconds else 0.0
-    log.info("sent %d packets, %.1f s of audio, %.0f kbit/s on the wire",
-             report.packets, report.seconds, rate)
+    log.info(
+        "sent %d packets, %.1f s of audio, %.0f kbit/s on the wire",
+        report.packets,
+        report.seconds,
+        rate,
+    )
     return report
 
 

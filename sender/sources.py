@@ -77,7 +77,9 @@ class FileSource:
         self.block = block
         self.loop = loop
         info = self._open()  # fail now, with a clear message, rather than mid-stream
-        self.description = f"{path.name} ({info.samplerate} Hz, {info.frames / info.samplerate:.1f} s)"
+        self.description = (
+            f"{path.name} ({info.samplerate} Hz, {info.frames / info.samplerate:.1f} s)"
+        )
         info.close()
 
     def _open(self) -> soundfile.SoundFile:
@@ -93,7 +95,9 @@ class FileSource:
             with self._open() as f:
                 resampler = soxr.ResampleStream(f.samplerate, RATE, 1, dtype="float32")
                 # Blocks of about 20 ms of the file's own rate keep memory flat for long files.
-                for chunk in f.blocks(blocksize=max(1, f.samplerate // 50), dtype="float32", always_2d=True):
+                for chunk in f.blocks(
+                    blocksize=max(1, f.samplerate // 50), dtype="float32", always_2d=True
+                ):
                     out = resampler.resample_chunk(chunk.mean(axis=1), last=False)
                     await pacer.wait(len(out))
                     yield out
@@ -124,8 +128,13 @@ class DeviceSource:
 
         try:
             stream = sd.InputStream(
-                device=self.device, samplerate=RATE, channels=1, dtype="float32",
-                blocksize=self.block, latency="low", callback=callback,
+                device=self.device,
+                samplerate=RATE,
+                channels=1,
+                dtype="float32",
+                blocksize=self.block,
+                latency="low",
+                callback=callback,
             )
         except sd.PortAudioError as exc:
             raise DeviceError(f"cannot open {self.description}: {exc}") from None

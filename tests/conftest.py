@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
-import soxr
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
+from make_speech import make_speech
 
 BIN = Path(sys.executable).parent
-SPEECH_TEXT = (
-    "Hello, this is airmic, a wireless microphone. The quick brown fox jumps over the "
-    "lazy dog. Seven, eight, nine, ten."
-)
 
 
 def command(name: str) -> str:
@@ -30,18 +27,9 @@ def command(name: str) -> str:
 @pytest.fixture(scope="session")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """About 7 s of synthetic speech, 48 kHz mono 16-bit WAV, made with espeak-ng."""
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
+    if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is missing: run scripts/test, which installs it")
-    folder = tmp_path_factory.mktemp("speech")
-    raw = folder / "raw.wav"
-    subprocess.run([espeak, "-v", "en", "-s", "150", "-w", str(raw), SPEECH_TEXT], check=True)
-    data, rate = soundfile.read(raw, dtype="float32")
-    data = soxr.resample(data, rate, 48_000)
-    data = 0.5 * data / np.max(np.abs(data))
-    path = folder / "speech.wav"
-    soundfile.write(path, data, 48_000, subtype="PCM_16")
-    return path
+    return make_speech(tmp_path_factory.mktemp("speech") / "speech.wav")
 
 
 @pytest.fixture(scope="session")

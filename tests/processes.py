@@ -20,8 +20,9 @@ class Process:
         self.stderr_path = folder / f"{name}.err"
         self._stdout = self.stdout_path.open("wb")
         self._stderr = self.stderr_path.open("wb")
-        self.proc = subprocess.Popen(args, stdout=self._stdout, stderr=self._stderr,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args, stdout=self._stdout, stderr=self._stderr, stdin=subprocess.DEVNULL
+        )
 
     @property
     def stderr(self) -> str:
@@ -66,12 +67,24 @@ class Process:
 class ReceiverProcess(Process):
     """airmic-receive on 127.0.0.1, writing WAV files and a stats file into `folder`."""
 
-    def __init__(self, folder: Path, port: int, *extra: str, idle: float | None = 2.0,
-                 sinks: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        port: int,
+        *extra: str,
+        idle: float | None = 2.0,
+        sinks: tuple[str, ...] | None = None,
+    ) -> None:
         self.folder = folder
         self.stats_path = folder / "stats.json"
-        args = [command("airmic-receive"), "--listen", f"127.0.0.1:{port}",
-                "--stats-json", str(self.stats_path), *extra]
+        args = [
+            command("airmic-receive"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--stats-json",
+            str(self.stats_path),
+            *extra,
+        ]
         for sink in sinks or (f"wav:{folder / 'out.wav'}",):
             args += ["--sink", sink]
         if idle is not None:

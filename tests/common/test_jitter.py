@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from airmic.common.jitter import FixedJitterBuffer, Frame, FrameKind
 from airmic.common.rtp import MediaPacket
 
@@ -110,7 +112,10 @@ def test_without_fec_every_loss_is_concealed():
 def test_sequence_and_timestamp_wrap_play_through():
     jb = FixedJitterBuffer(delay=0.03)
     arrivals = steady(40, seq0=65_520, ts0=0xFFFFFFFF - 10 * 480)
-    arrivals[25], arrivals[26] = (arrivals[26][0], arrivals[25][1]), (arrivals[25][0], arrivals[26][1])
+    arrivals[25], arrivals[26] = (
+        (arrivals[26][0], arrivals[25][1]),
+        (arrivals[25][0], arrivals[26][1]),
+    )
     out = run(jb, arrivals, until=0.5)
     assert played(out)[:40] == [f"p{i}" for i in range(40)]
     assert jb.stats.lost == jb.stats.late == jb.stats.jumps == 0
@@ -171,5 +176,5 @@ def test_packets_of_several_durations_keep_the_timeline():
     out = run(jb, arrivals, until=0.6)
     frames = [(t, f) for t, f in out if f is not None and f.kind is FrameKind.AUDIO]
     assert [f.payload for _, f in frames] == [f"p{i}".encode() for i in range(20)]
-    gaps = {round(b[0] - a[0], 6) for a, b in zip(frames, frames[1:])}
+    gaps = {round(b[0] - a[0], 6) for a, b in itertools.pairwise(frames)}
     assert gaps == {0.02}

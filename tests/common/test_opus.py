@@ -47,7 +47,12 @@ def test_fec_recovers_a_lost_packet_better_than_concealment(speech_samples):
     def error(out: np.ndarray) -> float:
         """Squared error against the input, over the lost frames only."""
         return sum(
-            float(np.sum((out[i * n : (i + 1) * n] - speech_samples[i * n - delay : (i + 1) * n - delay]) ** 2))
+            float(
+                np.sum(
+                    (out[i * n : (i + 1) * n] - speech_samples[i * n - delay : (i + 1) * n - delay])
+                    ** 2
+                )
+            )
             for i in lost
         )
 
@@ -89,10 +94,24 @@ def test_multi_frame_packets_of_codes_1_2_3_decode_whole():
 
 @pytest.mark.parametrize(
     "payload",
-    [b"", bytes([0x03]), bytes([0x03, 0x00]), bytes([0x03, 0xFF]) + bytes(10),
-     bytes([0x02, 0xFF]), bytes([0x01, 0x01, 0x02, 0x03]), bytes([0x03, 0x82])],
-    ids=["empty", "code3-no-count", "code3-zero-frames", "code3-over-120ms",
-         "code2-truncated-length", "code1-odd-length", "code3-vbr-truncated"],
+    [
+        b"",
+        bytes([0x03]),
+        bytes([0x03, 0x00]),
+        bytes([0x03, 0xFF]) + bytes(10),
+        bytes([0x02, 0xFF]),
+        bytes([0x01, 0x01, 0x02, 0x03]),
+        bytes([0x03, 0x82]),
+    ],
+    ids=[
+        "empty",
+        "code3-no-count",
+        "code3-zero-frames",
+        "code3-over-120ms",
+        "code2-truncated-length",
+        "code1-odd-length",
+        "code3-vbr-truncated",
+    ],
 )
 def test_packet_samples_refuses_malformed_packets(payload):
     with pytest.raises(ValueError):

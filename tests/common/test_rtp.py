@@ -1,10 +1,9 @@
+import numpy as np
 import pytest
 from aiortc.rtp import RtpPacket
 
 from airmic.common.opus import OpusConfig, OpusEncoder
 from airmic.common.rtp import Drop, DroppedPacket, Packetizer, parse_media, unwrap
-
-import numpy as np
 
 OPUS = OpusEncoder(OpusConfig()).encode(np.zeros(480, dtype=np.float32))
 
@@ -13,7 +12,12 @@ def test_packetizer_output_parses_back():
     packetizer = Packetizer(payload_type=97, ssrc=0x1234ABCD, seq=100, timestamp=5000)
     first = parse_media(packetizer.packetize(OPUS, 480))
     second = parse_media(packetizer.packetize(OPUS, 480))
-    assert (first.ssrc, first.seq, first.timestamp, first.payload_type) == (0x1234ABCD, 100, 5000, 97)
+    assert (first.ssrc, first.seq, first.timestamp, first.payload_type) == (
+        0x1234ABCD,
+        100,
+        5000,
+        97,
+    )
     assert first.marker and not second.marker
     assert (second.seq, second.timestamp) == (101, 5480)
     assert first.payload == OPUS and first.samples == 480

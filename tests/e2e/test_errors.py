@@ -13,8 +13,9 @@ pytestmark = pytest.mark.e2e
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=30,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        list(args), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
 
 
 def assert_clean_error(result, code: int, *words: str) -> None:
@@ -27,12 +28,16 @@ def assert_clean_error(result, code: int, *words: str) -> None:
 def test_port_in_use(udp_port):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", udp_port))
-        result = run(command("airmic-receive"), "--listen", f"127.0.0.1:{udp_port}", "--sink", "null")
+        result = run(
+            command("airmic-receive"), "--listen", f"127.0.0.1:{udp_port}", "--sink", "null"
+        )
     assert_clean_error(result, 1, f"UDP port {udp_port}", "in use", "--listen")
 
 
 def test_missing_input_file(tmp_path):
-    result = run(command("airmic-send"), "--to", "127.0.0.1", "--input", f"file:{tmp_path}/nope.wav")
+    result = run(
+        command("airmic-send"), "--to", "127.0.0.1", "--input", f"file:{tmp_path}/nope.wav"
+    )
     assert_clean_error(result, 1, "cannot read", "nope.wav", "no such file")
 
 

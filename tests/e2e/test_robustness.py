@@ -18,6 +18,7 @@ pytestmark = pytest.mark.e2e
 
 def garbage(rng: random.Random) -> list[bytes]:
     """One of each kind of bad datagram, and some random ones."""
+
     def rtp(**kw) -> bytes:
         return RtpPacket(ssrc=rng.getrandbits(32), **kw).serialize()
 

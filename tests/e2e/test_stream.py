@@ -21,8 +21,11 @@ def read(path):
     return data
 
 
-@pytest.mark.parametrize("options", [[], ["--frame-ms", "2.5", "--low-latency"], ["--frame-ms", "20"]],
-                         ids=["default", "low-latency-2.5ms", "20ms"])
+@pytest.mark.parametrize(
+    "options",
+    [[], ["--frame-ms", "2.5", "--low-latency"], ["--frame-ms", "20"]],
+    ids=["default", "low-latency-2.5ms", "20ms"],
+)
 def test_speech_file_arrives_whole(tmp_path, udp_port, speech, speech_samples, options):
     receiver = ReceiverProcess(tmp_path, udp_port)
     sender = send(udp_port, "--input", f"file:{speech}", *options, folder=tmp_path)
@@ -30,7 +33,9 @@ def test_speech_file_arrives_whole(tmp_path, udp_port, speech, speech_samples, o
     assert receiver.wait() == 0, receiver.stderr
 
     result = match(speech_samples, read(tmp_path / "out.wav"))
-    print(f"\n{options or 'default'}: correlation {result.correlation:.4f}, lag {result.lag} samples")
+    print(
+        f"\n{options or 'default'}: correlation {result.correlation:.4f}, lag {result.lag} samples"
+    )
     assert result.correlation >= 0.9
     assert result.longest_gap <= 1  # no stretch longer than one 10 ms frame went missing
     (stream,) = receiver.stats()["streams"]
@@ -57,7 +62,9 @@ def test_two_senders_at_once_get_a_file_each(tmp_path, udp_port, speech, speech_
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_receiver_stopped_mid_stream_leaves_a_valid_wav(tmp_path, udp_port, speech, speech_samples, sig):
+def test_receiver_stopped_mid_stream_leaves_a_valid_wav(
+    tmp_path, udp_port, speech, speech_samples, sig
+):
     receiver = ReceiverProcess(tmp_path, udp_port, idle=None)
     sender = send(udp_port, "--input", f"file:{speech}", folder=tmp_path)
     receiver.wait_for("started")

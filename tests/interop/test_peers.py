@@ -37,10 +37,28 @@ def test_ffmpeg_sends_to_airmic(tmp_path, udp_port, speech, speech_samples, fram
     receiver = ReceiverProcess(tmp_path, udp_port)
     # PT 97, the marker bit on every packet, bursty pacing; 60 ms frames are code-3 packets.
     ffmpeg = Process(
-        [need("ffmpeg"), "-hide_banner", "-loglevel", "error", "-re", "-i", str(speech),
-         "-c:a", "libopus", "-application", "voip", "-frame_duration", str(frame_ms),
-         "-b:a", "64k", "-f", "rtp", f"rtp://127.0.0.1:{udp_port}"],
-        tmp_path, "ffmpeg",
+        [
+            need("ffmpeg"),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-i",
+            str(speech),
+            "-c:a",
+            "libopus",
+            "-application",
+            "voip",
+            "-frame_duration",
+            str(frame_ms),
+            "-b:a",
+            "64k",
+            "-f",
+            "rtp",
+            f"rtp://127.0.0.1:{udp_port}",
+        ],
+        tmp_path,
+        "ffmpeg",
     )
     assert ffmpeg.wait() == 0, ffmpeg.stderr
     assert receiver.wait() == 0, receiver.stderr
@@ -51,10 +69,30 @@ def test_ffmpeg_sends_to_airmic(tmp_path, udp_port, speech, speech_samples, fram
 def test_gstreamer_sends_to_airmic(tmp_path, udp_port, speech, speech_samples, frame_ms):
     receiver = ReceiverProcess(tmp_path, udp_port)
     gst = Process(
-        [need("gst-launch-1.0"), "-q", "filesrc", f"location={speech}", "!", "wavparse", "!",
-         "audioconvert", "!", "audioresample", "!", "opusenc", f"frame-size={frame_ms}",
-         "bitrate=64000", "!", "rtpopuspay", "!", "udpsink", "host=127.0.0.1", f"port={udp_port}"],
-        tmp_path, "gstreamer",
+        [
+            need("gst-launch-1.0"),
+            "-q",
+            "filesrc",
+            f"location={speech}",
+            "!",
+            "wavparse",
+            "!",
+            "audioconvert",
+            "!",
+            "audioresample",
+            "!",
+            "opusenc",
+            f"frame-size={frame_ms}",
+            "bitrate=64000",
+            "!",
+            "rtpopuspay",
+            "!",
+            "udpsink",
+            "host=127.0.0.1",
+            f"port={udp_port}",
+        ],
+        tmp_path,
+        "gstreamer",
     )
     assert gst.wait() == 0, gst.stderr
     assert receiver.wait() == 0, receiver.stderr
@@ -65,12 +103,34 @@ def test_gstreamer_receives_from_airmic(tmp_path, udp_port, speech, speech_sampl
     out = tmp_path / "gst.wav"
     caps = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=96"
     gst = Process(
-        [need("gst-launch-1.0"), "-e", "udpsrc", "address=127.0.0.1", f"port={udp_port}",
-         f"caps={caps}", "!", "rtpjitterbuffer", "latency=50", "!", "rtpopusdepay", "!",
-         "opusdec", "!", "audioconvert", "!", "audioresample", "!",
-         "audio/x-raw,rate=48000,channels=1,format=S16LE", "!", "wavenc", "!",
-         "filesink", f"location={out}"],
-        tmp_path, "gstreamer",
+        [
+            need("gst-launch-1.0"),
+            "-e",
+            "udpsrc",
+            "address=127.0.0.1",
+            f"port={udp_port}",
+            f"caps={caps}",
+            "!",
+            "rtpjitterbuffer",
+            "latency=50",
+            "!",
+            "rtpopusdepay",
+            "!",
+            "opusdec",
+            "!",
+            "audioconvert",
+            "!",
+            "audioresample",
+            "!",
+            "audio/x-raw,rate=48000,channels=1,format=S16LE",
+            "!",
+            "wavenc",
+            "!",
+            "filesink",
+            f"location={out}",
+        ],
+        tmp_path,
+        "gstreamer",
     )
     gst.wait_for("PLAYING")  # udpsrc is bound once the pipeline plays
     sender = send(udp_port, "--input", f"file:{speech}", folder=tmp_path)

@@ -77,7 +77,9 @@ ADDR = ("127.0.0.1", 40_000)
 def test_a_stream_through_demux_and_session_matches_its_input(speech_samples):
     harness = Harness()
     packets = datagrams(speech_samples)
-    harness.run([(i * 0.01, p, ADDR) for i, p in enumerate(packets)], until=len(packets) * 0.01 + 0.5)
+    harness.run(
+        [(i * 0.01, p, ADDR) for i, p in enumerate(packets)], until=len(packets) * 0.01 + 0.5
+    )
     (session,) = harness.demux.sessions.values()
     result = match(speech_samples, harness.sinks[0xABC].audio)
     assert result.correlation > 0.95 and result.longest_gap == 0
@@ -107,13 +109,17 @@ def test_garbage_interleaved_with_a_stream_is_dropped_by_kind(speech_samples):
     garbage += [bytes([0x80, 0x00]) + rng.randbytes(40)] * 50  # PCMU, PT 0
     garbage += [bytes(20_000)] * 10  # oversized
     schedule = [(i * 0.01, p, ADDR) for i, p in enumerate(packets)]
-    schedule += [(rng.random() * 2, g, ("127.0.0.1", 50_000 + i % 7)) for i, g in enumerate(garbage)]
+    schedule += [
+        (rng.random() * 2, g, ("127.0.0.1", 50_000 + i % 7)) for i, g in enumerate(garbage)
+    ]
     harness.run(schedule, until=2.5)
     assert list(harness.sinks) == [0xABC]  # no stream made up from garbage
     session = harness.demux.sessions[(ADDR, 0xABC)]
     assert session.jitter.stats.lost == 0 and session.malformed == 0
     dropped = harness.demux.dropped.counts
-    assert dropped["bad_opus"] >= 50 and dropped["payload_type"] >= 50 and dropped["oversized"] == 10
+    assert (
+        dropped["bad_opus"] >= 50 and dropped["payload_type"] >= 50 and dropped["oversized"] == 10
+    )
     assert sum(dropped.values()) >= len(garbage) - 40  # a few random datagrams wait in probation
     assert match(speech_samples[: 48_000 * 2], harness.sinks[0xABC].audio).correlation > 0.95
 
