@@ -14,7 +14,10 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from rich.logging import RichHandler
+
 from airmic.common.errors import AirmicError
+from airmic.common.status import CONSOLE
 
 DEFAULT_PORT = 5004
 """The receiver's UDP port: the port RFC 3551 section 8 gives RTP."""
@@ -32,14 +35,26 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
 
 def setup_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose > 1 else logging.INFO
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-        if args.verbose
-        else "%(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    handler: logging.Handler
+    if CONSOLE.is_terminal:  # through the console the live status line uses
+        handler = RichHandler(
+            console=CONSOLE,
+            show_path=bool(args.verbose),
+            show_time=bool(args.verbose),
+            show_level=bool(args.verbose),
+        )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+                if args.verbose
+                else "%(message)s",
+                datefmt="%H:%M:%S",
+            )
+        )
+    logging.basicConfig(level=level, handlers=[handler])
     for noisy in ("aioice", "aiortc", "asyncio"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 

@@ -31,7 +31,10 @@ def find_device(spec: str, kind: str) -> int | None:
         except sd.PortAudioError:
             default = None
         if not default or not default[channels]:
-            raise DeviceError(f"there is no default {kind} device (see --list-devices)")
+            hint = "--input file:PATH or tone:FREQ" if kind == "input" else "--sink wav:PATH"
+            raise DeviceError(
+                f"there is no default {kind} device (see --list-devices, or use {hint})"
+            )
         return None
     if spec.isdigit():
         index = int(spec)

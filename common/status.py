@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
+
+CONSOLE = Console(stderr=True)
+"""The terminal both the status line and log messages go through, so they never interleave."""
 
 
 def meter(level_db: float, width: int = 20) -> Text:
@@ -30,10 +32,14 @@ class StatusLine:
         self._live: Live | None = None
 
     def __enter__(self) -> StatusLine:
-        if sys.stderr.isatty():
-            console = Console(stderr=True)
+        if CONSOLE.is_terminal:
             self._live = Live(
-                get_renderable=self._render, console=console, refresh_per_second=8, transient=True
+                get_renderable=self._render,
+                console=CONSOLE,
+                refresh_per_second=8,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
             )
             self._live.start()
         return self

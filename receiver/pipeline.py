@@ -18,7 +18,7 @@ from rich.text import Text
 
 from airmic.common.audio import RATE
 from airmic.common.jitter import FixedJitterBuffer
-from airmic.common.status import StatusLine
+from airmic.common.status import StatusLine, meter
 from airmic.receiver.demux import Demux, StreamKey
 from airmic.receiver.session import Session
 from airmic.receiver.sinks import SinkFactory
@@ -88,14 +88,18 @@ class Receiver:
         return {"streams": self.finished + live, "dropped": dict(self.demux.dropped.counts)}
 
     def status(self) -> Text:
-        line = Text(f"listening on {self.config.listen[0]}:{self.config.listen[1]}")
+        if not self.demux.sessions:
+            return Text(f"listening on {self.config.listen[0]}:{self.config.listen[1]}, no stream")
+        lines = []
         for session in self.demux.sessions.values():
             s = session.jitter.stats
+            line = meter(session.level_db, width=12)
             line.append(
-                f"   {session.name}: {session.samples_played / RATE:.1f} s, "
-                f"{s.lost} lost, {s.late} late"
+                f"  {session.name}  {session.samples_played / RATE:6.1f} s  "
+                f"{s.lost} lost ({s.recovered} by FEC), {s.late} late"
             )
-        return line
+            lines.append(line)
+        return Text("\n").join(lines)
 
 
 async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None) -> Receiver:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from airmic.common.audio import RATE, Block
+from airmic.common.audio import RATE, Block, level_dbfs
 from airmic.common.jitter import FixedJitterBuffer, Frame, FrameKind
 from airmic.common.log import OnceLogger
 from airmic.common.opus import OpusDecoder
@@ -31,6 +31,7 @@ class Session:
         self.sinks = sinks
         self.malformed = 0
         self.samples_played = 0
+        self.level_db = -120.0  # of the last block played, for the status line
         self.started = now
         self.last_packet = now
         self._problems = OnceLogger(log)
@@ -57,6 +58,7 @@ class Session:
             return
         block = self._take(samples)
         self.samples_played += len(block)
+        self.level_db = level_dbfs(block)
         for sink in self.sinks:
             sink.write(block)
 

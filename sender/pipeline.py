@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+from rich.text import Text
 
 from airmic.common.audio import RATE, Block, Reframer, level_dbfs
 from airmic.common.opus import OpusConfig, OpusEncoder
@@ -100,7 +101,7 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
     return report
 
 
-def _status(report: SenderReport):  # type: ignore[no-untyped-def]
+def _status(report: SenderReport) -> Text:
     line = meter(report.level_db)
     line.append(f"   {report.seconds:7.1f} s   {report.packets} packets")
     return line
