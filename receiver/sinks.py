@@ -121,12 +121,15 @@ class NullSinkFactory:
 class DeviceSink:
     """A sound card output through sounddevice.
 
-    The loop writes blocks into a short queue; PortAudio's callback pops one per period and
-    plays silence on an underrun (counted). If the device runs slow, the oldest block is
-    dropped (counted) so latency cannot grow.
+    The loop writes blocks into a short queue; PortAudio's callback takes samples from it.
+    Playback starts, and restarts after an underrun, only once PREFILL blocks are queued, so
+    the jitter between the loop's clock and the device's is absorbed instead of heard. If the
+    device runs slow, the oldest block is dropped (counted) so latency cannot grow.
     """
 
-    MAX_QUEUED = 8  # blocks; about 80 ms at 10 ms blocks
+    PREFILL = 2  # blocks; 20 ms at 10 ms blocks
+    MAX_QUEUED = 8
+    LATENCY = 0.02  # seconds asked of PortAudio; "low" underruns through ALSA's pulse plugin
 
     def __init__(self, device: int | None, name: str) -> None:
         sd = sounddevice()
@@ -135,13 +138,14 @@ class DeviceSink:
         self.overruns = 0
         self._queue: collections.deque[Block] = collections.deque()
         self._leftover = np.zeros(0, dtype=np.float32)
+        self._playing = False
         try:
             self._stream = sd.OutputStream(
                 device=device,
                 samplerate=RATE,
                 channels=1,
                 dtype="float32",
-                latency="low",
+                latency=self.LATENCY,
                 callback=self._callback,
             )
             self._stream.start()
@@ -151,18 +155,21 @@ class DeviceSink:
     def _callback(self, outdata: np.ndarray, frames: int, time: object, status: object) -> None:
         # PortAudio's thread: no locks, no logging; deque append/popleft are atomic.
         out = outdata[:, 0]
+        if not self._playing and len(self._queue) >= self.PREFILL:
+            self._playing = True
         filled = 0
-        while filled < frames:
+        while self._playing and filled < frames:
             if not len(self._leftover):
                 if not self._queue:
-                    out[filled:] = 0
+                    self._playing = False  # underrun: wait for PREFILL blocks again
                     self.underruns += 1
-                    return
+                    break
                 self._leftover = self._queue.popleft()
             n = min(frames - filled, len(self._leftover))
             out[filled : filled + n] = self._leftover[:n]
             self._leftover = self._leftover[n:]
             filled += n
+        out[filled:] = 0
 
     def write(self, block: Block) -> None:
         self._queue.append(block)
@@ -176,6 +183,10 @@ class DeviceSink:
     def close(self) -> None:
         self._stream.stop()
         self._stream.close()
+        if self.underruns or self.overruns:
+            log.info(
+                "%s: %d underruns, %d overruns", self.description, self.underruns, self.overruns
+            )
 
 
 class DeviceSinkFactory:

@@ -14,14 +14,16 @@ from tests.conftest import command
 class Process:
     """A program started with its output in files; always ended by `stop()` or `wait()`."""
 
-    def __init__(self, args: list[str], folder: Path, name: str) -> None:
+    def __init__(
+        self, args: list[str], folder: Path, name: str, env: dict[str, str] | None = None
+    ) -> None:
         self.args = args
         self.stdout_path = folder / f"{name}.out"
         self.stderr_path = folder / f"{name}.err"
         self._stdout = self.stdout_path.open("wb")
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
-            args, stdout=self._stdout, stderr=self._stderr, stdin=subprocess.DEVNULL
+            args, stdout=self._stdout, stderr=self._stderr, stdin=subprocess.DEVNULL, env=env
         )
 
     @property
@@ -74,6 +76,7 @@ class ReceiverProcess(Process):
         *extra: str,
         idle: float | None = 2.0,
         sinks: tuple[str, ...] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.folder = folder
         self.stats_path = folder / "stats.json"
@@ -89,12 +92,14 @@ class ReceiverProcess(Process):
             args += ["--sink", sink]
         if idle is not None:
             args += ["--exit-after-idle", str(idle)]
-        super().__init__(args, folder, "receiver")
+        super().__init__(args, folder, "receiver", env)
         self.wait_for("listening on")
 
     def stats(self) -> dict:
         return json.loads(self.stats_path.read_text())
 
 
-def send(port: int, *args: str, folder: Path, name: str = "sender") -> Process:
-    return Process([command("airmic-send"), "--to", f"127.0.0.1:{port}", *args], folder, name)
+def send(
+    port: int, *args: str, folder: Path, name: str = "sender", env: dict[str, str] | None = None
+) -> Process:
+    return Process([command("airmic-send"), "--to", f"127.0.0.1:{port}", *args], folder, name, env)

@@ -1,0 +1,75 @@
+"""Real sound devices: PortAudio through ALSA's pulse plugin into a private PulseAudio.
+
+speech ─paplay─► null sink `feed` ─monitor─► airmic-send --input device:pulse ─UDP─►
+airmic-receive --sink device:pulse ─► null sink `speaker` ─monitor─► parecord
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import soundfile
+
+from tests.audio_match import match
+from tests.processes import Process, ReceiverProcess, send
+from tests.pulse import private_pulseaudio
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def pulse(tmp_path):
+    folder = tmp_path / "pulse"
+    folder.mkdir()
+    with private_pulseaudio(folder) as env:
+        yield env
+
+
+def test_device_to_device_through_the_network(tmp_path, udp_port, pulse, speech, speech_samples):
+    recorded = tmp_path / "recorded.wav"
+    parecord = Process(
+        [
+            "parecord",
+            "--device=speaker.monitor",
+            "--rate=48000",
+            "--channels=1",
+            "--format=s16le",
+            "--file-format=wav",
+            str(recorded),
+        ],
+        tmp_path,
+        "parecord",
+        pulse,
+    )
+    receiver = ReceiverProcess(
+        tmp_path,
+        udp_port,
+        idle=2.0,
+        env=pulse,
+        sinks=("device:pulse", f"wav:{tmp_path / 'out.wav'}"),
+    )
+    duration = len(speech_samples) / 48_000 + 1.5
+    sender = send(
+        udp_port,
+        "--input",
+        "device:pulse",
+        "--duration",
+        f"{duration:.1f}",
+        folder=tmp_path,
+        env=pulse,
+    )
+    sender.wait_for("sending")
+    subprocess.run(["paplay", "--device=feed", str(speech)], env=pulse, check=True, timeout=60)
+    assert sender.wait() == 0, sender.stderr
+    assert receiver.wait() == 0, receiver.stderr
+    parecord.stop()
+
+    for path in (tmp_path / "out.wav", recorded):
+        out, _ = soundfile.read(path, dtype="float32")
+        result = match(speech_samples, out)
+        print(f"\n{path.name}: correlation {result.correlation:.4f}")
+        assert result.correlation >= 0.9
+        assert result.longest_gap <= 1
+    (stream,) = receiver.stats()["streams"]
+    assert stream["lost"] == 0

@@ -1,0 +1,58 @@
+"""A private PulseAudio daemon for tests: its own socket and null sinks, nothing shared."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+CONFIG = """\
+load-module module-native-protocol-unix auth-anonymous=1 socket={folder}/native
+load-module module-null-sink sink_name=speaker rate=48000 channels=1 format=s16le norewinds=1
+load-module module-null-sink sink_name=feed rate=48000 channels=1 format=s16le norewinds=1
+set-default-sink speaker
+set-default-source feed.monitor
+"""
+"""Two clocked null sinks: `feed` (what a "microphone" hears: its monitor is the default
+source) and `speaker` (the default output: its monitor records what was played)."""
+
+
+@contextmanager
+def private_pulseaudio(folder: Path) -> Iterator[dict[str, str]]:
+    """Start a PulseAudio daemon in `folder`; yield the environment that reaches it."""
+    binary = shutil.which("pulseaudio")
+    if binary is None:
+        pytest.fail("pulseaudio is missing: run scripts/test, which installs it")
+    (folder / "airmic.pa").write_text(CONFIG.format(folder=folder))
+    env = {**os.environ, "PULSE_RUNTIME_PATH": str(folder), "PULSE_SERVER": f"unix:{folder}/native"}
+    subprocess.run(
+        [
+            binary,
+            "-n",
+            "-F",
+            str(folder / "airmic.pa"),
+            "--daemonize=yes",
+            "--exit-idle-time=-1",
+            "--use-pid-file=yes",
+            "--log-target=stderr",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    deadline = time.monotonic() + 10
+    while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode:
+        if time.monotonic() > deadline:
+            raise AssertionError("the private PulseAudio daemon did not come up")
+        time.sleep(0.05)
+    try:
+        yield env
+    finally:
+        subprocess.run([binary, "-k"], env=env, capture_output=True, timeout=30)
