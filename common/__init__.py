@@ -1,1 +1,36 @@
-"""airmic common."""
+"""airmic's sans-I/O building blocks: audio format, Opus, RTP, jitter buffer, errors."""
+
+import logging
+
+from airmic.common.audio import RATE, Block, Reframer
+from airmic.common.errors import AirmicError, DeviceError, NetworkError, SourceError, UsageError
+from airmic.common.jitter import FixedJitterBuffer, Frame, FrameKind, JitterStats
+from airmic.common.opus import OpusConfig, OpusDecoder, OpusEncoder, packet_samples
+from airmic.common.rtp import Drop, DroppedPacket, MediaPacket, Packetizer, parse_media, unwrap
+
+__all__ = [
+    "RATE",
+    "AirmicError",
+    "Block",
+    "DeviceError",
+    "Drop",
+    "DroppedPacket",
+    "FixedJitterBuffer",
+    "Frame",
+    "FrameKind",
+    "JitterStats",
+    "MediaPacket",
+    "NetworkError",
+    "OpusConfig",
+    "OpusDecoder",
+    "OpusEncoder",
+    "Packetizer",
+    "Reframer",
+    "SourceError",
+    "UsageError",
+    "packet_samples",
+    "parse_media",
+    "unwrap",
+]
+
+logging.getLogger("airmic").addHandler(logging.NullHandler())

@@ -30,6 +30,7 @@ class Session:
         self.decoder = OpusDecoder()
         self.sinks = sinks
         self.malformed = 0
+        self.payload_type: int | None = None
         self.samples_played = 0
         self.level_db = -120.0  # of the last block played, for the status line
         self.started = now
@@ -41,6 +42,7 @@ class Session:
 
     def push(self, packet: MediaPacket, now: float) -> None:
         self.last_packet = now
+        self.payload_type = packet.payload_type
         self.jitter.push(packet, now)
 
     def play(self, now: float, samples: int) -> None:
@@ -83,6 +85,7 @@ class Session:
         return {
             "stream": self.name,
             "sinks": [sink.description for sink in self.sinks],
+            "payload_type": self.payload_type,
             **self.jitter.stats.as_dict(),
             "malformed": self.malformed,
             "seconds": round(self.samples_played / RATE, 3),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import soundfile
@@ -22,81 +23,42 @@ def need(program: str) -> str:
     return path
 
 
-def check_stream(receiver: ReceiverProcess, speech_samples, tmp_path, payload_type: int) -> None:
+def stream_into_airmic(peer: list[str], tmp_path, udp_port, speech_samples) -> dict:
+    """Run `peer` sending to airmic-receive; check the audio; return the stream's stats."""
+    receiver = ReceiverProcess(tmp_path, udp_port)
+    sender = Process(peer, tmp_path, Path(peer[0]).name)
+    assert sender.wait() == 0, sender.stderr
+    assert receiver.wait() == 0, receiver.stderr
     out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
     result = match(speech_samples, out)
     print(f"\ncorrelation {result.correlation:.4f}, longest gap {result.longest_gap} frames")
     assert result.correlation >= 0.9
     assert result.longest_gap <= 1
-    streams = receiver.stats()["streams"]
-    assert len(streams) == 1 and streams[0]["lost"] == 0 and streams[0]["malformed"] == 0
+    (stream,) = receiver.stats()["streams"]
+    assert stream["lost"] == stream["malformed"] == 0
+    return stream
 
 
 @pytest.mark.parametrize("frame_ms", [20, 60])
 def test_ffmpeg_sends_to_airmic(tmp_path, udp_port, speech, speech_samples, frame_ms):
-    receiver = ReceiverProcess(tmp_path, udp_port)
     # PT 97, the marker bit on every packet, bursty pacing; 60 ms frames are code-3 packets.
-    ffmpeg = Process(
-        [
-            need("ffmpeg"),
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-i",
-            str(speech),
-            "-c:a",
-            "libopus",
-            "-application",
-            "voip",
-            "-frame_duration",
-            str(frame_ms),
-            "-b:a",
-            "64k",
-            "-f",
-            "rtp",
-            f"rtp://127.0.0.1:{udp_port}",
-        ],
-        tmp_path,
-        "ffmpeg",
+    ffmpeg = (
+        f"{need('ffmpeg')} -hide_banner -loglevel error -re -i {speech} -c:a libopus "
+        f"-application voip -frame_duration {frame_ms} -b:a 64k -f rtp rtp://127.0.0.1:{udp_port}"
     )
-    assert ffmpeg.wait() == 0, ffmpeg.stderr
-    assert receiver.wait() == 0, receiver.stderr
-    check_stream(receiver, speech_samples, tmp_path, 97)
+    stream = stream_into_airmic(ffmpeg.split(), tmp_path, udp_port, speech_samples)
+    assert stream["payload_type"] == 97
 
 
 @pytest.mark.parametrize("frame_ms", [10, 40])
 def test_gstreamer_sends_to_airmic(tmp_path, udp_port, speech, speech_samples, frame_ms):
-    receiver = ReceiverProcess(tmp_path, udp_port)
-    gst = Process(
-        [
-            need("gst-launch-1.0"),
-            "-q",
-            "filesrc",
-            f"location={speech}",
-            "!",
-            "wavparse",
-            "!",
-            "audioconvert",
-            "!",
-            "audioresample",
-            "!",
-            "opusenc",
-            f"frame-size={frame_ms}",
-            "bitrate=64000",
-            "!",
-            "rtpopuspay",
-            "!",
-            "udpsink",
-            "host=127.0.0.1",
-            f"port={udp_port}",
-        ],
-        tmp_path,
-        "gstreamer",
+    gst = (
+        f"{need('gst-launch-1.0')} -q filesrc location={speech} ! wavparse ! audioconvert ! "
+        f"audioresample ! opusenc frame-size={frame_ms} bitrate=64000 ! rtpopuspay ! "
+        f"udpsink host=127.0.0.1 port={udp_port}"
     )
-    assert gst.wait() == 0, gst.stderr
-    assert receiver.wait() == 0, receiver.stderr
-    check_stream(receiver, speech_samples, tmp_path, 96)
+    stream = stream_into_airmic(gst.split(), tmp_path, udp_port, speech_samples)
+    assert stream["payload_type"] == 96
 
 
 def test_gstreamer_receives_from_airmic(tmp_path, udp_port, speech, speech_samples):
