@@ -3,9 +3,11 @@
 import logging
 
 from airmic.common.audio import RATE, Block, Reframer
+from airmic.common.delay import LatencyRange, parse_latency
 from airmic.common.errors import AirmicError, DeviceError, NetworkError, SourceError, UsageError
-from airmic.common.jitter import FixedJitterBuffer, Frame, FrameKind, JitterStats
+from airmic.common.jitter import Frame, FrameKind, JitterBuffer, JitterStats
 from airmic.common.opus import OpusConfig, OpusDecoder, OpusEncoder, packet_samples
+from airmic.common.playout import Playout
 from airmic.common.rtp import Drop, DroppedPacket, MediaPacket, Packetizer, parse_media, unwrap
 
 __all__ = [
@@ -15,20 +17,23 @@ __all__ = [
     "DeviceError",
     "Drop",
     "DroppedPacket",
-    "FixedJitterBuffer",
     "Frame",
     "FrameKind",
+    "JitterBuffer",
     "JitterStats",
+    "LatencyRange",
     "MediaPacket",
     "NetworkError",
     "OpusConfig",
     "OpusDecoder",
     "OpusEncoder",
     "Packetizer",
+    "Playout",
     "Reframer",
     "SourceError",
     "UsageError",
     "packet_samples",
+    "parse_latency",
     "parse_media",
     "unwrap",
 ]

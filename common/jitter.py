@@ -1,14 +1,16 @@
-"""A fixed-delay jitter buffer: reorders packets and decides, for each moment of playout,
-whether to play a packet, rebuild a lost one from FEC, or conceal.
+"""The jitter buffer: puts packets back in order and decides, each time the playout needs
+the next piece of audio, whether to play a packet, rebuild a lost one from FEC, conceal,
+or stretch the stream while the network is late.
 
-Sans-I/O: `push(packet, now)` as packets arrive, `pop(now)` as the sink needs audio. It
-never decodes; it returns `Frame`s that tell the decoder what to do. The adaptive buffer
-keeps the same interface.
+Sans-I/O: `push(packet, now)` as packets arrive, `pop(now)` when the playout needs audio.
+It never decodes: it returns `Frame`s that tell the decoder what to do. How long packets
+wait before they are pulled is the playout's business (see `airmic.common.playout`).
 """
 
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
 from airmic.common.audio import RATE
@@ -21,23 +23,26 @@ MAX_MISORDER = 100
 """A packet this far behind playout is taken as a possible restart, not as a late one."""
 MAX_TS_JUMP = 30 * RATE
 """A timestamp this far from playout (30 s) is not trusted either."""
-EPSILON = 1e-6
-"""Times closer than this (seconds) count as equal, so float rounding cannot shift a frame."""
+SLOTS = 512
+"""How many recent playout times are remembered, to tell how late a late packet was."""
 
 
 class FrameKind(enum.Enum):
-    AUDIO = "audio"  # decode the packet
-    FEC = "fec"  # rebuild the lost packet from the FEC data in `payload` (the next packet)
-    CONCEAL = "conceal"  # conceal `samples`
+    AUDIO = "audio"  # decode `payload`
+    FEC = "fec"  # a lost packet: rebuild it from the FEC data in `payload` (the next packet)
+    CONCEAL = "conceal"  # a lost packet, or the start of a pause: conceal `samples`
+    SILENCE = "silence"  # the rest of a pause in the timestamps: `samples` of silence
+    EXPAND = "expand"  # nothing has arrived yet: conceal `samples`; the stream is delayed
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """What to decode next: one packet's worth of audio, `samples` long."""
+    """What to play next, `samples` long; for AUDIO, when its packet arrived."""
 
     kind: FrameKind
     samples: int
     payload: bytes = b""
+    arrival: float = 0.0
 
 
 @dataclass
@@ -45,45 +50,55 @@ class JitterStats:
     """Packet counters of one stream, as the jitter buffer saw them."""
 
     received: int = 0  # accepted into the buffer
-    played: int = 0  # decoded at their time
+    played: int = 0  # decoded in their turn
     lost: int = 0  # never arrived in time
     recovered: int = 0  # of the lost, rebuilt from FEC
     concealed: int = 0  # of the lost, concealed
-    late: int = 0  # arrived after their time had passed
+    late: int = 0  # arrived after their turn had passed
     duplicate: int = 0
     jumps: int = 0  # dropped for an absurd sequence or timestamp jump
-    restarts: int = 0  # the sender restarted its sequence (a jump confirmed)
-    underruns: int = 0  # times the buffer ran dry (concealed until packets came, or idle)
+    restarts: int = 0  # the sender restarted its numbering (a jump confirmed)
+    underruns: int = 0  # times the buffer ran dry and the stream was stretched
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
-class FixedJitterBuffer:
-    """Plays each packet `delay` seconds after the stream's first packet arrived, on the
-    timeline its RTP timestamps set.
+class JitterBuffer:
+    """Orders the packets of one stream and hands them out one frame at a time.
 
-    A gap is filled by FEC when the next packet is already there, by concealment otherwise.
-    Concealment stops after `max_conceal` seconds: the buffer goes idle (pop returns None:
-    silence) and anchors afresh on the next packet, so a pause or a long outage ends in a
-    clean restart.
+    A lost packet is rebuilt from FEC when the next packet is already there, concealed
+    otherwise. When the buffer runs dry, the stream is stretched by concealment (EXPAND)
+    for at most `max_conceal` seconds; then the buffer goes idle (pop returns None) and
+    starts afresh with the next packet, so a pause or an outage ends in a clean restart.
     """
 
-    def __init__(self, delay: float = 0.04, *, fec: bool = True, max_conceal: float = 0.06) -> None:
-        self.delay = delay
+    def __init__(self, *, fec: bool = True, max_conceal: float = 0.06) -> None:
         self.fec = fec
         self.max_conceal = round(max_conceal * RATE)
         self.stats = JitterStats()
-        self._packets: dict[int, tuple[int, MediaPacket]] = {}  # extended seq -> (ts, packet)
+        self.late_waits: list[float] = []  # how late each late packet was (negative seconds)
+        self.stretched = 0  # samples of expansion the stream was delayed by, for the playout
+        self._packets: dict[int, tuple[int, MediaPacket, float]] = {}  # seq -> (ts, packet, t)
         self._received: set[int] = set()  # recent extended seqs, to tell duplicates
+        self._slots: OrderedDict[int, float] = OrderedDict()  # seq -> when its turn came
         self._anchored = False
         self._next_seq: int | None = None  # extended sequence number to play next
         self._next_ts = 0  # extended timestamp where playout stands
-        self._base_time = 0.0
-        self._base_ts = 0
         self._last_samples = 480
         self._conceal_run = 0
+        self._expanded = 0  # samples of EXPAND played since the last packet
         self._bad_seq: int | None = None
+
+    @property
+    def idle(self) -> bool:
+        """True when there is nothing to play until the next packet arrives."""
+        return not self._anchored
+
+    @property
+    def frame_samples(self) -> int:
+        """Duration of the last packet played: the stream's frame size."""
+        return self._last_samples
 
     @property
     def buffered(self) -> int:
@@ -91,10 +106,10 @@ class FixedJitterBuffer:
         return len(self._packets)
 
     def push(self, packet: MediaPacket, now: float) -> None:
-        """Take a packet that arrived at `now` (seconds, any monotonic clock)."""
+        """Take a packet that arrived at `now` (seconds, the playout's clock)."""
         if self._next_seq is None:
-            self._anchor(packet.seq, packet.timestamp, now)
-            self._store(packet.seq, packet.timestamp, packet)
+            self._anchor(packet.seq, packet.timestamp)
+            self._store(packet.seq, packet.timestamp, packet, now)
             return
         seq = unwrap(packet.seq, self._next_seq, 16)
         ts = unwrap(packet.timestamp, self._next_ts, 32)
@@ -106,93 +121,125 @@ class FixedJitterBuffer:
             self.stats.duplicate += 1
         elif seq < self._next_seq:
             self.stats.late += 1
+            if seq in self._slots and self._slots[seq] == self._slots[seq]:  # not NaN
+                self.late_waits.append(self._slots[seq] - now)
         else:
             if not self._anchored:  # idle: the stream resumes after a pause or an outage
                 self.stats.lost += seq - self._next_seq
-                self._anchor(seq, ts, now)
-            self._store(seq, ts, packet)
+                self._anchor(seq, ts)
+            self._store(seq, ts, packet, now)
 
     def pop(self, now: float) -> Frame | None:
-        """The next frame if its playout time is before `now`, else None (nothing due)."""
-        if not self._anchored or self._time_of(self._next_ts) >= now - EPSILON:
+        """The next frame, now that the playout needs it; None when idle."""
+        if not self._anchored:
             return None
         assert self._next_seq is not None
+        if self._expanded and self._packets:
+            self._merge()
         entry = self._packets.get(self._next_seq)
         if entry is not None:
-            ts, packet = entry
-            if ts - self._next_ts >= GRANULE:  # no packet lost, but a sender pause (DTX)
-                return self._fill_pause(ts, now)
-            return self._play(ts, packet, now)
-        if not self._packets:
-            self.stats.underruns += self._conceal_run == 0
-            return self._conceal(self._last_samples)
-        return self._replace_lost(now)
+            ts, packet, arrival = entry
+            if ts - self._next_ts >= GRANULE:  # no packet lost, but a pause in the timestamps
+                return self._fill_pause(ts - self._next_ts)
+            return self._play(ts, packet, arrival, now)
+        if self._packets:
+            return self._replace_lost(now)
+        return self._expand()
 
-    def _play(self, ts: int, packet: MediaPacket, now: float) -> Frame | None:
+    def _play(self, ts: int, packet: MediaPacket, arrival: float, now: float) -> Frame | None:
         del self._packets[self._next_seq]  # type: ignore[arg-type]
-        self._next_seq += 1  # type: ignore[operator]
-        if ts + packet.samples <= self._next_ts:  # concealed already: too late to play
+        self._take_slot(now)
+        if ts + packet.samples <= self._next_ts:  # its time was concealed already
             self.stats.late += 1
             return self.pop(now)
         self.stats.played += 1
+        self.stretched += self._expanded  # the stretch stood for nothing: the stream is later
+        self._expanded = 0
         self._next_ts = ts + packet.samples
         self._last_samples = packet.samples
         self._conceal_run = 0
-        return Frame(FrameKind.AUDIO, packet.samples, packet.payload)
+        return Frame(FrameKind.AUDIO, packet.samples, packet.payload, arrival)
 
     def _replace_lost(self, now: float) -> Frame | None:
         """The packet at `_next_seq` is missing while a later one has arrived."""
         assert self._next_seq is not None
         later_seq = min(self._packets)
-        later_ts = self._packets[later_seq][0]
+        later_ts, later, _ = self._packets[later_seq]
         missing = later_seq - self._next_seq
         gap = later_ts - self._next_ts
         if gap < GRANULE or gap > self.max_conceal + MAX_PACKET_SAMPLES:
-            # Nothing left to fill, or a hole too long to conceal: skip to the later packet.
+            # Nothing left to fill, or a hole too long to conceal: the later packet is next,
+            # and the hole becomes a pause.
             self.stats.lost += missing
-            self._next_seq = later_seq
+            while self._next_seq < later_seq:
+                self._take_slot(now)
             return self.pop(now)
         samples = gap if missing == 1 else min(self._last_samples, gap)
         samples = max(GRANULE, samples // GRANULE * GRANULE)
         self.stats.lost += 1
-        self._next_seq += 1
+        self._take_slot(now)
+        self._next_ts += samples
         if missing == 1 and self.fec:
             self.stats.recovered += 1
-            self._next_ts += samples
             self._conceal_run = 0
-            return Frame(FrameKind.FEC, samples, self._packets[later_seq][1].payload)
+            return Frame(FrameKind.FEC, samples, later.payload)
         self.stats.concealed += 1
-        return self._conceal(samples, force=True)
-
-    def _fill_pause(self, ts: int, now: float) -> Frame | None:
-        """Conceal the start of a pause in the timestamps, then stay silent until `ts`."""
-        gap = ts - self._next_ts
-        if self._conceal_run < self.max_conceal:
-            return self._conceal(min(gap, self._last_samples) // GRANULE * GRANULE)
-        if self._time_of(ts) < now - EPSILON:
-            self._next_ts = ts
-            return self._play(ts, self._packets[self._next_seq][1], now)  # type: ignore[index]
-        return None
-
-    def _conceal(self, samples: int, force: bool = False) -> Frame | None:
-        if not force and self._conceal_run >= self.max_conceal:
-            self._anchored = False  # a long outage: go idle, anchor again on the next packet
-            return None
         self._conceal_run += samples
-        self._next_ts += samples
         return Frame(FrameKind.CONCEAL, samples)
 
-    def _anchor(self, seq: int, ts: int, now: float) -> None:
+    def _merge(self) -> None:
+        """The stream was stretched while nothing came; now a later packet has. The stretch
+        stood for what was missing (lost packets, or the start of a pause): count it in the
+        timeline, rather than also concealing them and keeping the stream delayed."""
+        assert self._next_seq is not None
+        seq = min(self._packets)
+        covered = min(self._expanded, self._packets[seq][0] - self._next_ts)
+        if covered < GRANULE:
+            return  # the packet that came is the one awaited: the stretch delayed the stream
+        self._expanded -= covered
+        lost = min(seq - self._next_seq, round(covered / self._last_samples))
+        self.stats.lost += lost
+        self.stats.concealed += lost
+        for _ in range(lost):
+            self._take_slot(float("nan"))  # their turn was the stretch; none of them is late
+        self._next_ts += covered
+
+    def _fill_pause(self, gap: int) -> Frame:
+        """Conceal the start of a pause in the timestamps (DTX), then play silence."""
+        samples = min(gap, self._last_samples) // GRANULE * GRANULE
+        self._next_ts += samples
+        if self._conceal_run < self.max_conceal:
+            self._conceal_run += samples
+            return Frame(FrameKind.CONCEAL, samples)
+        return Frame(FrameKind.SILENCE, samples)
+
+    def _expand(self) -> Frame | None:
+        """Nothing to play: stretch the stream by concealment, or go idle after too long."""
+        if self._conceal_run >= self.max_conceal:
+            self._anchored = False
+            return None
+        self.stats.underruns += self._conceal_run == 0
+        self._conceal_run += self._last_samples
+        self._expanded += self._last_samples
+        return Frame(FrameKind.EXPAND, self._last_samples)
+
+    def _take_slot(self, now: float) -> None:
+        assert self._next_seq is not None
+        self._slots[self._next_seq] = now
+        if len(self._slots) > SLOTS:
+            self._slots.popitem(last=False)
+        self._next_seq += 1
+
+    def _anchor(self, seq: int, ts: int) -> None:
         self._anchored = True
         self._next_seq = seq
         self._next_ts = ts
-        self._base_ts = ts
-        self._base_time = now + self.delay
         self._conceal_run = 0
+        self._expanded = 0
 
-    def _store(self, seq: int, ts: int, packet: MediaPacket) -> None:
+    def _store(self, seq: int, ts: int, packet: MediaPacket, now: float) -> None:
         self.stats.received += 1
-        self._packets[seq] = (ts, packet)
+        self._packets[seq] = (ts, packet, now)
         self._received.add(seq)
         if len(self._received) > 2 * MAX_DROPOUT:
             floor = seq - MAX_DROPOUT
@@ -214,8 +261,6 @@ class FixedJitterBuffer:
         self._bad_seq = None
         self._packets.clear()
         self._received.clear()
-        self._anchor(packet.seq, packet.timestamp, now)
-        self._store(packet.seq, packet.timestamp, packet)
-
-    def _time_of(self, ts: int) -> float:
-        return self._base_time + (ts - self._base_ts) / RATE
+        self._slots.clear()
+        self._anchor(packet.seq, packet.timestamp)
+        self._store(packet.seq, packet.timestamp, packet, now)

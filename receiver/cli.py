@@ -14,6 +14,7 @@ from airmic.common.cli import (
     run,
     stop_event,
 )
+from airmic.common.delay import MODES, LatencyRange, parse_latency
 from airmic.common.devices import describe_devices
 from airmic.receiver.pipeline import ReceiverConfig, run_receiver
 from airmic.receiver.sinks import parse_sink
@@ -37,6 +38,13 @@ examples:
 
 exit codes: 0 done (Ctrl-C included), 1 error, 2 bad usage
 """
+
+
+def latency_option(text: str) -> LatencyRange:
+    try:
+        return parse_latency(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,10 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--latency",
-        metavar="MS",
-        type=positive_float,
-        default=40.0,
-        help="jitter buffer delay in ms (default 40)",
+        metavar="MODE",
+        type=latency_option,
+        default=MODES["balanced"],
+        help="jitter buffer: low, balanced (default) or robust adapt to the network; 40ms "
+        "fixes the delay; 20ms..200ms bounds it",
     )
     parser.add_argument(
         "--exit-after-idle",
@@ -96,7 +105,7 @@ async def _main(args: argparse.Namespace) -> int:
     config = ReceiverConfig(
         listen=args.listen,
         sinks=[parse_sink(spec) for spec in args.sink or ["device:default"]],
-        latency=args.latency / 1000,
+        latency=args.latency,
         exit_after_idle=args.exit_after_idle,
         stats_json=Path(args.stats_json) if args.stats_json else None,
         max_streams=args.max_streams,

@@ -17,7 +17,8 @@ from typing import Any
 from rich.text import Text
 
 from airmic.common.audio import RATE
-from airmic.common.jitter import FixedJitterBuffer
+from airmic.common.delay import MODES, LatencyRange
+from airmic.common.playout import Playout
 from airmic.common.status import StatusLine, meter
 from airmic.receiver.demux import Demux, StreamKey
 from airmic.receiver.session import Session
@@ -34,7 +35,7 @@ BLOCK = 480
 class ReceiverConfig:
     listen: tuple[str, int]
     sinks: list[SinkFactory]
-    latency: float = 0.04  # the jitter buffer's fixed delay, seconds
+    latency: LatencyRange = MODES["balanced"]
     stream_timeout: float = 5.0  # a stream silent this long is over
     exit_after_idle: float | None = None
     stats_json: Path | None = None
@@ -53,10 +54,9 @@ class Receiver:
     def _open_session(self, key: StreamKey, now: float) -> Session:
         (host, port), ssrc = key
         name = f"{host}:{port}/{ssrc:08x}"
-        jitter = FixedJitterBuffer(self.config.latency)
         sinks = [factory.open() for factory in self.config.sinks]
         log.info("stream %s started -> %s", name, ", ".join(s.description for s in sinks))
-        return Session(name, jitter, sinks, now)
+        return Session(name, Playout(self.config.latency), sinks, now)
 
     def tick(self, now: float) -> None:
         """The playout clock's beat: the block that plays from `now` on, for each stream."""
@@ -92,7 +92,7 @@ class Receiver:
             return Text(f"listening on {self.config.listen[0]}:{self.config.listen[1]}, no stream")
         lines = []
         for session in self.demux.sessions.values():
-            s = session.jitter.stats
+            s = session.playout.jitter.stats
             line = meter(session.level_db, width=12)
             line.append(
                 f"  {session.name}  {session.samples_played / RATE:6.1f} s  "
@@ -135,7 +135,8 @@ async def _playout(receiver: Receiver, stop: asyncio.Event, start: float) -> Non
         if now > loop.time():
             await asyncio.sleep(now - loop.time())
             continue
-        receiver.tick(now)
+        # Blocks keep their schedule; their pull is timed by the clock, like a device's.
+        receiver.tick(loop.time())
         k += 1
         if idle_limit is not None and now - receiver.last_activity(start) > idle_limit:
             log.info("no stream for %g s: exiting", idle_limit)

@@ -16,7 +16,7 @@ from airmic.common.audio import RATE, Block, Reframer, level_dbfs
 from airmic.common.opus import OpusConfig, OpusEncoder
 from airmic.common.rtp import DEFAULT_PAYLOAD_TYPE, Packetizer
 from airmic.common.status import StatusLine, meter
-from airmic.sender.sources import open_source
+from airmic.sender.sources import Pacer, open_source
 from airmic.sender.transport import UdpTransport
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,11 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
 
     async def stream() -> None:
         limit = None if config.duration is None else round(config.duration * RATE / frame)
+        pacer = None if source.clocked else Pacer()  # a file or tone: one frame at a time
         async for block in source.blocks():
             for piece in reframer.push(block):
+                if pacer is not None:
+                    await pacer.wait(len(piece))
                 send(piece)
                 if limit is not None and report.packets >= limit:
                     return

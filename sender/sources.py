@@ -1,7 +1,8 @@
 """Where the sender's audio comes from: a sound device, a file, or a test tone.
 
-Each source is an async iterator of float32 mono blocks at 48 kHz, delivered in real time:
-a device is paced by its own clock, a file or a tone by a `Pacer`.
+Each source is an async iterator of float32 mono blocks at 48 kHz. A device delivers them in
+real time, paced by its own clock (`clocked`); a file or a tone delivers them as fast as they
+are taken, and the pipeline paces each frame with a `Pacer`.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ from airmic.common.errors import DeviceError, SourceError, UsageError
 
 class Source(Protocol):
     description: str
+    clocked: bool  # True if the blocks come in real time, paced by a sound card
 
     def blocks(self) -> AsyncIterator[Block]:
-        """The audio, block by block, in real time; ends when the source does."""
+        """The audio, block by block; ends when the source does."""
         ...
 
 
 class Pacer:
-    """Sleeps until each block's due time, counted from the first block, so that the blocks
-    leave at the audio's own rate with no drift from rounding or late wake-ups."""
+    """Sleeps until each frame's due time, counted from the first frame, so that frames
+    leave one by one at the audio's own rate, with no drift from rounding or late wake-ups."""
 
     def __init__(self) -> None:
         self._start: float | None = None
@@ -50,6 +52,8 @@ class Pacer:
 class ToneSource:
     """A sine wave at `freq` Hz and `level` dBFS, for tests and for checking a set-up."""
 
+    clocked = False
+
     def __init__(self, freq: float, block: int, level_db: float = -12.0) -> None:
         if not 0 < freq < RATE / 2:
             raise UsageError(f"tone frequency must be between 0 and {RATE // 2} Hz")
@@ -59,18 +63,18 @@ class ToneSource:
         self.amplitude = 10 ** (level_db / 20)
 
     async def blocks(self) -> AsyncIterator[Block]:
-        pacer = Pacer()
         step = 2 * math.pi * self.freq / RATE
         n = 0
         while True:
-            await pacer.wait(self.block)
             phase = step * np.arange(n, n + self.block, dtype=np.float64)
             yield (self.amplitude * np.sin(phase)).astype(np.float32)
             n = (n + self.block) % RATE  # keeps the phase exact for integer frequencies
 
 
 class FileSource:
-    """A sound file (WAV, FLAC, OGG...), mixed to mono and resampled to 48 kHz, in real time."""
+    """A sound file (WAV, FLAC, OGG...), mixed to mono and resampled to 48 kHz."""
+
+    clocked = False
 
     def __init__(self, path: Path, block: int, loop: bool = False) -> None:
         self.path = path
@@ -90,7 +94,6 @@ class FileSource:
             raise SourceError(f"cannot read {self.path}: {reason}") from None
 
     async def blocks(self) -> AsyncIterator[Block]:
-        pacer = Pacer()
         while True:
             with self._open() as f:
                 resampler = soxr.ResampleStream(f.samplerate, RATE, 1, dtype="float32")
@@ -98,18 +101,16 @@ class FileSource:
                 for chunk in f.blocks(
                     blocksize=max(1, f.samplerate // 50), dtype="float32", always_2d=True
                 ):
-                    out = resampler.resample_chunk(chunk.mean(axis=1), last=False)
-                    await pacer.wait(len(out))
-                    yield out
-                tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-                await pacer.wait(len(tail))
-                yield tail
+                    yield resampler.resample_chunk(chunk.mean(axis=1), last=False)
+                yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
             if not self.loop:
                 return
 
 
 class DeviceSource:
     """A sound card input through sounddevice; its clock paces the stream."""
+
+    clocked = True
 
     def __init__(self, device: str, block: int) -> None:
         self.device = find_device(device, "input")

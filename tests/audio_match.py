@@ -1,4 +1,10 @@
-"""Comparing what came out with what went in: alignment by cross-correlation."""
+"""Comparing what came out with what went in, aligned by cross-correlation.
+
+A receiver that follows clock drift and the network's jitter time-warps its output by a
+few parts per thousand at most; so the output is aligned once as a whole, then followed
+window by window (each within a few milliseconds of the last), as speech-quality measures
+do.
+"""
 
 from __future__ import annotations
 
@@ -6,43 +12,61 @@ from dataclasses import dataclass
 
 import numpy as np
 
+WINDOW = 4_800  # 0.1 s (Opus itself scores about 0.95 on speech, window by window)
+SEARCH = 480  # +-10 ms of local realignment
+
 
 @dataclass
 class Match:
-    correlation: float  # normalised cross-correlation at the best lag
-    lag: int  # samples by which `out` lags `ref`
-    longest_gap: int  # longest run of 10 ms windows where ref has sound and out has none
+    correlation: float  # energy-weighted mean of the windows' normalised correlations
+    lag: int  # samples by which `out` lags `ref`, as a whole
+    longest_gap: int  # longest run of 10 ms frames where ref has sound and out has none
+    worst_window: float  # the lowest correlation of a window with sound in it
 
 
-def best_lag(ref: np.ndarray, out: np.ndarray) -> int:
+def best_lag(ref: np.ndarray, out: np.ndarray, max_lag: int = 96_000) -> int:
+    """The delay of `out` against `ref` (at most `max_lag`: repeated material has many)."""
     n = 1 << (len(ref) + len(out)).bit_length()
     spectrum = np.fft.rfft(out, n) * np.conj(np.fft.rfft(ref, n))
     xcorr = np.fft.irfft(spectrum, n)
-    lag = int(np.argmax(xcorr))  # signed: an inverted output must not count as a match
-    return lag - n if lag > n // 2 else lag
+    lags = np.concatenate((xcorr[: max_lag + 1], xcorr[n - max_lag :]))
+    lag = int(np.argmax(lags))  # signed: an inverted output must not count as a match
+    return lag if lag <= max_lag else lag - len(lags)
 
 
-def match(ref: np.ndarray, out: np.ndarray, window: int = 480) -> Match:
-    """How well `out` reproduces `ref`, once aligned."""
+def match(ref: np.ndarray, out: np.ndarray, frame: int = 480) -> Match:
+    """How well `out` reproduces `ref`."""
     ref = ref.astype(np.float64)
     out = out.astype(np.float64)
-    lag = best_lag(ref, out)
-    if lag >= 0:
-        a, b = ref, out[lag:]
-    else:
-        a, b = ref[-lag:], out
-    n = min(len(a), len(b))
-    a, b = a[:n], b[:n]
-    corr = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
-    return Match(corr, lag, _longest_gap(a, b, window))
+    lag = follow = best_lag(ref, out)
+    weights, scores, aligned = [], [], np.zeros_like(ref)
+    for start in range(0, len(ref) - WINDOW // 4, WINDOW):
+        a = ref[start : start + WINDOW]
+        lo = max(0, start + follow - SEARCH)
+        b = out[lo : start + follow + len(a) + SEARCH]
+        energy = float(np.dot(a, a))
+        if len(b) < len(a) or energy < 1e-9 * len(a):
+            continue
+        # Local alignment: the shift within +-SEARCH where the window correlates best.
+        local = np.correlate(b, a, mode="valid")
+        power = np.concatenate(([0.0], np.cumsum(b * b)))
+        local /= np.sqrt(power[len(a) :] - power[: len(b) - len(a) + 1]) + 1e-12
+        shift = int(np.argmax(local))
+        piece = b[shift : shift + len(a)]
+        follow = lo + shift - start  # the next window is searched around this one's delay
+        aligned[start : start + len(a)] = piece
+        scores.append(float(np.dot(a, piece) / (np.sqrt(energy * np.dot(piece, piece)) + 1e-12)))
+        weights.append(energy)
+    correlation = float(np.average(scores, weights=weights)) if scores else 0.0
+    loud = [s for s, w in zip(scores, weights, strict=True) if w > 1e-3 * max(weights)]
+    return Match(correlation, lag, _longest_gap(ref, aligned, frame), min(loud, default=0.0))
 
 
-def _longest_gap(ref: np.ndarray, out: np.ndarray, window: int) -> int:
-    frames = len(ref) // window
-    r = np.sqrt(np.mean(ref[: frames * window].reshape(frames, window) ** 2, axis=1))
-    o = np.sqrt(np.mean(out[: frames * window].reshape(frames, window) ** 2, axis=1))
-    loud = r > 10 ** (-40 / 20)
-    missing = loud & (o < 0.1 * r)
+def _longest_gap(ref: np.ndarray, out: np.ndarray, frame: int) -> int:
+    frames = len(ref) // frame
+    r = np.sqrt(np.mean(ref[: frames * frame].reshape(frames, frame) ** 2, axis=1))
+    o = np.sqrt(np.mean(out[: frames * frame].reshape(frames, frame) ** 2, axis=1))
+    missing = (r > 10 ** (-40 / 20)) & (o < 0.1 * r)
     longest = run = 0
     for m in missing:
         run = run + 1 if m else 0

@@ -1,13 +1,9 @@
-"""The fixed-delay jitter buffer, driven in virtual time."""
+"""The jitter buffer's decisions, packet by packet (the playout pulls frames in order)."""
 
 from __future__ import annotations
 
-import itertools
-
-from airmic.common.jitter import FixedJitterBuffer, Frame, FrameKind
+from airmic.common.jitter import FrameKind, JitterBuffer
 from airmic.common.rtp import MediaPacket
-
-TICK = 0.01  # the playout clock's beat: 10 ms blocks
 
 
 def packet(i: int, seq0: int = 1000, ts0: int = 90_000, samples: int = 480, ts_extra: int = 0):
@@ -21,160 +17,130 @@ def packet(i: int, seq0: int = 1000, ts0: int = 90_000, samples: int = 480, ts_e
     )
 
 
-def run(jb: FixedJitterBuffer, arrivals: list[tuple[float, MediaPacket]], until: float):
-    """Push each packet at its arrival time and pop at every tick; return (time, frame)."""
-    arrivals = sorted(arrivals, key=lambda a: a[0])
-    out: list[tuple[float, Frame | None]] = []
-    t = 0.0
-    while t < until:
-        while arrivals and arrivals[0][0] <= t:
-            at, pkt = arrivals.pop(0)
-            jb.push(pkt, at)
-        frame = jb.pop(t + TICK)
-        out.append((t, frame))
-        t = round(t + TICK, 6)
+def pop(jb: JitterBuffer, n: int, now: float = 0.0) -> list[str]:
+    """The next n decisions: a packet's name, or the kind of frame ('-' for idle)."""
+    out = []
+    for _ in range(n):
+        frame = jb.pop(now)
+        if frame is None:
+            out.append("-")
+        elif frame.kind is FrameKind.AUDIO:
+            out.append(frame.payload.decode())
+        else:
+            out.append(frame.kind.value)
     return out
 
 
-def steady(n: int, start: float = 0.0, **kw) -> list[tuple[float, MediaPacket]]:
-    return [(start + i * TICK, packet(i, **kw)) for i in range(n)]
+def filled(packets, **kw) -> JitterBuffer:
+    jb = JitterBuffer(**kw)
+    for i, p in enumerate(packets):
+        jb.push(p, i * 0.01)
+    return jb
 
 
-def kinds(out) -> list[str]:
-    return [
-        "-" if f is None else f.payload.decode() if f.kind is FrameKind.AUDIO else f.kind.value
-        for _, f in out
-    ]
-
-
-def played(out) -> list[str]:
-    return [k for k in kinds(out) if k != "-"]
-
-
-def test_in_order_stream_plays_every_packet_after_the_delay():
-    jb = FixedJitterBuffer(delay=0.03)
-    out = run(jb, steady(50), until=0.6)
-    assert played(out) == [f"p{i}" for i in range(50)] + ["conceal"] * 6
-    first = next(t for t, f in out if f is not None)
-    assert abs(first - 0.03) < 1e-9  # the block that starts 30 ms after the first arrival
-    assert jb.stats.received == jb.stats.played == 50
-    assert jb.stats.lost == jb.stats.late == jb.stats.duplicate == 0
+def test_in_order_then_stretch_then_idle():
+    jb = filled([packet(i) for i in range(5)])
+    assert pop(jb, 13) == ["p0", "p1", "p2", "p3", "p4"] + ["expand"] * 6 + ["-", "-"]
+    assert jb.idle and jb.stats.played == 5 and jb.stats.underruns == 1
 
 
 def test_reordered_packets_come_out_in_order():
-    arrivals = steady(40)
-    for i in range(5, 35, 4):  # swap neighbours: packet i arrives after packet i + 1
-        (ta, a), (tb, b) = arrivals[i], arrivals[i + 1]
-        arrivals[i], arrivals[i + 1] = (tb + 0.001, a), (ta, b)
-    jb = FixedJitterBuffer(delay=0.03)
-    out = run(jb, arrivals, until=0.5)
-    assert played(out)[:40] == [f"p{i}" for i in range(40)]
+    order = [0, 2, 1, 3, 5, 4, 6]
+    jb = filled([packet(i) for i in order])
+    assert pop(jb, 7) == [f"p{i}" for i in range(7)]
     assert jb.stats.lost == 0
 
 
 def test_duplicates_are_dropped_and_counted():
-    arrivals = steady(30) + [(i * TICK + 0.002, packet(i)) for i in range(0, 30, 3)]
-    arrivals += [(0.2, packet(1))]  # a duplicate of a packet that already played
-    jb = FixedJitterBuffer(delay=0.03)
-    out = run(jb, arrivals, until=0.4)
-    assert played(out)[:30] == [f"p{i}" for i in range(30)]
-    assert jb.stats.duplicate == 11
+    jb = filled([packet(i) for i in [0, 1, 1, 2, 0]])
+    assert pop(jb, 3) == ["p0", "p1", "p2"]
+    jb.push(packet(1), 1.0)  # a duplicate of a packet that already played
+    assert jb.stats.duplicate == 3
 
 
-def test_a_late_packet_is_rebuilt_from_fec_and_then_dropped():
-    arrivals = steady(30)
-    arrivals[10] = (0.25, packet(10))  # 150 ms late with a 30 ms buffer
-    jb = FixedJitterBuffer(delay=0.03)
-    out = run(jb, arrivals, until=0.4)
-    expected = [f"p{i}" for i in range(30)]
-    expected[10] = "fec"
-    assert played(out)[:30] == expected
-    fec = next(f for _, f in out if f is not None and f.kind is FrameKind.FEC)
-    assert fec.payload == b"p11" and fec.samples == 480  # FEC data travels in the next packet
+def test_a_missing_packet_is_rebuilt_from_the_next_ones_fec_then_its_late_copy_dropped():
+    jb = filled([packet(i) for i in range(10) if i != 5])
+    assert pop(jb, 7, now=1.0) == ["p0", "p1", "p2", "p3", "p4", "fec", "p6"]
+    jb.push(packet(5), 1.03)
     assert (jb.stats.lost, jb.stats.recovered, jb.stats.late) == (1, 1, 1)
+    assert jb.late_waits == [1.0 - 1.03]  # how late it came, for the delay control
 
 
-def test_a_burst_of_loss_is_concealed_then_recovered_from_fec():
-    arrivals = [a for a in steady(30) if not 10 <= a[1].seq - 1000 <= 12]
-    jb = FixedJitterBuffer(delay=0.03)
-    out = run(jb, arrivals, until=0.4)
-    assert played(out)[8:15] == ["p8", "p9", "conceal", "conceal", "fec", "p13", "p14"]
+def test_fec_frame_carries_the_next_packet():
+    jb = filled([packet(0), packet(2)])
+    jb.pop(0)
+    fec = jb.pop(0)
+    assert fec.kind is FrameKind.FEC and fec.payload == b"p2" and fec.samples == 480
+
+
+def test_a_burst_is_concealed_then_its_last_packet_rebuilt_from_fec():
+    jb = filled([packet(i) for i in [0, 1, 5, 6]])
+    assert pop(jb, 7) == ["p0", "p1", "conceal", "conceal", "fec", "p5", "p6"]
     assert (jb.stats.lost, jb.stats.recovered, jb.stats.concealed) == (3, 1, 2)
 
 
 def test_without_fec_every_loss_is_concealed():
-    arrivals = [a for a in steady(20) if a[1].seq != 1005]
-    jb = FixedJitterBuffer(delay=0.03, fec=False)
-    out = run(jb, arrivals, until=0.3)
-    assert played(out)[4:7] == ["p4", "conceal", "p6"]
+    jb = filled([packet(0), packet(2)], fec=False)
+    assert pop(jb, 3) == ["p0", "conceal", "p2"]
 
 
 def test_sequence_and_timestamp_wrap_play_through():
-    jb = FixedJitterBuffer(delay=0.03)
-    arrivals = steady(40, seq0=65_520, ts0=0xFFFFFFFF - 10 * 480)
-    arrivals[25], arrivals[26] = (
-        (arrivals[26][0], arrivals[25][1]),
-        (arrivals[25][0], arrivals[26][1]),
-    )
-    out = run(jb, arrivals, until=0.5)
-    assert played(out)[:40] == [f"p{i}" for i in range(40)]
-    assert jb.stats.lost == jb.stats.late == jb.stats.jumps == 0
+    packets = [packet(i, seq0=65_530, ts0=0xFFFFFFFF - 4 * 480) for i in range(12)]
+    packets[6], packets[7] = packets[7], packets[6]
+    jb = filled(packets)
+    assert pop(jb, 12) == [f"p{i}" for i in range(12)]
+    assert jb.stats.lost == jb.stats.jumps == 0
 
 
 def test_a_single_absurd_jump_is_dropped_and_the_stream_goes_on():
-    arrivals = steady(30)
-    arrivals.insert(10, (0.095, packet(20_000)))  # seq 20000 ahead
-    arrivals.insert(20, (0.195, packet(-5000)))  # far behind
-    jb = FixedJitterBuffer(delay=0.03)
-    out = run(jb, arrivals, until=0.4)
-    assert played(out)[:30] == [f"p{i}" for i in range(30)]
+    jb = filled([packet(0), packet(1), packet(20_000), packet(2), packet(-5000), packet(3)])
+    assert pop(jb, 4) == ["p0", "p1", "p2", "p3"]
     assert jb.stats.jumps == 2 and jb.stats.restarts == 0
 
 
 def test_a_confirmed_jump_restarts_the_stream():
-    arrivals = steady(10) + [(0.1 + i * TICK, packet(i, seq0=40_000, ts0=7)) for i in range(10)]
-    jb = FixedJitterBuffer(delay=0.03)
-    out = run(jb, arrivals, until=0.4)
-    # The new numbering is believed at its second packet; what the old one still had
-    # buffered then (p8, p9) is given up, counted as lost.
-    assert played(out)[:8] == [f"p{i}" for i in range(8)]
-    assert [k for k in played(out)[8:] if k != "conceal"] == [f"p{i}" for i in range(1, 10)]
+    new = [packet(i, seq0=40_000, ts0=7) for i in range(4)]
+    jb = filled([packet(0), packet(1), *new])
+    # The new numbering is believed at its second packet; the old one's leftovers are lost.
+    assert pop(jb, 3) == ["p1", "p2", "p3"]
     assert jb.stats.jumps == 1 and jb.stats.restarts == 1 and jb.stats.lost == 2
 
 
-def test_a_sender_pause_is_concealed_briefly_then_silent_then_resumes_on_time():
-    # DTX: the sequence goes on, the timestamps jump by 500 ms.
-    arrivals = steady(10) + [(0.6 + i * TICK, packet(10 + i, ts_extra=24_000)) for i in range(10)]
-    jb = FixedJitterBuffer(delay=0.03, max_conceal=0.06)
-    out = run(jb, arrivals, until=1.0)
-    k = kinds(out)
-    first = k.index("p10")
-    assert k[k.index("p9") + 1 : k.index("p9") + 7] == ["conceal"] * 6
-    assert set(k[k.index("p9") + 7 : first]) == {"-"}
-    # p10 was meant to play 0.5 s + 100 ms after p0: the timeline held through the pause.
-    assert abs(out[first][0] - out[k.index("p0")][0] - 0.6) < 1e-6
+def test_a_pause_in_the_timestamps_is_concealed_briefly_then_silent():
+    # DTX: the sequence goes on, the timestamps jump by 200 ms.
+    jb = filled([packet(0), packet(1, ts_extra=9600), packet(2, ts_extra=9600)])
+    frames = pop(jb, 24)
+    assert frames == ["p0"] + ["conceal"] * 6 + ["silence"] * 14 + ["p1", "p2", "expand"]
     assert jb.stats.lost == 0
 
 
-def test_after_an_outage_the_buffer_idles_and_anchors_afresh():
-    # The network drops 1 s of packets (seq 10..109); the buffer must not conceal all of it.
-    arrivals = steady(10) + [(1.1 + i * TICK, packet(110 + i)) for i in range(10)]
-    jb = FixedJitterBuffer(delay=0.03, max_conceal=0.06)
-    out = run(jb, arrivals, until=1.5)
-    k = kinds(out)
-    resumed = k.index("p110")
-    assert k[:resumed].count("conceal") == 6
-    assert abs(out[resumed][0] - (1.1 + 0.03)) < 1e-6  # a fresh 30 ms delay
-    assert [k for k in played(out) if k != "conceal"][-10:] == [f"p{i}" for i in range(110, 120)]
-    assert jb.stats.lost == 100 and jb.stats.underruns == 2  # the outage, and the end
+def test_a_stretch_that_stood_for_a_lost_packet_is_merged_into_the_timeline():
+    jb = filled([packet(0), packet(1)])
+    assert pop(jb, 3) == ["p0", "p1", "expand"]
+    jb.push(packet(3), 0.1)  # packet 2 never comes: the stretch played in its place
+    assert pop(jb, 1) == ["p3"]
+    assert (jb.stats.lost, jb.stats.concealed, jb.stretched) == (1, 1, 0)
 
 
-def test_packets_of_several_durations_keep_the_timeline():
-    # 20 ms packets played by a 10 ms clock: one frame every other tick.
-    arrivals = [(i * 0.02, packet(i, samples=960)) for i in range(20)]
-    jb = FixedJitterBuffer(delay=0.04)
-    out = run(jb, arrivals, until=0.6)
-    frames = [(t, f) for t, f in out if f is not None and f.kind is FrameKind.AUDIO]
-    assert [f.payload for _, f in frames] == [f"p{i}".encode() for i in range(20)]
-    gaps = {round(b[0] - a[0], 6) for a, b in itertools.pairwise(frames)}
-    assert gaps == {0.02}
+def test_a_stretch_before_a_late_packet_delays_the_stream():
+    jb = filled([packet(0), packet(1)])
+    assert pop(jb, 4) == ["p0", "p1", "expand", "expand"]
+    jb.push(packet(2), 0.1)
+    assert pop(jb, 1) == ["p2"]
+    assert jb.stats.lost == 0 and jb.stretched == 960
+
+
+def test_after_an_outage_the_buffer_idles_and_starts_afresh():
+    jb = filled([packet(i) for i in range(3)])
+    assert pop(jb, 10) == ["p0", "p1", "p2"] + ["expand"] * 6 + ["-"]
+    jb.push(packet(100), 2.0)
+    jb.push(packet(101), 2.01)
+    assert not jb.idle
+    assert pop(jb, 2) == ["p100", "p101"]
+    assert jb.stats.lost == 97
+
+
+def test_packets_of_any_duration():
+    jb = filled([packet(i, samples=2880) for i in range(3)])  # 60 ms packets
+    assert pop(jb, 3) == ["p0", "p1", "p2"]
+    assert jb.frame_samples == 2880

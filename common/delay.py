@@ -1,0 +1,119 @@
+"""How long packets should wait in the jitter buffer: measured, targeted, and clamped to
+the latency range the user chose.
+
+Every packet's wait is recorded when it plays: the time from its arrival to the moment its
+first sample goes out (negative for a packet that came after its turn). The target keeps
+the lowest waits (a low quantile over a long window) just above a small margin, so the
+buffer holds only as much as the network's jitter needs: fast attack (a late packet counts
+at once), slow release (it leaves the window after `window` seconds). Sans-I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LatencyRange:
+    """Bounds of the buffer's target delay (seconds), and how much lateness it accepts."""
+
+    low: float
+    high: float
+    quantile: float = 0.01  # share of packets allowed to be late before the target grows
+    window: float = 10.0  # seconds of history behind the target (the release time)
+    name: str = ""
+
+    def __str__(self) -> str:
+        if self.name:
+            return self.name
+        if self.low == self.high:
+            return f"{self.low * 1000:g}ms"
+        return f"{self.low * 1000:g}ms..{self.high * 1000:g}ms"
+
+
+MODES = {
+    "low": LatencyRange(0.0, 0.06, quantile=0.02, window=5.0, name="low"),
+    "balanced": LatencyRange(0.0, 0.12, quantile=0.005, window=10.0, name="balanced"),
+    "robust": LatencyRange(0.02, 0.2, quantile=0.001, window=20.0, name="robust"),
+}
+
+
+def parse_latency(text: str) -> LatencyRange:
+    """'low', 'balanced', 'robust', '40ms' (fixed) or '20ms..200ms' (a range). ValueError."""
+    if text in MODES:
+        return MODES[text]
+    ms = r"\s*(\d+(?:\.\d+)?)\s*(?:ms)?\s*"
+    match = re.fullmatch(f"{ms}(?:\\.\\.{ms})?", text)
+    if not match:
+        raise ValueError(
+            f"latency {text!r}: use low, balanced, robust, a delay like 40ms, or 20ms..200ms"
+        )
+    low = float(match[1]) / 1000
+    high = float(match[2]) / 1000 if match[2] else low
+    if high < low or high > 1.0:
+        raise ValueError(f"latency {text!r}: the range must go up, and stay under 1000ms")
+    return LatencyRange(low, high)
+
+
+MARGIN = 0.002
+"""Headroom kept above the lowest waits (seconds)."""
+SHORT = 1.0
+"""Seconds of recent waits whose median is the buffer's current delay."""
+
+
+class DelayEstimator:
+    """Recent packet waits, and the target delay they call for."""
+
+    def __init__(self, latency: LatencyRange) -> None:
+        self.latency = latency
+        self._long: deque[tuple[float, float]] = deque()  # (when, wait - shift at that time)
+        self._shift = 0.0  # how much later playout runs than when the window began
+        self._cache: tuple[float, float] | None = None  # (when, target)
+
+    def add(self, now: float, wait: float) -> None:
+        """Record that a packet played `wait` seconds after it arrived (negative: late)."""
+        self._long.append((now, wait - self._shift))
+        while self._long and self._long[0][0] < now - self.latency.window:
+            self._long.popleft()
+        if wait < 0:
+            self._cache = None  # fast attack: a late packet changes the target at once
+
+    def shift(self, seconds: float) -> None:
+        """Playout moved `seconds` later (audio inserted) or earlier (negative: dropped)."""
+        self._shift += seconds
+
+    @property
+    def current(self) -> float | None:
+        """The median wait of the last second: the delay the buffer adds now."""
+        if not self._long:
+            return None
+        since = self._long[-1][0] - SHORT
+        recent = [w for t, w in reversed(self._long) if t >= since] or [self._long[-1][1]]
+        return float(np.median(recent)) + self._shift
+
+    def target(self, now: float, floor: float = 0.0) -> float:
+        """The median wait that keeps all but `quantile` of the packets on time.
+
+        `floor` is the least wait that is never late when the jitter is zero: the sink's
+        block, since a packet must be there when the block that plays it is pulled.
+        """
+        if self._cache is None or now - self._cache[0] > 0.1:
+            self._cache = (now, self._spread())
+        wanted = floor + MARGIN + self._cache[1]
+        return min(max(wanted, self.latency.low), max(self.latency.high, self.latency.low))
+
+    def _spread(self) -> float:
+        """How far the lowest waits fall below the median: the jitter to absorb."""
+        if len(self._long) < 10:
+            return 0.0
+        waits = np.fromiter((w for _, w in self._long), dtype=np.float64)
+        return float(np.median(waits) - np.quantile(waits, self.latency.quantile))
+
+    @property
+    def waits(self) -> list[float]:
+        """The waits in the window, as they would be at the current shift."""
+        return [w + self._shift for _, w in self._long]

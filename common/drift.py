@@ -1,0 +1,87 @@
+"""How fast the sender's clock runs against the sink's: the ratio the playout resamples by.
+
+Both clocks are seen from the receiver's own: the sender's through the RTP timestamps of
+arriving packets, the sink's through how many samples it has pulled. Each gives a line
+(offset against time) blurred by jitter on one side only (packets and wake-ups come late,
+never early), so the lowest point of each half second is kept and a straight line fitted
+through the last `window` seconds of them. Sans-I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from airmic.common.audio import RATE
+from airmic.common.rtp import unwrap
+
+BUCKET = 0.5  # seconds per lowest point
+MIN_POINTS = 6  # 3 s of history before the estimate is used
+
+
+class _Envelope:
+    """The slope of the lower envelope of (time, value) points."""
+
+    def __init__(self, window: float) -> None:
+        self._points: deque[tuple[float, float]] = deque(maxlen=int(window / BUCKET))
+        self._bucket: tuple[float, float] | None = None  # (start, lowest value)
+
+    def add(self, now: float, value: float) -> None:
+        if self._bucket is None or now - self._bucket[0] >= BUCKET:
+            if self._bucket is not None:
+                self._points.append((self._bucket[0] + BUCKET / 2, self._bucket[1]))
+            self._bucket = (now, value)
+        elif value < self._bucket[1]:
+            self._bucket = (self._bucket[0], value)
+
+    def slope(self) -> float:
+        if len(self._points) < MIN_POINTS:
+            return 0.0
+        t, v = np.array(self._points).T
+        return float(np.polyfit(t - t[0], v, 1)[0])
+
+    def reset(self) -> None:
+        self._points.clear()
+        self._bucket = None
+
+
+class DriftEstimator:
+    """Estimates the resampling ratio (output / input) that matches the sink's consumption
+    to the sender's production."""
+
+    def __init__(self, window: float = 20.0) -> None:
+        self._sender = _Envelope(window)
+        self._sink = _Envelope(window)
+        self._ts: int | None = None
+        self._pulled = 0
+
+    def arrived(self, timestamp: int, now: float) -> None:
+        """A packet with RTP `timestamp` arrived at `now`."""
+        self._ts = timestamp if self._ts is None else unwrap(timestamp, self._ts, 32)
+        self._sender.add(now, now - self._ts / RATE)  # transit: falls if the sender is fast
+
+    def pulled(self, samples: int, now: float) -> None:
+        """The sink took `samples` at `now`."""
+        self._sink.add(now, now - self._pulled / RATE)  # falls if the sink is fast
+        self._pulled += samples
+
+    def restart(self) -> None:
+        """The sender's timeline restarted: its old points no longer line up."""
+        self._sender.reset()
+        self._ts = None
+
+    @property
+    def sender_ppm(self) -> float:
+        """How much faster than the receiver's clock the sender's runs (parts per million)."""
+        return -self._sender.slope() * 1e6
+
+    @property
+    def sink_ppm(self) -> float:
+        """How much faster than the receiver's clock the sink's runs."""
+        return -self._sink.slope() * 1e6
+
+    @property
+    def ratio(self) -> float:
+        """Output samples per input sample that keep the buffer level."""
+        return (1 + self.sink_ppm * 1e-6) / (1 + self.sender_ppm * 1e-6)

@@ -1,0 +1,173 @@
+"""One stream's way from packets to the sink's samples:
+
+    packets ─► jitter buffer ─► Opus decoder (FEC, concealment)
+            ─► delay control (drop or insert quiet frames) ─► drift resampler ─► samples
+
+The sink pulls: `pull(n, now)` returns the next `n` samples whenever the sink's clock asks,
+so playout runs at the sink's rate. Two loops keep the buffer's delay at its target
+(`airmic.common.delay`): big errors are fixed by dropping or inserting a frame where the
+audio is quiet (inaudible), small ones and the drift between the sender's clock and the
+sink's by resampling at a ratio a PI controller sets (libsamplerate, through `samplerate`).
+Sans-I/O: the caller gives `now` (seconds on the sink's clock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import samplerate
+
+from airmic.common.audio import RATE, Block, level_dbfs
+from airmic.common.delay import MODES, DelayEstimator, LatencyRange
+from airmic.common.drift import DriftEstimator
+from airmic.common.jitter import Frame, FrameKind, JitterBuffer
+from airmic.common.opus import OpusDecoder
+from airmic.common.rtp import MediaPacket
+
+KP = 0.2  # per second: a 5 ms error asks for 1000 ppm
+MAX_CORRECTION = 0.002  # the delay is steered by 0.2 % at most
+MAX_DRIFT = 0.003  # clocks further apart than 3000 ppm are not followed
+QUIET_DB = -45.0  # a frame this quiet may be dropped or doubled without being heard
+STEP_GAP = 0.1  # seconds between two drops or inserts
+
+
+@dataclass
+class PlayoutStats:
+    drops: int = 0  # quiet frames dropped to shorten the delay
+    inserts: int = 0  # quiet frames inserted to lengthen it
+    drift_ppm: float = 0.0  # how much faster the sender's clock runs than the sink's
+
+
+class Playout:
+    """Packets in, a steady stream of samples out, for one stream."""
+
+    def __init__(
+        self,
+        latency: LatencyRange = MODES["balanced"],
+        *,
+        fec: bool = True,
+        max_conceal: float = 0.06,
+    ) -> None:
+        self.jitter = JitterBuffer(fec=fec, max_conceal=max_conceal)
+        self.delay = DelayEstimator(latency)
+        self.decoder = OpusDecoder()
+        self.stats = PlayoutStats()
+        self._resampler = samplerate.Resampler("sinc_fastest", channels=1)
+        self._fifo = np.zeros(0, dtype=np.float32)
+        self._start_at: float | None = None  # when a (re)starting stream begins to play
+        self._playing = False
+        self.drift = DriftEstimator()
+        self._last_step = -1e9
+        self.ratio = 1.0
+        self.malformed = 0
+        self._block = 480  # the sink's pull size, once known
+
+    def push(self, packet: MediaPacket, now: float) -> None:
+        """A packet arrived at `now`."""
+        self.jitter.push(packet, now)
+        self.drift.arrived(packet.timestamp, now)
+        for late in self.jitter.late_waits:
+            self.delay.add(now, late)
+        self.jitter.late_waits.clear()
+        if not self._playing and self._start_at is None and not self.jitter.idle:
+            # (Re)starting: a timeline that stopped and went on says nothing about clocks.
+            self.drift.restart()
+            self.drift.arrived(packet.timestamp, now)
+            self._start_at = now + self.delay.target(now, self._block / RATE)
+
+    def pull(self, samples: int, now: float) -> Block | None:
+        """The `samples` that play from `now` on; None while the stream is idle."""
+        self._block = samples
+        self.drift.pulled(samples, now)  # the sink's clock runs whether or not we play
+        if not self._playing:
+            if self._start_at is None or self._start_at >= now + samples / RATE:
+                return None
+            if self._start_at > now:  # (re)starting mid-block: silence until the start time
+                pad = round((self._start_at - now) * RATE)
+                self._fifo = np.concatenate((np.zeros(pad, dtype=np.float32), self._fifo))
+            self._playing = True
+        self._steer(now)
+        while len(self._fifo) < samples:
+            if not self._next_frame(now):
+                break
+        if not len(self._fifo):
+            self._playing = False  # idle: start afresh, after the delay, on the next packet
+            self._start_at = None
+            return None
+        block, self._fifo = self._fifo[:samples], self._fifo[samples:]
+        if len(block) < samples:  # the stream ended mid-block
+            block = np.concatenate((block, np.zeros(samples - len(block), dtype=np.float32)))
+        return block
+
+    def drain(self) -> Block:
+        """Everything still buffered, decoded at once (on shutdown: lose nothing)."""
+        out = [self._fifo]
+        while self.jitter.buffered:
+            frame = self.jitter.pop(float("inf"))
+            if frame is None or frame.kind is FrameKind.EXPAND:
+                break
+            out.append(self._decode(frame))
+        self._fifo = np.zeros(0, dtype=np.float32)
+        return np.concatenate(out)
+
+    def _next_frame(self, now: float) -> bool:
+        frame = self.jitter.pop(now)
+        if self.jitter.stretched:  # the stream was stretched while the network was late
+            self.delay.shift(self.jitter.stretched / RATE)
+            self.jitter.stretched = 0
+        if frame is None:
+            return False
+        pcm = self._decode(frame)
+        duration = len(pcm) / RATE
+        if frame.kind is FrameKind.AUDIO:
+            self.delay.add(now, now + len(self._fifo) / RATE - frame.arrival)
+        if frame.kind in (FrameKind.AUDIO, FrameKind.SILENCE) and self._step(pcm, duration, now):
+            return True
+        self._fifo = np.concatenate((self._fifo, self._resample(pcm)))
+        return True
+
+    def _step(self, pcm: Block, duration: float, now: float) -> bool:
+        """Drop or double a quiet frame when the delay is a frame or more off target."""
+        current = self.delay.current
+        if current is None or now - self._last_step < STEP_GAP or level_dbfs(pcm) > QUIET_DB:
+            return False
+        error = current - self.delay.target(now, self._block / RATE)
+        if error > duration + 0.002:
+            self.delay.shift(-duration)
+            self.stats.drops += 1
+        elif error < -duration / 2:
+            self.delay.shift(duration)
+            self.stats.inserts += 1
+            self._fifo = np.concatenate((self._fifo, self._resample(pcm), self._resample(pcm)))
+        else:
+            return False
+        self._last_step = now
+        return True
+
+    def _steer(self, now: float) -> None:
+        """Resample by the clocks' ratio, corrected a little to hold the delay on target."""
+        drift = float(np.clip(self.drift.ratio, 1 - MAX_DRIFT, 1 + MAX_DRIFT))
+        self.stats.drift_ppm = (1 / drift - 1) * 1e6
+        current = self.delay.current
+        if current is None:
+            self.ratio = drift
+            return
+        error = current - self.delay.target(now, self._block / RATE)
+        # ratio = output / input: below 1 the buffer empties faster, above 1 it fills.
+        self.ratio = drift * (1.0 - float(np.clip(KP * error, -MAX_CORRECTION, MAX_CORRECTION)))
+
+    def _resample(self, pcm: Block) -> Block:
+        return np.asarray(self._resampler.process(pcm, self.ratio), dtype=np.float32)
+
+    def _decode(self, frame: Frame) -> Block:
+        try:
+            if frame.kind is FrameKind.AUDIO:
+                return self.decoder.decode(frame.payload)
+            if frame.kind is FrameKind.FEC:
+                return self.decoder.recover(frame.payload, frame.samples)
+        except ValueError:
+            self.malformed += 1
+        if frame.kind is FrameKind.SILENCE:
+            return np.zeros(frame.samples, dtype=np.float32)
+        return self.decoder.conceal(frame.samples)

@@ -1,0 +1,150 @@
+"""The playout (jitter buffer, delay control, drift resampling) in virtual time, with real
+Opus packets from speech and seeded network profiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from airmic.common.delay import parse_latency
+from airmic.common.impair import PROFILES, Profile, apply
+from airmic.common.opus import OpusConfig, OpusDecoder, OpusEncoder
+from airmic.common.playout import Playout
+from airmic.common.rtp import Packetizer, parse_media
+from tests.audio_match import match
+
+BLOCK = 480
+
+
+@dataclass
+class Run:
+    out: np.ndarray  # what the sink got (silence where the playout had nothing)
+    reference: np.ndarray  # every packet decoded, no network
+    playout: Playout
+    delays: list[tuple[float, float, float]]  # (time, current delay, target) once a second
+
+
+def packets_of(speech: np.ndarray, seconds: float):
+    samples = np.tile(speech, int(seconds * 48_000 / len(speech)) + 1)[: int(seconds * 48_000)]
+    encoder = OpusEncoder(OpusConfig())
+    packetizer = Packetizer(ssrc=1, seq=65_000, timestamp=2**32 - 48_000)
+    packets = [
+        parse_media(packetizer.packetize(encoder.encode(samples[i : i + BLOCK]), BLOCK))
+        for i in range(0, len(samples) - BLOCK + 1, BLOCK)
+    ]
+    decoder = OpusDecoder()
+    return packets, np.concatenate([decoder.decode(p.payload) for p in packets])
+
+
+def simulate(
+    speech,
+    profile: Profile = PROFILES["clean"],
+    *,
+    seconds=20.0,
+    latency="balanced",
+    sender_ppm=0.0,
+    sink_ppm=0.0,
+    seed=1,
+    gap: tuple[float, float] | None = None,
+) -> Run:
+    """Send `seconds` of speech through `profile`; a sink pulls 10 ms blocks at its own rate.
+    Clock errors are against the receiver's clock; `gap` (start, length) pauses the sender."""
+    packets, reference = packets_of(speech, seconds)
+    sent = [(0.0037 + i * 0.01 / (1 + sender_ppm * 1e-6), p) for i, p in enumerate(packets)]
+    if gap:
+        sent = [(t + gap[1] if t >= gap[0] else t, p) for t, p in sent]
+    arrivals = apply(profile, sent, seed=seed)
+    playout = Playout(parse_latency(latency))
+    out, delays, j, k = [], [], 0, 0
+    end = arrivals[-1][0] + 1.0
+    while (now := k * BLOCK / 48_000 / (1 + sink_ppm * 1e-6)) < end:
+        while j < len(arrivals) and arrivals[j][0] <= now:
+            playout.push(arrivals[j][1], arrivals[j][0])
+            j += 1
+        block = playout.pull(BLOCK, now)
+        out.append(np.zeros(BLOCK, np.float32) if block is None else block)
+        if k % 100 == 0 and playout.delay.current is not None:
+            delays.append((now, playout.delay.current, playout.delay.target(now, 0.01)))
+        k += 1
+    return Run(np.concatenate(out), reference, playout, delays)
+
+
+def settled(run: Run, after: float) -> np.ndarray:
+    return np.array([(c, t) for now, c, t in run.delays if now >= after])
+
+
+def test_clean_network_adds_about_one_block_and_plays_every_packet(speech_samples):
+    run = simulate(speech_samples)
+    delays = settled(run, 5.0)
+    assert delays[:, 0].max() < 0.010 + 0.005  # one frame + 5 ms, the benchmark's target
+    stats = run.playout.jitter.stats
+    assert stats.lost == stats.late == 0 and run.playout.stats.drops == 0
+    assert match(run.reference, run.out).correlation > 0.99
+
+
+@pytest.mark.parametrize("sender_ppm", [-1000, -300, 300, 1000])
+def test_sender_clock_drift_is_followed_without_glitches(speech_samples, sender_ppm):
+    run = simulate(speech_samples, seconds=40.0, sender_ppm=sender_ppm)
+    assert abs(run.playout.stats.drift_ppm - sender_ppm) < 30  # the ratio it estimated
+    delays = settled(run, 15.0)
+    assert np.abs(delays[:, 0] - delays[:, 1]).max() < 0.003  # within 3 ms of its target
+    assert run.playout.stats.drops == run.playout.stats.inserts == 0
+    assert run.playout.jitter.stats.underruns == 1  # only at the very end
+    assert match(run.reference, run.out).correlation > 0.98
+
+
+def test_sink_clock_drift_is_followed(speech_samples):
+    run = simulate(speech_samples, seconds=30.0, sink_ppm=500)
+    assert (
+        abs(run.playout.stats.drift_ppm + 500) < 30
+    )  # the sink is fast: as if the sender were slow
+    delays = settled(run, 15.0)
+    assert np.abs(delays[:, 0] - delays[:, 1]).max() < 0.003
+    assert run.playout.jitter.stats.underruns == 1
+
+
+def test_wifi_jitter_sets_the_delay_near_its_p99(speech_samples):
+    run = simulate(speech_samples, PROFILES["wifi-good"], seconds=30.0)
+    delays = settled(run, 10.0)
+    assert 0.015 < np.median(delays[:, 0]) < 0.035  # jitter p99 ~15 ms, one 10 ms block
+    stats = run.playout.jitter.stats
+    assert stats.late / stats.received < 0.01
+    assert match(run.reference, run.out).correlation > 0.95
+
+
+def test_random_loss_is_recovered_or_concealed(speech_samples):
+    run = simulate(speech_samples, PROFILES["loss-5"], seconds=20.0)
+    stats = run.playout.jitter.stats
+    assert 0.035 < stats.lost / (stats.played + stats.lost) < 0.065
+    assert stats.recovered + stats.concealed == stats.lost
+    result = match(run.reference, run.out)
+    assert result.correlation > 0.8 and result.longest_gap <= 2
+
+
+def test_power_save_stalls_grow_the_buffer_in_robust_mode(speech_samples):
+    run = simulate(speech_samples, PROFILES["wifi-powersave"], seconds=30.0, latency="robust")
+    delays = settled(run, 10.0)
+    assert 0.08 < np.median(delays[:, 1]) <= 0.2  # grown to the stalls, capped at 200 ms
+    stats = run.playout.jitter.stats
+    assert stats.lost / stats.received < 0.02
+
+
+def test_a_fixed_latency_holds(speech_samples):
+    run = simulate(speech_samples, PROFILES["wifi-good"], seconds=15.0, latency="60ms")
+    delays = settled(run, 5.0)
+    assert np.abs(delays[:, 0] - 0.060).max() < 0.003
+
+
+def test_after_a_sender_pause_the_stream_starts_afresh_on_time(speech_samples):
+    run = simulate(speech_samples, seconds=6.0, gap=(3.0, 4.0))
+    # Had the buffer kept its old timeline, the second half would play 4 s late or never.
+    first, second = run.reference[: 3 * 48_000], run.reference[3 * 48_000 :]
+    heard = run.out
+    assert match(first, heard[: 4 * 48_000]).correlation > 0.99
+    later = match(second, heard[6 * 48_000 :])
+    assert later.correlation > 0.99
+    # Sent from 7.0037 s on, it plays a buffer's delay later, not 4 s later or never.
+    assert 1.0037 + 0.005 < later.lag / 48_000 < 1.0037 + 0.03
+    assert run.playout.jitter.stats.lost == 0
