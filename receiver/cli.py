@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="concurrent streams accepted (default 16)",
     )
+    parser.add_argument(
+        "--clock-ppm",
+        type=float,
+        default=0.0,
+        metavar="PPM",
+        help="run the file/null sinks' clock this many parts per million fast (negative: "
+        "slow), as a sound card would: for testing drift correction",
+    )
     parser.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
     add_logging_options(parser)
     return parser
@@ -109,6 +117,7 @@ async def _main(args: argparse.Namespace) -> int:
         exit_after_idle=args.exit_after_idle,
         stats_json=Path(args.stats_json) if args.stats_json else None,
         max_streams=args.max_streams,
+        clock_ppm=args.clock_ppm,
     )
     await run_receiver(config, stop_event())
     return 0

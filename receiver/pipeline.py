@@ -40,6 +40,7 @@ class ReceiverConfig:
     exit_after_idle: float | None = None
     stats_json: Path | None = None
     max_streams: int = 16
+    clock_ppm: float = 0.0  # rate error of the paced clock, to test drift correction
 
 
 @dataclass
@@ -124,11 +125,12 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
 
 
 async def _playout(receiver: Receiver, stop: asyncio.Event, start: float) -> None:
-    """A paced clock: block k plays at start + k * 10 ms, whenever the loop gets to it; a late
-    wake-up plays the blocks it missed, so the timeline never slips."""
+    """A paced clock for the file and null sinks: block k plays at start + k * 10 ms (or a
+    little faster or slower, with `clock_ppm`, as a sound card's crystal would), whenever
+    the loop gets to it; a late wake-up plays the blocks it missed, so it never slips."""
     loop = asyncio.get_running_loop()
     idle_limit = receiver.config.exit_after_idle
-    beat = BLOCK / RATE
+    beat = BLOCK / RATE / (1 + receiver.config.clock_ppm * 1e-6)
     k = 0
     while not stop.is_set():
         now = start + k * beat

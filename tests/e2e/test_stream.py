@@ -77,3 +77,21 @@ def test_receiver_stopped_mid_stream_leaves_a_valid_wav(
     assert match(speech_samples, out).correlation > 0.5  # the part it got, aligned
     if sig != signal.SIGKILL:
         assert receiver.stats()["streams"][0]["received"] > 150
+
+
+@pytest.mark.parametrize("ppm", [-1000, 1000])
+def test_a_sink_clock_off_by_1000_ppm_is_followed(tmp_path, udp_port, speech, speech_samples, ppm):
+    receiver = ReceiverProcess(tmp_path, udp_port, "--clock-ppm", str(ppm))
+    sender = send(
+        udp_port, "--input", f"file:{speech}", "--loop", "--duration", "12", folder=tmp_path
+    )
+    assert sender.wait() == 0, sender.stderr
+    assert receiver.wait() == 0, receiver.stderr
+    (stream,) = receiver.stats()["streams"]
+    print(f"\nsink at {ppm:+} ppm: {stream}")
+    # A fast sink looks like a slow sender: the estimate has the opposite sign.
+    assert abs(stream["drift_ppm"] + ppm) < 150
+    assert stream["lost"] == stream["late"] == 0
+    out = read(tmp_path / "out.wav")
+    result = match(np.tile(speech_samples, 2)[: 12 * 48_000], out)  # what was sent
+    assert result.correlation >= 0.9 and result.longest_gap <= 1
