@@ -37,6 +37,9 @@ class PlayoutStats:
     drops: int = 0  # quiet frames dropped to shorten the delay
     inserts: int = 0  # quiet frames inserted to lengthen it
     drift_ppm: float = 0.0  # how much faster the sender's clock runs than the sink's
+    decoded_samples: int = 0  # all audio the playout made, concealment included
+    concealed_samples: int = 0  # of which concealment (lost packets, stretches)
+    glitches: int = 0  # runs of concealment: what a listener may hear
 
 
 class Playout:
@@ -61,6 +64,8 @@ class Playout:
         self._last_step = -1e9
         self.ratio = 1.0
         self.malformed = 0
+        self.wait_log: list[float] | None = None  # every packet's wait, when a list is given
+        self._concealing = False
         self._block = 480  # the sink's pull size, once known
 
     def push(self, packet: MediaPacket, now: float) -> None:
@@ -120,12 +125,24 @@ class Playout:
             return False
         pcm = self._decode(frame)
         duration = len(pcm) / RATE
+        self._count(frame.kind, len(pcm))
         if frame.kind is FrameKind.AUDIO:
-            self.delay.add(now, now + len(self._fifo) / RATE - frame.arrival)
+            wait = now + len(self._fifo) / RATE - frame.arrival
+            self.delay.add(now, wait)
+            if self.wait_log is not None:
+                self.wait_log.append(wait)
         if frame.kind in (FrameKind.AUDIO, FrameKind.SILENCE) and self._step(pcm, duration, now):
             return True
         self._fifo = np.concatenate((self._fifo, self._resample(pcm)))
         return True
+
+    def _count(self, kind: FrameKind, samples: int) -> None:
+        self.stats.decoded_samples += samples
+        concealing = kind in (FrameKind.CONCEAL, FrameKind.EXPAND)
+        if concealing:
+            self.stats.concealed_samples += samples
+            self.stats.glitches += not self._concealing
+        self._concealing = concealing
 
     def _step(self, pcm: Block, duration: float, now: float) -> bool:
         """Drop or double a quiet frame when the delay is a frame or more off target."""

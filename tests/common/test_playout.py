@@ -13,6 +13,7 @@ from airmic.common.impair import PROFILES, Profile, apply
 from airmic.common.opus import OpusConfig, OpusDecoder, OpusEncoder
 from airmic.common.playout import Playout
 from airmic.common.rtp import Packetizer, parse_media
+from airmic.common.virtual import play_trace
 from tests.audio_match import match
 
 BLOCK = 480
@@ -55,20 +56,17 @@ def simulate(
     sent = [(0.0037 + i * 0.01 / (1 + sender_ppm * 1e-6), p) for i, p in enumerate(packets)]
     if gap:
         sent = [(t + gap[1] if t >= gap[0] else t, p) for t, p in sent]
-    arrivals = apply(profile, sent, seed=seed)
     playout = Playout(parse_latency(latency))
-    out, delays, j, k = [], [], 0, 0
-    end = arrivals[-1][0] + 1.0
-    while (now := k * BLOCK / 48_000 / (1 + sink_ppm * 1e-6)) < end:
-        while j < len(arrivals) and arrivals[j][0] <= now:
-            playout.push(arrivals[j][1], arrivals[j][0])
-            j += 1
-        block = playout.pull(BLOCK, now)
-        out.append(np.zeros(BLOCK, np.float32) if block is None else block)
-        if k % 100 == 0 and playout.delay.current is not None:
+    delays: list[tuple[float, float, float]] = []
+
+    def every_second(now: float, playout: Playout) -> None:
+        if round(now * 100) % 100 == 0 and playout.delay.current is not None:
             delays.append((now, playout.delay.current, playout.delay.target(now, 0.01)))
-        k += 1
-    return Run(np.concatenate(out), reference, playout, delays)
+
+    out = play_trace(
+        playout, apply(profile, sent, seed=seed), sink_ppm=sink_ppm, on_block=every_second
+    )
+    return Run(out, reference, playout, delays)
 
 
 def settled(run: Run, after: float) -> np.ndarray:
@@ -91,7 +89,8 @@ def test_sender_clock_drift_is_followed_without_glitches(speech_samples, sender_
     delays = settled(run, 15.0)
     assert np.abs(delays[:, 0] - delays[:, 1]).max() < 0.003  # within 3 ms of its target
     assert run.playout.stats.drops == run.playout.stats.inserts == 0
-    assert run.playout.jitter.stats.underruns == 1  # only at the very end
+    assert run.playout.jitter.stats.underruns == 0
+    assert run.playout.stats.glitches == 0
     assert match(run.reference, run.out).correlation > 0.98
 
 
@@ -102,7 +101,7 @@ def test_sink_clock_drift_is_followed(speech_samples):
     )  # the sink is fast: as if the sender were slow
     delays = settled(run, 15.0)
     assert np.abs(delays[:, 0] - delays[:, 1]).max() < 0.003
-    assert run.playout.jitter.stats.underruns == 1
+    assert run.playout.stats.glitches == 0
 
 
 def test_wifi_jitter_sets_the_delay_near_its_p99(speech_samples):
@@ -144,7 +143,7 @@ def test_after_a_sender_pause_the_stream_starts_afresh_on_time(speech_samples):
     heard = run.out
     assert match(first, heard[: 4 * 48_000]).correlation > 0.99
     later = match(second, heard[6 * 48_000 :])
-    assert later.correlation > 0.99
+    assert later.correlation > 0.98
     # Sent from 7.0037 s on, it plays a buffer's delay later, not 4 s later or never.
     assert 1.0037 + 0.005 < later.lag / 48_000 < 1.0037 + 0.03
     assert run.playout.jitter.stats.lost == 0
