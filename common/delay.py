@@ -37,8 +37,8 @@ class LatencyRange:
 
 MODES = {
     "low": LatencyRange(0.0, 0.06, quantile=0.02, window=5.0, name="low"),
-    "balanced": LatencyRange(0.0, 0.12, quantile=0.005, window=10.0, name="balanced"),
-    "robust": LatencyRange(0.02, 0.2, quantile=0.001, window=20.0, name="robust"),
+    "balanced": LatencyRange(0.0, 0.2, quantile=0.005, window=10.0, name="balanced"),
+    "robust": LatencyRange(0.02, 0.3, quantile=0.001, window=20.0, name="robust"),
 }
 
 
@@ -71,6 +71,7 @@ class DelayEstimator:
     def __init__(self, latency: LatencyRange) -> None:
         self.latency = latency
         self._long: deque[tuple[float, float]] = deque()  # (when, wait - shift at that time)
+        self._losses: deque[float] = deque()  # when packets were found lost
         self._shift = 0.0  # how much later playout runs than when the window began
         self._cache: tuple[float, float] | None = None  # (when, target)
 
@@ -81,6 +82,17 @@ class DelayEstimator:
             self._long.popleft()
         if wait < 0:
             self._cache = None  # fast attack: a late packet changes the target at once
+
+    def lose(self, now: float, count: int = 1) -> None:
+        """Record that `count` packets were lost (their turn came, they had not)."""
+        self._losses.extend([now] * count)
+        while self._losses and self._losses[0] < now - self.latency.window:
+            self._losses.popleft()
+
+    @property
+    def loss_rate(self) -> float:
+        """The share of packets lost over the window."""
+        return len(self._losses) / max(1, len(self._losses) + len(self._long))
 
     def shift(self, seconds: float) -> None:
         """Playout moved `seconds` later (audio inserted) or earlier (negative: dropped)."""

@@ -33,6 +33,7 @@ class FrameKind(enum.Enum):
     CONCEAL = "conceal"  # a lost packet, or the start of a pause: conceal `samples`
     SILENCE = "silence"  # the rest of a pause in the timestamps: `samples` of silence
     EXPAND = "expand"  # nothing has arrived yet: conceal `samples`; the stream is delayed
+    WAIT = "wait"  # still nothing, concealment spent: `samples` of silence while waiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +69,18 @@ class JitterBuffer:
     """Orders the packets of one stream and hands them out one frame at a time.
 
     A lost packet is rebuilt from FEC when the next packet is already there, concealed
-    otherwise. When the buffer runs dry, the stream is stretched by concealment (EXPAND)
-    for at most `max_conceal` seconds; then the buffer goes idle (pop returns None) and
-    starts afresh with the next packet, so a pause or an outage ends in a clean restart.
+    otherwise. When the buffer runs dry, the stream is stretched: by concealment (EXPAND)
+    for `max_conceal` seconds, then by silence (WAIT) up to `max_wait` in all, long enough
+    for a Wi-Fi power-save stall to end; after that the buffer goes idle (pop returns None)
+    and starts afresh with the next packet, so a pause or an outage ends in a clean restart.
     """
 
-    def __init__(self, *, fec: bool = True, max_conceal: float = 0.06) -> None:
+    def __init__(
+        self, *, fec: bool = True, max_conceal: float = 0.06, max_wait: float = 0.3
+    ) -> None:
         self.fec = fec
         self.max_conceal = round(max_conceal * RATE)
+        self.max_wait = round(max_wait * RATE)
         self.stats = JitterStats()
         self.late_waits: list[float] = []  # how late each late packet was (negative seconds)
         self.stretched = 0  # samples of expansion the stream was delayed by, for the playout
@@ -214,14 +219,16 @@ class JitterBuffer:
         return Frame(FrameKind.SILENCE, samples)
 
     def _expand(self) -> Frame | None:
-        """Nothing to play: stretch the stream by concealment, or go idle after too long."""
-        if self._conceal_run >= self.max_conceal:
+        """Nothing to play: stretch the stream (concealment, then silence), or go idle."""
+        if self._expanded >= self.max_wait:
             self._anchored = False
             return None
-        self.stats.underruns += self._conceal_run == 0
-        self._conceal_run += self._last_samples
+        self.stats.underruns += self._expanded == 0
         self._expanded += self._last_samples
-        return Frame(FrameKind.EXPAND, self._last_samples)
+        if self._conceal_run < self.max_conceal:
+            self._conceal_run += self._last_samples
+            return Frame(FrameKind.EXPAND, self._last_samples)
+        return Frame(FrameKind.WAIT, self._last_samples)
 
     def _take_slot(self, now: float) -> None:
         assert self._next_seq is not None

@@ -30,6 +30,7 @@ MAX_CORRECTION = 0.002  # the delay is steered by 0.2 % at most
 MAX_DRIFT = 0.003  # clocks further apart than 3000 ppm are not followed
 QUIET_DB = -45.0  # a frame this quiet may be dropped or doubled without being heard
 STEP_GAP = 0.1  # seconds between two drops or inserts
+LOSSY = 0.005  # above this share of lost packets, wait one frame more, for their FEC
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Playout:
             # (Re)starting: a timeline that stopped and went on says nothing about clocks.
             self.drift.restart()
             self.drift.arrived(packet.timestamp, now)
-            self._start_at = now + self.delay.target(now, self._block / RATE)
+            self._start_at = now + self.delay.target(now, self._floor())
 
     def pull(self, samples: int, now: float) -> Block | None:
         """The `samples` that play from `now` on; None while the stream is idle."""
@@ -110,14 +111,17 @@ class Playout:
         out = [self._fifo]
         while self.jitter.buffered:
             frame = self.jitter.pop(float("inf"))
-            if frame is None or frame.kind is FrameKind.EXPAND:
+            if frame is None or frame.kind in (FrameKind.EXPAND, FrameKind.WAIT):
                 break
             out.append(self._decode(frame))
         self._fifo = np.zeros(0, dtype=np.float32)
         return np.concatenate(out)
 
     def _next_frame(self, now: float) -> bool:
+        lost = self.jitter.stats.lost
         frame = self.jitter.pop(now)
+        if self.jitter.stats.lost > lost:
+            self.delay.lose(now, self.jitter.stats.lost - lost)
         if self.jitter.stretched:  # the stream was stretched while the network was late
             self.delay.shift(self.jitter.stretched / RATE)
             self.jitter.stretched = 0
@@ -136,9 +140,17 @@ class Playout:
         self._fifo = np.concatenate((self._fifo, self._resample(pcm)))
         return True
 
+    def _floor(self) -> float:
+        """The least delay worth having: one sink block, and while packets are being lost,
+        one frame more, so that the next packet (with the lost one's FEC) is there in time."""
+        floor = self._block / RATE
+        if self.delay.loss_rate > LOSSY and self.jitter.fec:
+            floor += self.jitter.frame_samples / RATE
+        return floor
+
     def _count(self, kind: FrameKind, samples: int) -> None:
         self.stats.decoded_samples += samples
-        concealing = kind in (FrameKind.CONCEAL, FrameKind.EXPAND)
+        concealing = kind in (FrameKind.CONCEAL, FrameKind.EXPAND, FrameKind.WAIT)
         if concealing:
             self.stats.concealed_samples += samples
             self.stats.glitches += not self._concealing
@@ -149,7 +161,7 @@ class Playout:
         current = self.delay.current
         if current is None or now - self._last_step < STEP_GAP or level_dbfs(pcm) > QUIET_DB:
             return False
-        error = current - self.delay.target(now, self._block / RATE)
+        error = current - self.delay.target(now, self._floor())
         if error > duration + 0.002:
             self.delay.shift(-duration)
             self.stats.drops += 1
@@ -170,7 +182,7 @@ class Playout:
         if current is None:
             self.ratio = drift
             return
-        error = current - self.delay.target(now, self._block / RATE)
+        error = current - self.delay.target(now, self._floor())
         # ratio = output / input: below 1 the buffer empties faster, above 1 it fills.
         self.ratio = drift * (1.0 - float(np.clip(KP * error, -MAX_CORRECTION, MAX_CORRECTION)))
 
@@ -185,6 +197,6 @@ class Playout:
                 return self.decoder.recover(frame.payload, frame.samples)
         except ValueError:
             self.malformed += 1
-        if frame.kind is FrameKind.SILENCE:
+        if frame.kind in (FrameKind.SILENCE, FrameKind.WAIT):
             return np.zeros(frame.samples, dtype=np.float32)
         return self.decoder.conceal(frame.samples)

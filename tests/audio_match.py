@@ -22,6 +22,7 @@ class Match:
     lag: int  # samples by which `out` lags `ref`, as a whole
     longest_gap: int  # longest run of 10 ms frames where ref has sound and out has none
     worst_window: float  # the lowest correlation of a window with sound in it
+    aligned: np.ndarray  # `out`, realigned window by window to `ref` (zeros where ref is)
 
 
 def best_lag(ref: np.ndarray, out: np.ndarray, max_lag: int = 96_000) -> int:
@@ -34,14 +35,14 @@ def best_lag(ref: np.ndarray, out: np.ndarray, max_lag: int = 96_000) -> int:
     return lag if lag <= max_lag else lag - len(lags)
 
 
-def match(ref: np.ndarray, out: np.ndarray, frame: int = 480) -> Match:
+def match(ref: np.ndarray, out: np.ndarray, frame: int = 480, window: int = WINDOW) -> Match:
     """How well `out` reproduces `ref`."""
     ref = ref.astype(np.float64)
     out = out.astype(np.float64)
     lag = follow = best_lag(ref, out)
     weights, scores, aligned = [], [], np.zeros_like(ref)
-    for start in range(0, len(ref) - WINDOW // 4, WINDOW):
-        a = ref[start : start + WINDOW]
+    for start in range(0, len(ref) - window // 4, window):
+        a = ref[start : start + window]
         lo = max(0, start + follow - SEARCH)
         b = out[lo : start + follow + len(a) + SEARCH]
         energy = float(np.dot(a, a))
@@ -59,7 +60,8 @@ def match(ref: np.ndarray, out: np.ndarray, frame: int = 480) -> Match:
         weights.append(energy)
     correlation = float(np.average(scores, weights=weights)) if scores else 0.0
     loud = [s for s, w in zip(scores, weights, strict=True) if w > 1e-3 * max(weights)]
-    return Match(correlation, lag, _longest_gap(ref, aligned, frame), min(loud, default=0.0))
+    gap = _longest_gap(ref, aligned, frame)
+    return Match(correlation, lag, gap, min(loud, default=0.0), aligned)
 
 
 def _longest_gap(ref: np.ndarray, out: np.ndarray, frame: int) -> int:

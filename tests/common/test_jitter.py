@@ -40,7 +40,9 @@ def filled(packets, **kw) -> JitterBuffer:
 
 def test_in_order_then_stretch_then_idle():
     jb = filled([packet(i) for i in range(5)])
-    assert pop(jb, 13) == ["p0", "p1", "p2", "p3", "p4"] + ["expand"] * 6 + ["-", "-"]
+    # 60 ms of concealment, then silence up to 300 ms, then idle.
+    expected = ["p0", "p1", "p2", "p3", "p4"] + ["expand"] * 6 + ["wait"] * 24 + ["-", "-"]
+    assert pop(jb, 37) == expected
     assert jb.idle and jb.stats.played == 5 and jb.stats.underruns == 1
 
 
@@ -122,6 +124,15 @@ def test_a_stretch_that_stood_for_a_lost_packet_is_merged_into_the_timeline():
     assert (jb.stats.lost, jb.stats.concealed, jb.stretched) == (1, 1, 0)
 
 
+def test_a_power_save_stall_is_waited_out_not_restarted():
+    jb = filled([packet(0)])
+    assert pop(jb, 16) == ["p0"] + ["expand"] * 6 + ["wait"] * 9
+    for i in range(1, 16):  # the stalled packets come in a burst, none lost
+        jb.push(packet(i), 0.16)
+    assert pop(jb, 15) == [f"p{i}" for i in range(1, 16)]
+    assert jb.stats.lost == 0 and jb.stretched == 15 * 480
+
+
 def test_a_stretch_before_a_late_packet_delays_the_stream():
     jb = filled([packet(0), packet(1)])
     assert pop(jb, 4) == ["p0", "p1", "expand", "expand"]
@@ -132,7 +143,7 @@ def test_a_stretch_before_a_late_packet_delays_the_stream():
 
 def test_after_an_outage_the_buffer_idles_and_starts_afresh():
     jb = filled([packet(i) for i in range(3)])
-    assert pop(jb, 10) == ["p0", "p1", "p2"] + ["expand"] * 6 + ["-"]
+    assert pop(jb, 34) == ["p0", "p1", "p2"] + ["expand"] * 6 + ["wait"] * 24 + ["-"]
     jb.push(packet(100), 2.0)
     jb.push(packet(101), 2.01)
     assert not jb.idle

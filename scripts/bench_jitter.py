@@ -1,0 +1,295 @@
+"""The jitter buffer benchmark: airmic's playout against GStreamer's rtpjitterbuffer, on the
+same seeded packet traces.
+
+For each network profile, speech is encoded as airmic-send does (Opus VOIP, FEC, 10 ms),
+the impairment model turns the send times into a packet trace, and
+- airmic's playout plays it on a virtual clock (scripts run in seconds, not in real time);
+- GStreamer (udpsrc ! rtpjitterbuffer ! rtpopusdepay ! opusdec) gets the same datagrams at
+  the same times over loopback, in real time: once with its default latency (200 ms), then
+  with the smallest latency that scores as well as that (within 0.1 PESQ).
+Both outputs are scored against the clean input: PESQ wide-band and STOI.
+
+    .venv/bin/python scripts/bench_jitter.py [--seconds 20] [--drift-seconds 600] [--no-gstreamer]
+
+Prints a Markdown table; writes out/bench_jitter.json and out/bench_jitter.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from airmic.common.delay import parse_latency  # noqa: E402
+from airmic.common.impair import PROFILES, Profile, apply  # noqa: E402
+from airmic.common.opus import OpusConfig, OpusEncoder  # noqa: E402
+from airmic.common.playout import Playout  # noqa: E402
+from airmic.common.rtp import Packetizer, parse_media  # noqa: E402
+from airmic.common.virtual import play_trace  # noqa: E402
+from scripts.make_speech import make_speech  # noqa: E402
+from tests.audio_match import match  # noqa: E402
+
+RATE = 48_000
+GST_LATENCIES = [10, 20, 30, 40, 60, 80, 120, 160, 200]
+CAPS = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=96"
+
+
+@dataclass
+class Score:
+    latency_ms: float  # median delay the buffer adds
+    latency_p95_ms: float | None
+    concealed_pct: float | None
+    pesq: float
+    stoi: float
+    glitches: int | None
+    cpu_pct: float | None = None  # of one core, per stream
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def speech_of(seconds: float, folder: Path) -> np.ndarray:
+    voices = [make_speech(folder / f"s{i}.wav", voice=v) for i, v in enumerate(["en", "en-us"])]
+    sample = np.concatenate([soundfile.read(v, dtype="float32")[0] for v in voices])
+    return np.tile(sample, int(seconds * RATE / len(sample)) + 1)[: int(seconds * RATE)]
+
+
+def trace_of(speech: np.ndarray, profile: Profile, sender_ppm: float, seed: int):
+    encoder = OpusEncoder(OpusConfig())
+    packetizer = Packetizer(ssrc=0xA1, seq=1000, timestamp=123_456)
+    datagrams = [
+        packetizer.packetize(encoder.encode(speech[i : i + 480]), 480)
+        for i in range(0, len(speech) - 479, 480)
+    ]
+    sent = [(0.0037 + i * 0.01 / (1 + sender_ppm * 1e-6), d) for i, d in enumerate(datagrams)]
+    return apply(profile, sent, seed=seed)
+
+
+def quality(clean: np.ndarray, out: np.ndarray) -> tuple[float, float]:
+    """PESQ wide-band and STOI of `out` against `clean` (both at 48 kHz). PESQ aligns each
+    utterance itself; STOI does not, and both receivers shift their timeline as they adapt,
+    so for STOI `out` is realigned every half second first."""
+    from pesq import pesq
+    from pystoi import stoi
+
+    def at16(x: np.ndarray) -> np.ndarray:
+        return soxr.resample(x.astype(np.float32), RATE, 16_000)
+
+    found = match(clean, out, window=RATE // 2)
+    lag = found.lag
+    shifted = out[lag:] if lag >= 0 else np.concatenate((np.zeros(-lag, np.float32), out))
+    shifted = np.concatenate((shifted, np.zeros(max(0, len(clean) - len(shifted)), np.float32)))
+    score = pesq(16_000, at16(clean), at16(shifted[: len(clean)]), "wb")
+    return float(score), float(stoi(at16(clean), at16(found.aligned), 16_000))
+
+
+def run_airmic(speech, trace, latency: str) -> tuple[Score, list[tuple[float, float, float]]]:
+    playout = Playout(parse_latency(latency))
+    playout.wait_log = []
+    timeline: list[tuple[float, float, float]] = []
+
+    def watch(now: float, p: Playout) -> None:
+        if round(now * 100) % 50 == 0 and p.delay.current is not None:
+            timeline.append((now, p.delay.current * 1000, p.delay.target(now, 0.01) * 1000))
+
+    arrivals = [(t, parse_media(d)) for t, d in trace]
+    start = time.process_time()
+    out = play_trace(playout, arrivals, on_block=watch)
+    cpu = (time.process_time() - start) / (len(speech) / RATE) * 100
+    waits = np.array(playout.wait_log) * 1000
+    stats = playout.stats
+    seconds = min(len(speech), 30 * RATE)  # PESQ on the first 30 s
+    pesq, stoi = quality(speech[:seconds], out[: seconds + RATE])
+    return Score(
+        latency_ms=float(np.median(waits)),
+        latency_p95_ms=float(np.percentile(waits, 95)),
+        concealed_pct=100 * stats.concealed_samples / max(1, stats.decoded_samples),
+        pesq=pesq,
+        stoi=stoi,
+        glitches=stats.glitches,
+        cpu_pct=cpu,
+        extra={
+            "drops": stats.drops,
+            "inserts": stats.inserts,
+            "drift_ppm": stats.drift_ppm,
+            "lost": playout.jitter.stats.lost,
+            "recovered": playout.jitter.stats.recovered,
+        },
+    ), timeline
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_gstreamer(trace, latency_ms: int, folder: Path) -> np.ndarray:
+    """Replay `trace` in real time into GStreamer's receive pipeline; return its output."""
+    port, out = free_port(), folder / f"gst-{latency_ms}.wav"
+    gst = subprocess.Popen(
+        [
+            "gst-launch-1.0",
+            "-e",
+            "udpsrc",
+            "address=127.0.0.1",
+            f"port={port}",
+            f"caps={CAPS}",
+            "!",
+            "rtpjitterbuffer",
+            f"latency={latency_ms}",
+            "!",
+            "rtpopusdepay",
+            "!",
+            "opusdec",
+            "plc=true",
+            "!",
+            "audioconvert",
+            "!",
+            "audioresample",
+            "!",
+            "audio/x-raw,rate=48000,channels=1,format=S16LE",
+            "!",
+            "wavenc",
+            "!",
+            "filesink",
+            f"location={out}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert gst.stdout is not None
+    while "PLAYING" not in gst.stdout.readline():
+        pass
+    # Bounded, to loopback only: one datagram per trace entry, at its arrival time.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        start = time.monotonic()
+        for at, datagram in trace:
+            delay = start + at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            sock.sendto(datagram, ("127.0.0.1", port))
+    time.sleep(latency_ms / 1000 + 0.5)
+    gst.send_signal(signal.SIGINT)
+    gst.wait(timeout=30)
+    return soundfile.read(out, dtype="float32")[0]
+
+
+def gstreamer_scores(speech, trace, folder: Path) -> tuple[Score, Score]:
+    scored: dict[int, tuple[float, float]] = {}
+
+    def score(latency: int) -> tuple[float, float]:
+        if latency not in scored:
+            scored[latency] = quality(speech, run_gstreamer(trace, latency, folder))
+            print(
+                f"    gstreamer latency={latency}: PESQ {scored[latency][0]:.2f}", file=sys.stderr
+            )
+        return scored[latency]
+
+    default = score(200)
+    tuned = next(lat for lat in GST_LATENCIES if score(lat)[0] >= default[0] - 0.1)
+    as_score = lambda lat: Score(lat, None, None, *scored[lat], None)  # noqa: E731
+    return as_score(200), as_score(tuned)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="trace length per profile")
+    parser.add_argument(
+        "--drift-seconds",
+        type=float,
+        default=600.0,
+        help="simulated length of the drift profile (airmic only)",
+    )
+    parser.add_argument("--latency", default="balanced", help="airmic's latency mode")
+    parser.add_argument("--no-gstreamer", action="store_true")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "out")
+    args = parser.parse_args()
+    if not args.no_gstreamer and shutil.which("gst-launch-1.0") is None:
+        parser.error("gst-launch-1.0 is missing (scripts/setup --test installs it)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    cases = [(name, PROFILES[name], 0.0, args.seconds) for name in PROFILES]
+    cases.append(("drift-300ppm", PROFILES["clean"], 300.0, args.drift_seconds))
+    results: dict[str, dict[str, object]] = {}
+    timelines = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        long_speech = speech_of(max(args.seconds, args.drift_seconds), folder)
+        for name, profile, ppm, seconds in cases:
+            print(f"{name}: airmic", file=sys.stderr)
+            speech = long_speech[: int(seconds * RATE)]
+            trace = trace_of(speech, profile, ppm, args.seed)
+            airmic, timelines[name] = run_airmic(speech, trace, args.latency)
+            results[name] = {"airmic": asdict(airmic)}
+            if not args.no_gstreamer:
+                short = long_speech[: int(args.seconds * RATE)]
+                short_trace = trace_of(short, profile, ppm, args.seed)
+                default, tuned = gstreamer_scores(short, short_trace, folder)
+                results[name]["gstreamer_default"] = asdict(default)
+                results[name]["gstreamer_tuned"] = asdict(tuned)
+    print_table(results)
+    (args.out / "bench_jitter.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(timelines, results, args.out / "bench_jitter.png")
+    return 0
+
+
+def print_table(results: dict[str, dict[str, object]]) -> None:
+    def cell(value: object, fmt: str) -> str:
+        return "n/a" if value is None else format(value, fmt)
+
+    print(
+        "\n| profile | receiver | delay median | delay p95 | concealed | PESQ-WB | STOI "
+        "| glitches | CPU |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, runs in results.items():
+        for who, s in runs.items():
+            assert isinstance(s, dict)
+            print(
+                f"| {name} | {who.replace('_', ' ')} | {cell(s['latency_ms'], '.1f')} ms "
+                f"| {cell(s['latency_p95_ms'], '.1f')} | {cell(s['concealed_pct'], '.2f')} % "
+                f"| {s['pesq']:.2f} | {s['stoi']:.3f} | {cell(s['glitches'], 'd')} "
+                f"| {cell(s['cpu_pct'], '.2f')} % |"
+            )
+
+
+def plot(timelines, results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(timelines), 1, figsize=(10, 2.2 * len(timelines)), squeeze=False)
+    for ax, (name, points) in zip(axes[:, 0], timelines.items(), strict=True):
+        if points:
+            t, current, target = np.array(points).T
+            ax.plot(t, current, label="airmic delay")
+            ax.plot(t, target, "--", label="airmic target")
+        tuned = results[name].get("gstreamer_tuned")
+        if isinstance(tuned, dict):
+            ax.axhline(tuned["latency_ms"], color="red", lw=1, label="GStreamer tuned")
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel("ms")
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
