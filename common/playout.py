@@ -4,11 +4,12 @@
             ─► delay control (drop or insert quiet frames) ─► drift resampler ─► samples
 
 The sink pulls: `pull(n, now)` returns the next `n` samples whenever the sink's clock asks,
-so playout runs at the sink's rate. Two loops keep the buffer's delay at its target
-(`airmic.common.delay`): big errors are fixed by dropping or inserting a frame where the
-audio is quiet (inaudible), small ones and the drift between the sender's clock and the
-sink's by resampling at a ratio a PI controller sets (libsamplerate, through `samplerate`).
-Sans-I/O: the caller gives `now` (seconds on the sink's clock).
+so playout runs at the sink's rate. The audio is resampled (libsamplerate, through
+`samplerate`) by the ratio of the sender's clock to the sink's (`airmic.common.drift`), so
+the buffer neither fills nor empties over hours. The delay is held at its target
+(`airmic.common.delay`): an error of a frame or more by dropping or doubling a frame where
+the audio is quiet (inaudible), a smaller one by nudging the ratio (at most 0.2 %).
+Sans-I/O: the caller gives `now` (seconds on the receiver's clock).
 """
 
 from __future__ import annotations

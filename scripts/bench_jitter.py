@@ -4,9 +4,14 @@ same seeded packet traces.
 For each network profile, speech is encoded as airmic-send does (Opus VOIP, FEC, 10 ms),
 the impairment model turns the send times into a packet trace, and
 - airmic's playout plays it on a virtual clock (scripts run in seconds, not in real time);
-- GStreamer (udpsrc ! rtpjitterbuffer ! rtpopusdepay ! opusdec) gets the same datagrams at
-  the same times over loopback, in real time: once with its default latency (200 ms), then
-  with the smallest latency that scores as well as that (within 0.1 PESQ).
+- then, in real time, the same datagrams at the same times go over loopback into a real
+  airmic-receive and into GStreamer (udpsrc ! rtpjitterbuffer do-lost=true ! rtpopusdepay
+  ! opusdec plc=true use-inband-fec=true), both playing into a private PulseAudio whose
+  null sink is recorded: what a listener would hear, late packets included. GStreamer runs
+  with its default latency (200 ms), then with the smallest latency that scores as well as
+  that (within 0.1 PESQ). Its delay is its `latency` setting (rtpjitterbuffer plays each
+  packet that long after the arrival time it expects for it); airmic's is its own
+  measurement (median wait, from its stats).
 Both outputs are scored against the clean input: PESQ wide-band and STOI.
 
     .venv/bin/python scripts/bench_jitter.py [--seconds 20] [--drift-seconds 600] [--no-gstreamer]
@@ -17,6 +22,7 @@ Prints a Markdown table; writes out/bench_jitter.json and out/bench_jitter.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import signal
@@ -43,8 +49,10 @@ from airmic.common.rtp import Packetizer, parse_media  # noqa: E402
 from airmic.common.virtual import play_trace  # noqa: E402
 from scripts.make_speech import make_speech  # noqa: E402
 from tests.audio_match import match  # noqa: E402
+from tests.pulse import private_pulseaudio  # noqa: E402
 
 RATE = 48_000
+BIN = Path(sys.executable).parent
 GST_LATENCIES = [10, 20, 30, 40, 60, 80, 120, 160, 200]
 CAPS = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=96"
 
@@ -137,45 +145,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_gstreamer(trace, latency_ms: int, folder: Path) -> np.ndarray:
-    """Replay `trace` in real time into GStreamer's receive pipeline; return its output."""
-    port, out = free_port(), folder / f"gst-{latency_ms}.wav"
-    gst = subprocess.Popen(
-        [
-            "gst-launch-1.0",
-            "-e",
-            "udpsrc",
-            "address=127.0.0.1",
-            f"port={port}",
-            f"caps={CAPS}",
-            "!",
-            "rtpjitterbuffer",
-            f"latency={latency_ms}",
-            "!",
-            "rtpopusdepay",
-            "!",
-            "opusdec",
-            "plc=true",
-            "!",
-            "audioconvert",
-            "!",
-            "audioresample",
-            "!",
-            "audio/x-raw,rate=48000,channels=1,format=S16LE",
-            "!",
-            "wavenc",
-            "!",
-            "filesink",
-            f"location={out}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert gst.stdout is not None
-    while "PLAYING" not in gst.stdout.readline():
-        pass
-    # Bounded, to loopback only: one datagram per trace entry, at its arrival time.
+def replay(trace, port: int) -> None:
+    """Send each datagram of `trace` to 127.0.0.1:`port` at its arrival time (bounded: one
+    datagram per entry, loopback only)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         start = time.monotonic()
         for at, datagram in trace:
@@ -183,18 +155,111 @@ def run_gstreamer(trace, latency_ms: int, folder: Path) -> np.ndarray:
             if delay > 0:
                 time.sleep(delay)
             sock.sendto(datagram, ("127.0.0.1", port))
-    time.sleep(latency_ms / 1000 + 0.5)
-    gst.send_signal(signal.SIGINT)
-    gst.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def recording(out: Path, pulse: dict[str, str]):
+    """Record what plays into the private PulseAudio's `speaker` sink."""
+    record = subprocess.Popen(
+        [
+            "parecord",
+            "--device=speaker.monitor",
+            "--rate=48000",
+            "--channels=1",
+            "--format=s16le",
+            "--file-format=wav",
+            str(out),
+        ],
+        env=pulse,
+    )
+    try:
+        yield
+    finally:
+        record.send_signal(signal.SIGINT)
+        record.wait(timeout=30)
+
+
+def run_gstreamer(trace, latency_ms: int, folder: Path, pulse: dict[str, str]) -> np.ndarray:
+    """Replay `trace` in real time into GStreamer's receive pipeline playing into PulseAudio,
+    and record what it played: late packets and gaps included."""
+    port, out = free_port(), folder / f"gst-{latency_ms}.wav"
+    with recording(out, pulse):
+        gst = subprocess.Popen(
+            [
+                "gst-launch-1.0",
+                "udpsrc",
+                "address=127.0.0.1",
+                f"port={port}",
+                f"caps={CAPS}",
+                # do-lost: lost packets become gaps that opusdec conceals or rebuilds from FEC.
+                "!",
+                "rtpjitterbuffer",
+                f"latency={latency_ms}",
+                "do-lost=true",
+                "!",
+                "rtpopusdepay",
+                "!",
+                "opusdec",
+                "plc=true",
+                "use-inband-fec=true",
+                "!",
+                "audioconvert",
+                "!",
+                "audioresample",
+                "!",
+                "pulsesink",
+                "device=speaker",
+                "buffer-time=40000",
+                "latency-time=10000",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=pulse,
+        )
+        assert gst.stdout is not None
+        while "PLAYING" not in gst.stdout.readline():
+            pass
+        replay(trace, port)
+        time.sleep(latency_ms / 1000 + 0.5)
+        gst.send_signal(signal.SIGINT)
+        gst.wait(timeout=30)
     return soundfile.read(out, dtype="float32")[0]
 
 
-def gstreamer_scores(speech, trace, folder: Path) -> tuple[Score, Score]:
+def run_airmic_live(trace, latency: str, folder: Path, pulse: dict[str, str]):
+    """The same, through a real airmic-receive playing into PulseAudio."""
+    port, out, stats = free_port(), folder / "airmic-live.wav", folder / "stats.json"
+    with recording(out, pulse):
+        receiver = subprocess.Popen(
+            [
+                BIN / "airmic-receive",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--sink",
+                "device:pulse",
+                "--latency",
+                latency,
+                "--stats-json",
+                str(stats),
+                "-q",
+            ],
+            env=pulse,
+        )
+        time.sleep(2.0)  # imports and bind
+        replay(trace, port)
+        time.sleep(0.5)
+        receiver.send_signal(signal.SIGINT)
+        receiver.wait(timeout=30)
+    return soundfile.read(out, dtype="float32")[0], json.loads(stats.read_text())["streams"][0]
+
+
+def gstreamer_scores(speech, trace, folder: Path, pulse: dict[str, str]) -> tuple[Score, Score]:
     scored: dict[int, tuple[float, float]] = {}
 
     def score(latency: int) -> tuple[float, float]:
         if latency not in scored:
-            scored[latency] = quality(speech, run_gstreamer(trace, latency, folder))
+            scored[latency] = quality(speech, run_gstreamer(trace, latency, folder, pulse))
             print(
                 f"    gstreamer latency={latency}: PESQ {scored[latency][0]:.2f}", file=sys.stderr
             )
@@ -227,8 +292,9 @@ def main() -> int:
     cases.append(("drift-300ppm", PROFILES["clean"], 300.0, args.drift_seconds))
     results: dict[str, dict[str, object]] = {}
     timelines = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
+        pulse = {} if args.no_gstreamer else stack.enter_context(private_pulseaudio(folder))
         long_speech = speech_of(max(args.seconds, args.drift_seconds), folder)
         for name, profile, ppm, seconds in cases:
             print(f"{name}: airmic", file=sys.stderr)
@@ -239,7 +305,20 @@ def main() -> int:
             if not args.no_gstreamer:
                 short = long_speech[: int(args.seconds * RATE)]
                 short_trace = trace_of(short, profile, ppm, args.seed)
-                default, tuned = gstreamer_scores(short, short_trace, folder)
+                heard, stream = run_airmic_live(short_trace, args.latency, folder, pulse)
+                pesq, stoi = quality(short, heard)
+                results[name]["airmic_live"] = asdict(
+                    Score(
+                        stream["delay_ms"],
+                        None,
+                        None,
+                        pesq,
+                        stoi,
+                        None,
+                        extra={"lost": stream["lost"], "late": stream["late"]},
+                    )
+                )
+                default, tuned = gstreamer_scores(short, short_trace, folder, pulse)
                 results[name]["gstreamer_default"] = asdict(default)
                 results[name]["gstreamer_tuned"] = asdict(tuned)
     print_table(results)
