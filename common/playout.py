@@ -81,7 +81,7 @@ class Playout:
             # (Re)starting: a timeline that stopped and went on says nothing about clocks.
             self.drift.restart()
             self.drift.arrived(packet.timestamp, now)
-            self._start_at = now + self.delay.target(now, self._floor())
+            self._start_at = now + self.target(now)
 
     def pull(self, samples: int, now: float) -> Block | None:
         """The `samples` that play from `now` on; None while the stream is idle."""
@@ -141,6 +141,10 @@ class Playout:
         self._fifo = np.concatenate((self._fifo, self._resample(pcm)))
         return True
 
+    def target(self, now: float) -> float:
+        """The delay the playout is steering to, in seconds."""
+        return self.delay.target(now, self._floor())
+
     def _floor(self) -> float:
         """The least delay worth having: one sink block, and while packets are being lost,
         one frame more, so that the next packet (with the lost one's FEC) is there in time."""
@@ -162,7 +166,7 @@ class Playout:
         current = self.delay.current
         if current is None or now - self._last_step < STEP_GAP or level_dbfs(pcm) > QUIET_DB:
             return False
-        error = current - self.delay.target(now, self._floor())
+        error = current - self.target(now)
         if error > duration + 0.002:
             self.delay.shift(-duration)
             self.stats.drops += 1
@@ -183,7 +187,7 @@ class Playout:
         if current is None:
             self.ratio = drift
             return
-        error = current - self.delay.target(now, self._floor())
+        error = current - self.target(now)
         # ratio = output / input: below 1 the buffer empties faster, above 1 it fills.
         self.ratio = drift * (1.0 - float(np.clip(KP * error, -MAX_CORRECTION, MAX_CORRECTION)))
 

@@ -51,7 +51,7 @@ class Session:
                 "%s: delay %s ms, target %.1f ms, ratio %.6f, drift %.0f ppm, waits %s",
                 self.name,
                 p.delay.current and round(p.delay.current * 1000, 1),
-                p.delay.target(now, samples / RATE) * 1000,
+                p.target(now) * 1000,
                 p.ratio,
                 p.stats.drift_ppm,
                 np.round(np.quantile(p.delay.waits, [0, 0.01, 0.5, 1]) * 1000, 1),
@@ -80,6 +80,7 @@ class Session:
             "inserts": self.playout.stats.inserts,
             "drift_ppm": round(self.playout.stats.drift_ppm, 1),
             "delay_ms": None if current is None else round(current * 1000, 1),
+            "target_ms": round(self.playout.target(self.last_packet) * 1000, 1),
             "latency": str(delay.latency),
             "seconds": round(self.samples_played / RATE, 3),
         }

@@ -96,7 +96,7 @@ def quality(clean: np.ndarray, out: np.ndarray) -> tuple[float, float]:
     def at16(x: np.ndarray) -> np.ndarray:
         return soxr.resample(x.astype(np.float32), RATE, 16_000)
 
-    found = match(clean, out, window=RATE // 2)
+    found = match(clean, out, window=RATE // 2, max_lag=10 * RATE)  # recordings start early
     lag = found.lag
     shifted = out[lag:] if lag >= 0 else np.concatenate((np.zeros(-lag, np.float32), out))
     shifted = np.concatenate((shifted, np.zeros(max(0, len(clean) - len(shifted)), np.float32)))
@@ -111,7 +111,7 @@ def run_airmic(speech, trace, latency: str) -> tuple[Score, list[tuple[float, fl
 
     def watch(now: float, p: Playout) -> None:
         if round(now * 100) % 50 == 0 and p.delay.current is not None:
-            timeline.append((now, p.delay.current * 1000, p.delay.target(now, 0.01) * 1000))
+            timeline.append((now, p.delay.current * 1000, p.target(now) * 1000))
 
     arrivals = [(t, parse_media(d)) for t, d in trace]
     start = time.process_time()

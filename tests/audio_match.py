@@ -35,11 +35,13 @@ def best_lag(ref: np.ndarray, out: np.ndarray, max_lag: int = 96_000) -> int:
     return lag if lag <= max_lag else lag - len(lags)
 
 
-def match(ref: np.ndarray, out: np.ndarray, frame: int = 480, window: int = WINDOW) -> Match:
-    """How well `out` reproduces `ref`."""
+def match(
+    ref: np.ndarray, out: np.ndarray, frame: int = 480, window: int = WINDOW, max_lag: int = 96_000
+) -> Match:
+    """How well `out` reproduces `ref` (delayed by at most `max_lag`)."""
     ref = ref.astype(np.float64)
     out = out.astype(np.float64)
-    lag = follow = best_lag(ref, out)
+    lag = follow = best_lag(ref, out, max_lag)
     weights, scores, aligned = [], [], np.zeros_like(ref)
     for start in range(0, len(ref) - window // 4, window):
         a = ref[start : start + window]

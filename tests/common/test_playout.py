@@ -61,7 +61,7 @@ def simulate(
 
     def every_second(now: float, playout: Playout) -> None:
         if round(now * 100) % 100 == 0 and playout.delay.current is not None:
-            delays.append((now, playout.delay.current, playout.delay.target(now, 0.01)))
+            delays.append((now, playout.delay.current, playout.target(now)))
 
     out = play_trace(
         playout, apply(profile, sent, seed=seed), sink_ppm=sink_ppm, on_block=every_second
