@@ -6,12 +6,11 @@ the impairment model turns the send times into a packet trace, and
 - airmic's playout plays it on a virtual clock (scripts run in seconds, not in real time);
 - then, in real time, the same datagrams at the same times go over loopback into a real
   airmic-receive and into GStreamer (udpsrc ! rtpjitterbuffer do-lost=true ! rtpopusdepay
-  ! opusdec plc=true use-inband-fec=true), both playing into a private PulseAudio whose
+  ! opusdec plc=true), both playing into a private PulseAudio whose
   null sink is recorded: what a listener would hear, late packets included. GStreamer runs
   with its default latency (200 ms), then with the smallest latency that scores as well as
-  that (within 0.1 PESQ). Its delay is its `latency` setting (rtpjitterbuffer plays each
-  packet that long after the arrival time it expects for it); airmic's is its own
-  measurement (median wait, from its stats).
+  that (within 0.1 PESQ). GStreamer's delay is measured by its latency tracer (udpsrc to
+  pulsesink, per buffer); airmic's by its own stats (arrival to playout, per packet).
 Both outputs are scored against the clean input: PESQ wide-band and STOI.
 
     .venv/bin/python scripts/bench_jitter.py [--seconds 20] [--drift-seconds 600] [--no-gstreamer]
@@ -179,43 +178,29 @@ def recording(out: Path, pulse: dict[str, str]):
         record.wait(timeout=30)
 
 
-def run_gstreamer(trace, latency_ms: int, folder: Path, pulse: dict[str, str]) -> np.ndarray:
+def run_gstreamer(
+    trace, latency_ms: int, folder: Path, pulse: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Replay `trace` in real time into GStreamer's receive pipeline playing into PulseAudio,
-    and record what it played: late packets and gaps included."""
-    port, out = free_port(), folder / f"gst-{latency_ms}.wav"
-    with recording(out, pulse):
+    and record what it played: late packets and gaps included. Also returns each buffer's
+    time from udpsrc to pulsesink (GStreamer's latency tracer), in ms: its buffer's delay."""
+    port, out, log = free_port(), folder / f"gst-{latency_ms}.wav", folder / "gst-trace.log"
+    tracing = {"GST_TRACERS": "latency", "GST_DEBUG": "GST_TRACER:7", "GST_DEBUG_NO_COLOR": "1"}
+    with recording(out, pulse), log.open("w") as trace_log:
+        # do-lost: lost packets become gaps that opusdec conceals. (Its use-inband-fec would
+        # add a fixed 120 ms of latency, so it stays off.)
+        pipeline = (
+            f"gst-launch-1.0 udpsrc address=127.0.0.1 port={port} caps={CAPS} "
+            f"! rtpjitterbuffer latency={latency_ms} do-lost=true ! rtpopusdepay "
+            "! opusdec plc=true ! audioconvert ! audioresample "
+            "! pulsesink device=speaker buffer-time=40000 latency-time=10000"
+        )
         gst = subprocess.Popen(
-            [
-                "gst-launch-1.0",
-                "udpsrc",
-                "address=127.0.0.1",
-                f"port={port}",
-                f"caps={CAPS}",
-                # do-lost: lost packets become gaps that opusdec conceals or rebuilds from FEC.
-                "!",
-                "rtpjitterbuffer",
-                f"latency={latency_ms}",
-                "do-lost=true",
-                "!",
-                "rtpopusdepay",
-                "!",
-                "opusdec",
-                "plc=true",
-                "use-inband-fec=true",
-                "!",
-                "audioconvert",
-                "!",
-                "audioresample",
-                "!",
-                "pulsesink",
-                "device=speaker",
-                "buffer-time=40000",
-                "latency-time=10000",
-            ],
+            pipeline.split(),
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=trace_log,
             text=True,
-            env=pulse,
+            env={**pulse, **tracing},
         )
         assert gst.stdout is not None
         while "PLAYING" not in gst.stdout.readline():
@@ -224,7 +209,12 @@ def run_gstreamer(trace, latency_ms: int, folder: Path, pulse: dict[str, str]) -
         time.sleep(latency_ms / 1000 + 0.5)
         gst.send_signal(signal.SIGINT)
         gst.wait(timeout=30)
-    return soundfile.read(out, dtype="float32")[0]
+    delays = [
+        int(line.split("time=(guint64)")[1].split(",")[0]) / 1e6
+        for line in log.read_text(errors="replace").splitlines()
+        if "src-element=(string)udpsrc" in line and "time=(guint64)" in line
+    ]
+    return soundfile.read(out, dtype="float32")[0], np.array(delays)
 
 
 def run_airmic_live(trace, latency: str, folder: Path, pulse: dict[str, str]):
@@ -255,20 +245,26 @@ def run_airmic_live(trace, latency: str, folder: Path, pulse: dict[str, str]):
 
 
 def gstreamer_scores(speech, trace, folder: Path, pulse: dict[str, str]) -> tuple[Score, Score]:
-    scored: dict[int, tuple[float, float]] = {}
+    scored: dict[int, Score] = {}
 
-    def score(latency: int) -> tuple[float, float]:
+    def score(latency: int) -> Score:
         if latency not in scored:
-            scored[latency] = quality(speech, run_gstreamer(trace, latency, folder, pulse))
+            heard, delays = run_gstreamer(trace, latency, folder, pulse)
+            pesq, stoi = quality(speech, heard)
+            median = float(np.median(delays)) if len(delays) else float(latency)
+            p95 = float(np.percentile(delays, 95)) if len(delays) else None
+            scored[latency] = Score(
+                median, p95, None, pesq, stoi, None, extra={"latency_setting_ms": latency}
+            )
             print(
-                f"    gstreamer latency={latency}: PESQ {scored[latency][0]:.2f}", file=sys.stderr
+                f"    gstreamer latency={latency}: PESQ {pesq:.2f}, delay {median:.1f} ms",
+                file=sys.stderr,
             )
         return scored[latency]
 
     default = score(200)
-    tuned = next(lat for lat in GST_LATENCIES if score(lat)[0] >= default[0] - 0.1)
-    as_score = lambda lat: Score(lat, None, None, *scored[lat], None)  # noqa: E731
-    return as_score(200), as_score(tuned)
+    tuned = next(lat for lat in GST_LATENCIES if score(lat).pesq >= default.pesq - 0.1)
+    return default, scored[tuned]
 
 
 def main() -> int:
