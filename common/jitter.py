@@ -86,7 +86,7 @@ class JitterBuffer:
         self.stretched = 0  # samples of expansion the stream was delayed by, for the playout
         self._packets: dict[int, tuple[int, MediaPacket, float]] = {}  # seq -> (ts, packet, t)
         self._received: set[int] = set()  # recent extended seqs, to tell duplicates
-        self._slots: OrderedDict[int, float] = OrderedDict()  # seq -> when its turn came
+        self._slots: OrderedDict[int, float | None] = OrderedDict()  # seq -> when its turn came
         self._anchored = False
         self._next_seq: int | None = None  # extended sequence number to play next
         self._next_ts = 0  # extended timestamp where playout stands
@@ -126,8 +126,9 @@ class JitterBuffer:
             self.stats.duplicate += 1
         elif seq < self._next_seq:
             self.stats.late += 1
-            if seq in self._slots and self._slots[seq] == self._slots[seq]:  # not NaN
-                self.late_waits.append(self._slots[seq] - now)
+            slot = self._slots.get(seq)
+            if slot is not None:
+                self.late_waits.append(slot - now)
         else:
             if not self._anchored:  # idle: the stream resumes after a pause or an outage
                 self.stats.lost += seq - self._next_seq
@@ -206,7 +207,7 @@ class JitterBuffer:
         self.stats.lost += lost
         self.stats.concealed += lost
         for _ in range(lost):
-            self._take_slot(float("nan"))  # their turn was the stretch; none of them is late
+            self._take_slot(None)  # their turn was the stretch: no time to be late against
         self._next_ts += covered
 
     def _fill_pause(self, gap: int) -> Frame:
@@ -230,7 +231,7 @@ class JitterBuffer:
             return Frame(FrameKind.EXPAND, self._last_samples)
         return Frame(FrameKind.WAIT, self._last_samples)
 
-    def _take_slot(self, now: float) -> None:
+    def _take_slot(self, now: float | None) -> None:
         assert self._next_seq is not None
         self._slots[self._next_seq] = now
         if len(self._slots) > SLOTS:

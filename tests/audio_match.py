@@ -14,6 +14,7 @@ import numpy as np
 
 WINDOW = 4_800  # 0.1 s (Opus itself scores about 0.95 on speech, window by window)
 SEARCH = 480  # +-10 ms of local realignment
+WIDE = 14_400  # +-300 ms, when the track is lost
 
 
 @dataclass
@@ -45,25 +46,37 @@ def match(
     weights, scores, aligned = [], [], np.zeros_like(ref)
     for start in range(0, len(ref) - window // 4, window):
         a = ref[start : start + window]
-        lo = max(0, start + follow - SEARCH)
-        b = out[lo : start + follow + len(a) + SEARCH]
         energy = float(np.dot(a, a))
-        if len(b) < len(a) or energy < 1e-9 * len(a):
+        if energy < 1e-9 * len(a):
             continue
-        # Local alignment: the shift within +-SEARCH where the window correlates best.
-        local = np.correlate(b, a, mode="valid")
-        power = np.concatenate(([0.0], np.cumsum(b * b)))
-        local /= np.sqrt(power[len(a) :] - power[: len(b) - len(a) + 1]) + 1e-12
-        shift = int(np.argmax(local))
-        piece = b[shift : shift + len(a)]
-        follow = lo + shift - start  # the next window is searched around this one's delay
-        aligned[start : start + len(a)] = piece
-        scores.append(float(np.dot(a, piece) / (np.sqrt(energy * np.dot(piece, piece)) + 1e-12)))
+        at, score = _locate(a, out, start + follow, SEARCH)
+        if score < 0.5:  # lost track: the receiver may have jumped (a stall, a restart)
+            wide = _locate(a, out, start + follow, WIDE)
+            if wide[1] > 0.8:
+                at, score = wide
+        if at < 0:
+            continue
+        follow = at - start  # the next window is searched around this one's delay
+        aligned[start : start + len(a)] = out[at : at + len(a)]
+        scores.append(score)
         weights.append(energy)
     correlation = float(np.average(scores, weights=weights)) if scores else 0.0
     loud = [s for s, w in zip(scores, weights, strict=True) if w > 1e-3 * max(weights)]
     gap = _longest_gap(ref, aligned, frame)
     return Match(correlation, lag, gap, min(loud, default=0.0), aligned)
+
+
+def _locate(a: np.ndarray, out: np.ndarray, center: int, search: int) -> tuple[int, float]:
+    """Where in `out`, within `search` of `center`, `a` correlates best, and how well."""
+    lo = max(0, center - search)
+    b = out[lo : center + len(a) + search]
+    if len(b) < len(a):
+        return -1, 0.0
+    local = np.correlate(b, a, mode="valid")
+    power = np.concatenate(([0.0], np.cumsum(b * b)))
+    local /= np.sqrt(power[len(a) :] - power[: len(b) - len(a) + 1]) + 1e-12
+    shift = int(np.argmax(local))
+    return lo + shift, float(local[shift] / (np.linalg.norm(a) + 1e-12))
 
 
 def _longest_gap(ref: np.ndarray, out: np.ndarray, frame: int) -> int:
