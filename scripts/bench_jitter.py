@@ -48,7 +48,7 @@ from airmic.common.rtp import Packetizer, parse_media  # noqa: E402
 from airmic.common.virtual import play_trace  # noqa: E402
 from scripts.make_speech import make_speech  # noqa: E402
 from tests.audio_match import match  # noqa: E402
-from tests.pulse import private_pulseaudio  # noqa: E402
+from tests.pulse import private_pulseaudio, record_speaker  # noqa: E402
 
 RATE = 48_000
 BIN = Path(sys.executable).parent
@@ -159,18 +159,7 @@ def replay(trace, port: int) -> None:
 @contextlib.contextmanager
 def recording(out: Path, pulse: dict[str, str]):
     """Record what plays into the private PulseAudio's `speaker` sink."""
-    record = subprocess.Popen(
-        [
-            "parecord",
-            "--device=speaker.monitor",
-            "--rate=48000",
-            "--channels=1",
-            "--format=s16le",
-            "--file-format=wav",
-            str(out),
-        ],
-        env=pulse,
-    )
+    record = subprocess.Popen(record_speaker(out), env=pulse)
     try:
         yield
     finally:

@@ -23,6 +23,12 @@ set-default-source feed.monitor
 source) and `speaker` (the default output: its monitor records what was played)."""
 
 
+def record_speaker(path: Path) -> list[str]:
+    """The command that records what plays into `speaker`, as a 48 kHz mono WAV."""
+    return ["parecord", "--device=speaker.monitor", "--rate=48000", "--channels=1",
+            "--format=s16le", "--file-format=wav", str(path)]  # fmt: skip
+
+
 @contextmanager
 def private_pulseaudio(folder: Path) -> Iterator[dict[str, str]]:
     """Start a PulseAudio daemon in `folder`; yield the environment that reaches it."""

@@ -13,7 +13,7 @@ import soundfile
 
 from tests.audio_match import match
 from tests.processes import Process, ReceiverProcess, send
-from tests.pulse import private_pulseaudio
+from tests.pulse import private_pulseaudio, record_speaker
 
 pytestmark = pytest.mark.e2e
 
@@ -29,15 +29,7 @@ def pulse(tmp_path):
 def test_device_to_device_through_the_network(tmp_path, udp_port, pulse, speech, speech_samples):
     recorded = tmp_path / "recorded.wav"
     parecord = Process(
-        [
-            "parecord",
-            "--device=speaker.monitor",
-            "--rate=48000",
-            "--channels=1",
-            "--format=s16le",
-            "--file-format=wav",
-            str(recorded),
-        ],
+        record_speaker(recorded),
         tmp_path,
         "parecord",
         pulse,
