@@ -10,6 +10,7 @@ at once), slow release (it leaves the window after `window` seconds). Sans-I/O.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -74,10 +75,12 @@ class DelayEstimator:
         self._losses: deque[float] = deque()  # when packets were found lost
         self._shift = 0.0  # how much later playout runs than when the window began
         self._cache: tuple[float, float] | None = None  # (when, target)
+        self._current: float | None = None  # the median of the last second, until a new wait
 
     def add(self, now: float, wait: float) -> None:
         """Record that a packet played `wait` seconds after it arrived (negative: late)."""
         self._long.append((now, wait - self._shift))
+        self._current = None
         while self._long and self._long[0][0] < now - self.latency.window:
             self._long.popleft()
         if wait < 0:
@@ -97,15 +100,18 @@ class DelayEstimator:
     def shift(self, seconds: float) -> None:
         """Playout moved `seconds` later (audio inserted) or earlier (negative: dropped)."""
         self._shift += seconds
+        self._current = None
 
     @property
     def current(self) -> float | None:
         """The median wait of the last second: the delay the buffer adds now."""
         if not self._long:
             return None
-        since = self._long[-1][0] - SHORT
-        recent = [w for t, w in reversed(self._long) if t >= since] or [self._long[-1][1]]
-        return float(np.median(recent)) + self._shift
+        if self._current is None:  # asked every block, changed by each packet: keep it
+            since = self._long[-1][0] - SHORT
+            recent = list(itertools.takewhile(lambda w: w[0] >= since, reversed(self._long)))
+            self._current = float(np.median([w for _, w in recent])) + self._shift
+        return self._current
 
     def target(self, now: float, floor: float = 0.0) -> float:
         """The median wait that keeps all but `quantile` of the packets on time.

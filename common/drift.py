@@ -26,11 +26,13 @@ class _Envelope:
     def __init__(self, window: float) -> None:
         self._points: deque[tuple[float, float]] = deque(maxlen=int(window / BUCKET))
         self._bucket: tuple[float, float] | None = None  # (start, lowest value)
+        self._slope: float | None = None  # fitted once per new point, asked every block
 
     def add(self, now: float, value: float) -> None:
         if self._bucket is None or now - self._bucket[0] >= BUCKET:
             if self._bucket is not None:
                 self._points.append((self._bucket[0] + BUCKET / 2, self._bucket[1]))
+                self._slope = None
             self._bucket = (now, value)
         elif value < self._bucket[1]:
             self._bucket = (self._bucket[0], value)
@@ -38,12 +40,15 @@ class _Envelope:
     def slope(self) -> float:
         if len(self._points) < MIN_POINTS:
             return 0.0
-        t, v = np.array(self._points).T
-        return float(np.polyfit(t - t[0], v, 1)[0])
+        if self._slope is None:
+            t, v = np.array(self._points).T
+            self._slope = float(np.polyfit(t - t[0], v, 1)[0])
+        return self._slope
 
     def reset(self) -> None:
         self._points.clear()
         self._bucket = None
+        self._slope = None
 
 
 class DriftEstimator:
