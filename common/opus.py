@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 
-import numpy as np
 import opuslib_next
 import opuslib_next.api
 from opuslib_next.api import decoder as _decoder_api
@@ -137,7 +136,3 @@ def packet_samples(packet: bytes) -> int:
     if samples > MAX_PACKET_SAMPLES:
         raise ValueError("Opus packet longer than 120 ms")
     return int(samples)
-
-
-def silence(samples: int) -> Block:
-    return np.zeros(samples, dtype=np.float32)

@@ -28,7 +28,6 @@ class Session:
         self.payload_type: int | None = None
         self.samples_played = 0
         self.level_db = -120.0  # of the last block played, for the status line
-        self.started = now
         self.last_packet = now
 
     def push(self, packet: MediaPacket, now: float) -> None:
