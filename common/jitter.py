@@ -29,6 +29,7 @@ SLOTS = 512
 
 class FrameKind(enum.Enum):
     AUDIO = "audio"  # decode `payload`
+    COPY = "copy"  # a lost packet, rebuilt exactly from a later one's redundant copy: decode
     FEC = "fec"  # a lost packet: rebuild it from the FEC data in `payload` (the next packet)
     CONCEAL = "conceal"  # a lost packet, or the start of a pause: conceal `samples`
     SILENCE = "silence"  # the rest of a pause in the timestamps: `samples` of silence
@@ -54,6 +55,7 @@ class JitterStats:
     played: int = 0  # decoded in their turn
     lost: int = 0  # never arrived in time
     recovered: int = 0  # of the lost, rebuilt from FEC
+    repaired: int = 0  # lost on the way, but a redundant copy came in time (RFC 2198)
     concealed: int = 0  # of the lost, concealed
     late: int = 0  # arrived after their turn had passed
     duplicate: int = 0
@@ -84,7 +86,8 @@ class JitterBuffer:
         self.stats = JitterStats()
         self.late_waits: list[float] = []  # how late each late packet was (negative seconds)
         self.stretched = 0  # samples of expansion the stream was delayed by, for the playout
-        self._packets: dict[int, tuple[int, MediaPacket, float]] = {}  # seq -> (ts, packet, t)
+        # seq -> (ts, packet, arrival); the arrival is None for a redundant copy
+        self._packets: dict[int, tuple[int, MediaPacket, float | None]] = {}
         self._received: set[int] = set()  # recent extended seqs, to tell duplicates
         self._slots: OrderedDict[int, float | None] = OrderedDict()  # seq -> when its turn came
         self._anchored = False
@@ -112,6 +115,9 @@ class JitterBuffer:
 
     def push(self, packet: MediaPacket, now: float) -> None:
         """Take a packet that arrived at `now` (seconds, the playout's clock)."""
+        if self._anchored:
+            for copy in packet.redundant:
+                self._push_copy(copy, now)
         if self._next_seq is None:
             self._anchor(packet.seq, packet.timestamp)
             self._store(packet.seq, packet.timestamp, packet, now)
@@ -135,6 +141,14 @@ class JitterBuffer:
                 self._anchor(seq, ts)
             self._store(seq, ts, packet, now)
 
+    def _push_copy(self, copy: MediaPacket, now: float) -> None:
+        """A redundant copy: it counts only when its packet was lost and its turn is to come."""
+        assert self._next_seq is not None
+        seq = unwrap(copy.seq, self._next_seq, 16)
+        ts = unwrap(copy.timestamp, self._next_ts, 32)
+        if seq >= self._next_seq and seq not in self._received and not self._is_jump(seq, ts):
+            self._store(seq, ts, copy, now, repaired=True)
+
     def pop(self, now: float) -> Frame | None:
         """The next frame, now that the playout needs it; None when idle."""
         if not self._anchored:
@@ -152,7 +166,9 @@ class JitterBuffer:
             return self._replace_lost(now)
         return self._expand()
 
-    def _play(self, ts: int, packet: MediaPacket, arrival: float, now: float) -> Frame | None:
+    def _play(
+        self, ts: int, packet: MediaPacket, arrival: float | None, now: float
+    ) -> Frame | None:
         del self._packets[self._next_seq]  # type: ignore[arg-type]
         self._take_slot(now)
         if ts + packet.samples <= self._next_ts:  # its time was concealed already
@@ -164,6 +180,8 @@ class JitterBuffer:
         self._next_ts = ts + packet.samples
         self._last_samples = packet.samples
         self._conceal_run = 0
+        if arrival is None:  # a redundant copy: when it came says nothing of the network
+            return Frame(FrameKind.COPY, packet.samples, packet.payload)
         return Frame(FrameKind.AUDIO, packet.samples, packet.payload, arrival)
 
     def _replace_lost(self, now: float) -> Frame | None:
@@ -245,9 +263,14 @@ class JitterBuffer:
         self._conceal_run = 0
         self._expanded = 0
 
-    def _store(self, seq: int, ts: int, packet: MediaPacket, now: float) -> None:
-        self.stats.received += 1
-        self._packets[seq] = (ts, packet, now)
+    def _store(
+        self, seq: int, ts: int, packet: MediaPacket, now: float, *, repaired: bool = False
+    ) -> None:
+        if repaired:
+            self.stats.repaired += 1
+        else:
+            self.stats.received += 1
+        self._packets[seq] = (ts, packet, None if repaired else now)
         self._received.add(seq)
         if len(self._received) > 2 * MAX_DROPOUT:
             floor = seq - MAX_DROPOUT

@@ -26,7 +26,7 @@ class OpusConfig:
     """How the sender encodes. Defaults: VOIP, 10 ms, in-band FEC for 10 % loss, no DTX."""
 
     frame_ms: float = 10.0
-    bitrate: int = 48_000
+    bitrate: int = 64_000
     low_latency: bool = False
     fec: bool = True
     expected_loss: int = 10

@@ -31,7 +31,7 @@ MAX_CORRECTION = 0.002  # the delay is steered by 0.2 % at most
 MAX_DRIFT = 0.003  # clocks further apart than 3000 ppm are not followed
 QUIET_DB = -45.0  # a frame this quiet may be dropped or doubled without being heard
 STEP_GAP = 0.1  # seconds between two drops or inserts
-LOSSY = 0.005  # above this share of lost packets, wait one frame more, for their FEC
+LOSSY = 0.005  # above this share of lost packets, wait one frame more, for FEC or copies
 
 
 @dataclass
@@ -69,6 +69,7 @@ class Playout:
         self.wait_log: list[float] | None = None  # every packet's wait, when a list is given
         self._concealing = False
         self._block = 480  # the sink's pull size, once known
+        self._missed = 0  # packets the network lost: for good, or repaired by a later copy
 
     def push(self, packet: MediaPacket, now: float) -> None:
         """A packet arrived at `now`."""
@@ -119,10 +120,11 @@ class Playout:
         return np.concatenate(out)
 
     def _next_frame(self, now: float) -> bool:
-        lost = self.jitter.stats.lost
         frame = self.jitter.pop(now)
-        if self.jitter.stats.lost > lost:
-            self.delay.lose(now, self.jitter.stats.lost - lost)
+        missed = self.jitter.stats.lost + self.jitter.stats.repaired  # lost by the network
+        if missed > self._missed:
+            self.delay.lose(now, missed - self._missed)
+            self._missed = missed
         if self.jitter.stretched:  # the stream was stretched while the network was late
             self.delay.shift(self.jitter.stretched / RATE)
             self.jitter.stretched = 0
@@ -147,7 +149,8 @@ class Playout:
 
     def _floor(self) -> float:
         """The least delay worth having: one sink block, and while packets are being lost,
-        one frame more, so that the next packet (with the lost one's FEC) is there in time."""
+        one frame more, so that the next packet (with the lost one's FEC or copy) is there
+        in time."""
         floor = self._block / RATE
         if self.delay.loss_rate > LOSSY and self.jitter.fec:
             floor += self.jitter.frame_samples / RATE
@@ -196,7 +199,7 @@ class Playout:
 
     def _decode(self, frame: Frame) -> Block:
         try:
-            if frame.kind is FrameKind.AUDIO:
+            if frame.kind in (FrameKind.AUDIO, FrameKind.COPY):
                 return self.decoder.decode(frame.payload)
             if frame.kind is FrameKind.FEC:
                 return self.decoder.recover(frame.payload, frame.samples)

@@ -1,8 +1,8 @@
 """Opus over RTP (RFC 3550, RFC 7587): packetizing, validating and wrap-around arithmetic.
 
 Packet parsing and serialisation are aiortc's `RtpPacket`; this module adds what a media
-receiver needs on top: a verdict on each datagram, and sequence numbers and timestamps
-extended past their 16- and 32-bit wrap.
+receiver needs on top: a verdict on each datagram, redundant copies unpacked (RFC 2198),
+and sequence numbers and timestamps extended past their 16- and 32-bit wrap.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiortc.rtp import RtpPacket, is_rtcp
 
 from airmic.common.opus import packet_samples
+from airmic.common.red import RED_PAYLOAD_TYPE, RedEncoder, RedPayload
 
 DEFAULT_PAYLOAD_TYPE = 96
 MAX_DATAGRAM = 8192
@@ -29,6 +30,7 @@ class Drop(enum.StrEnum):
     OVERSIZED = "oversized"
     PAYLOAD_TYPE = "payload_type"
     BAD_OPUS = "bad_opus"
+    BAD_RED = "bad_red"
 
 
 class DroppedPacket(ValueError):
@@ -51,6 +53,7 @@ class MediaPacket:
     samples: int
     payload_type: int = DEFAULT_PAYLOAD_TYPE
     marker: bool = False
+    redundant: tuple[MediaPacket, ...] = ()  # copies of the packets before it, oldest first
 
 
 def parse_media(data: bytes) -> MediaPacket:
@@ -63,21 +66,56 @@ def parse_media(data: bytes) -> MediaPacket:
         rtp = RtpPacket.parse(data)
     except (ValueError, IndexError, struct.error) as exc:
         raise DroppedPacket(Drop.NOT_RTP, str(exc)) from None
-    # Opus always has a dynamic payload type (RFC 7587 section 6.1).
-    if not 96 <= rtp.payload_type <= 127:
-        raise DroppedPacket(Drop.PAYLOAD_TYPE, f"static payload type {rtp.payload_type}", rtp.ssrc)
-    try:
-        samples = packet_samples(rtp.payload)
-    except ValueError as exc:
-        raise DroppedPacket(Drop.BAD_OPUS, str(exc), rtp.ssrc) from None
+    if rtp.payload_type == RED_PAYLOAD_TYPE:
+        return _parse_red(rtp)
     return MediaPacket(
         ssrc=rtp.ssrc,
         seq=rtp.sequence_number,
         timestamp=rtp.timestamp,
         payload=rtp.payload,
-        samples=samples,
+        samples=_opus_samples(rtp.payload_type, rtp.payload, rtp.ssrc),
         payload_type=rtp.payload_type,
         marker=bool(rtp.marker),
+    )
+
+
+def _opus_samples(payload_type: int, payload: bytes, ssrc: int) -> int:
+    # Opus always has a dynamic payload type (RFC 7587 section 6.1).
+    if not 96 <= payload_type <= 127:
+        raise DroppedPacket(Drop.PAYLOAD_TYPE, f"static payload type {payload_type}", ssrc)
+    try:
+        return packet_samples(payload)
+    except ValueError as exc:
+        raise DroppedPacket(Drop.BAD_OPUS, str(exc), ssrc) from None
+
+
+def _parse_red(rtp: RtpPacket) -> MediaPacket:
+    try:
+        *redundant, primary = RedPayload.parse(rtp.payload).blocks
+    except ValueError as exc:
+        raise DroppedPacket(Drop.BAD_RED, str(exc), rtp.ssrc) from None
+    copies = tuple(
+        MediaPacket(
+            ssrc=rtp.ssrc,
+            # Copies are of the packets just before, in order (RFC 2198 leaves numbering out).
+            seq=(rtp.sequence_number - len(redundant) + i) & 0xFFFF,
+            timestamp=(rtp.timestamp - block.offset) & 0xFFFFFFFF,
+            payload=block.data,
+            samples=_opus_samples(block.payload_type, block.data, rtp.ssrc),
+            payload_type=block.payload_type,
+        )
+        for i, block in enumerate(redundant)
+        if block.data  # an empty block stands for nothing
+    )
+    return MediaPacket(
+        ssrc=rtp.ssrc,
+        seq=rtp.sequence_number,
+        timestamp=rtp.timestamp,
+        payload=primary.data,
+        samples=_opus_samples(primary.payload_type, primary.data, rtp.ssrc),
+        payload_type=primary.payload_type,
+        marker=bool(rtp.marker),
+        redundant=copies,
     )
 
 
@@ -97,6 +135,7 @@ class Packetizer:
     """Turns Opus packets into RTP datagrams of one stream (RFC 3550 section 5.1).
 
     Sequence number and timestamp start at random values, as RFC 3550 asks, unless given.
+    With `redundancy`, each packet also carries that many packets before it (RFC 2198).
     """
 
     def __init__(
@@ -105,8 +144,10 @@ class Packetizer:
         ssrc: int | None = None,
         seq: int | None = None,
         timestamp: int | None = None,
+        redundancy: int = 0,
     ) -> None:
         self.payload_type = payload_type
+        self._red = RedEncoder(payload_type, redundancy) if redundancy else None
         self.ssrc = secrets.randbits(32) if ssrc is None else ssrc
         self.seq = secrets.randbits(16) if seq is None else seq
         self.timestamp = secrets.randbits(32) if timestamp is None else timestamp
@@ -114,8 +155,10 @@ class Packetizer:
 
     def packetize(self, payload: bytes, samples: int) -> bytes:
         """One RTP datagram for `payload`, which lasts `samples` samples at 48 kHz."""
+        if self._red is not None:
+            payload = self._red.encode(payload, self.timestamp)
         packet = RtpPacket(
-            payload_type=self.payload_type,
+            payload_type=self.payload_type if self._red is None else RED_PAYLOAD_TYPE,
             # The marker flags the first packet of a talkspurt (RFC 3551 section 4.1).
             marker=int(self._first),
             sequence_number=self.seq,

@@ -72,10 +72,12 @@ class Receiver:
         stats = session.stats()
         self.finished.append(stats)
         log.info(
-            "stream %s ended: %.1f s, %d packets, %d lost (%d recovered by FEC), %d late",
+            "stream %s ended: %.1f s, %d packets, %d repaired from copies, "
+            "%d lost (%d recovered by FEC), %d late",
             session.name,
             stats["seconds"],
             stats["received"],
+            stats["repaired"],
             stats["lost"],
             stats["recovered"],
             stats["late"],
@@ -97,7 +99,7 @@ class Receiver:
             line = meter(session.level_db, width=12)
             line.append(
                 f"  {session.name}  {session.samples_played / RATE:6.1f} s  "
-                f"{s.lost} lost ({s.recovered} by FEC), {s.late} late"
+                f"{s.repaired} repaired, {s.lost} lost ({s.recovered} by FEC), {s.late} late"
             )
             lines.append(line)
         return Text("\n").join(lines)

@@ -1,7 +1,8 @@
 """The jitter buffer benchmark: airmic's playout against GStreamer's rtpjitterbuffer, on the
 same seeded packet traces.
 
-For each network profile, speech is encoded as airmic-send does (Opus VOIP, FEC, 10 ms),
+For each network profile, speech is encoded as airmic-send does (Opus VOIP, 64 kbit/s, FEC,
+10 ms, one redundant copy per packet; GStreamer gets the copies too, through rtpreddec),
 the impairment model turns the send times into a packet trace, and
 - airmic's playout plays it on a virtual clock (scripts run in seconds, not in real time);
 - then, in real time, the same datagrams at the same times go over loopback into a real
@@ -44,6 +45,7 @@ from airmic.common.delay import parse_latency  # noqa: E402
 from airmic.common.impair import PROFILES, Profile, apply  # noqa: E402
 from airmic.common.opus import OpusConfig, OpusEncoder  # noqa: E402
 from airmic.common.playout import Playout  # noqa: E402
+from airmic.common.red import RED_PAYLOAD_TYPE  # noqa: E402
 from airmic.common.rtp import Packetizer, parse_media  # noqa: E402
 from airmic.common.virtual import play_trace  # noqa: E402
 from scripts.make_speech import make_speech  # noqa: E402
@@ -74,9 +76,9 @@ def speech_of(seconds: float, folder: Path) -> np.ndarray:
     return np.tile(sample, int(seconds * RATE / len(sample)) + 1)[: int(seconds * RATE)]
 
 
-def trace_of(speech: np.ndarray, profile: Profile, sender_ppm: float, seed: int):
+def trace_of(speech: np.ndarray, profile: Profile, sender_ppm: float, seed: int, redundancy: int):
     encoder = OpusEncoder(OpusConfig())
-    packetizer = Packetizer(ssrc=0xA1, seq=1000, timestamp=123_456)
+    packetizer = Packetizer(ssrc=0xA1, seq=1000, timestamp=123_456, redundancy=redundancy)
     datagrams = [
         packetizer.packetize(encoder.encode(speech[i : i + 480]), 480)
         for i in range(0, len(speech) - 479, 480)
@@ -134,6 +136,7 @@ def run_airmic(speech, trace, latency: str) -> tuple[Score, list[tuple[float, fl
             "drift_ppm": stats.drift_ppm,
             "lost": playout.jitter.stats.lost,
             "recovered": playout.jitter.stats.recovered,
+            "repaired": playout.jitter.stats.repaired,
         },
     ), timeline
 
@@ -168,7 +171,7 @@ def recording(out: Path, pulse: dict[str, str]):
 
 
 def run_gstreamer(
-    trace, latency_ms: int, folder: Path, pulse: dict[str, str]
+    trace, latency_ms: int, redundancy: int, folder: Path, pulse: dict[str, str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replay `trace` in real time into GStreamer's receive pipeline playing into PulseAudio,
     and record what it played: late packets and gaps included. Also returns each buffer's
@@ -177,9 +180,10 @@ def run_gstreamer(
     tracing = {"GST_TRACERS": "latency", "GST_DEBUG": "GST_TRACER:7", "GST_DEBUG_NO_COLOR": "1"}
     with recording(out, pulse), log.open("w") as trace_log:
         # do-lost: lost packets become gaps that opusdec conceals. (Its use-inband-fec would
-        # add a fixed 120 ms of latency, so it stays off.)
+        # add a fixed 120 ms of latency, so it stays off.) rtpreddec unpacks the copies.
+        red = f"! rtpreddec pt={RED_PAYLOAD_TYPE} " if redundancy else ""
         pipeline = (
-            f"gst-launch-1.0 udpsrc address=127.0.0.1 port={port} caps={CAPS} "
+            f"gst-launch-1.0 udpsrc address=127.0.0.1 port={port} caps={CAPS} {red}"
             f"! rtpjitterbuffer latency={latency_ms} do-lost=true ! rtpopusdepay "
             "! opusdec plc=true ! audioconvert ! audioresample "
             "! pulsesink device=speaker buffer-time=40000 latency-time=10000"
@@ -233,12 +237,14 @@ def run_airmic_live(trace, latency: str, folder: Path, pulse: dict[str, str]):
     return soundfile.read(out, dtype="float32")[0], json.loads(stats.read_text())["streams"][0]
 
 
-def gstreamer_scores(speech, trace, folder: Path, pulse: dict[str, str]) -> tuple[Score, Score]:
+def gstreamer_scores(
+    speech, trace, redundancy: int, folder: Path, pulse: dict[str, str]
+) -> tuple[Score, Score]:
     scored: dict[int, Score] = {}
 
     def score(latency: int) -> Score:
         if latency not in scored:
-            heard, delays = run_gstreamer(trace, latency, folder, pulse)
+            heard, delays = run_gstreamer(trace, latency, redundancy, folder, pulse)
             pesq, stoi = quality(speech, heard)
             median = float(np.median(delays)) if len(delays) else float(latency)
             p95 = float(np.percentile(delays, 95)) if len(delays) else None
@@ -266,6 +272,9 @@ def main() -> int:
         help="simulated length of the drift profile (airmic only)",
     )
     parser.add_argument("--latency", default="balanced", help="airmic's latency mode")
+    parser.add_argument(
+        "--redundancy", type=int, default=1, help="redundant copies per packet (RFC 2198)"
+    )
     parser.add_argument("--no-gstreamer", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "out")
@@ -284,12 +293,12 @@ def main() -> int:
         for name, profile, ppm, seconds in cases:
             print(f"{name}: airmic", file=sys.stderr)
             speech = long_speech[: int(seconds * RATE)]
-            trace = trace_of(speech, profile, ppm, args.seed)
+            trace = trace_of(speech, profile, ppm, args.seed, args.redundancy)
             airmic, timelines[name] = run_airmic(speech, trace, args.latency)
             results[name] = {"airmic": asdict(airmic)}
             if not args.no_gstreamer:
                 short = long_speech[: int(args.seconds * RATE)]
-                short_trace = trace_of(short, profile, ppm, args.seed)
+                short_trace = trace_of(short, profile, ppm, args.seed, args.redundancy)
                 heard, stream = run_airmic_live(short_trace, args.latency, folder, pulse)
                 pesq, stoi = quality(short, heard)
                 results[name]["airmic_live"] = asdict(
@@ -303,7 +312,9 @@ def main() -> int:
                         extra={"lost": stream["lost"], "late": stream["late"]},
                     )
                 )
-                default, tuned = gstreamer_scores(short, short_trace, folder, pulse)
+                default, tuned = gstreamer_scores(
+                    short, short_trace, args.redundancy, folder, pulse
+                )
                 results[name]["gstreamer_default"] = asdict(default)
                 results[name]["gstreamer_tuned"] = asdict(tuned)
     print_table(results)

@@ -111,8 +111,8 @@ def main() -> int:
     table.add_row("stream", stream["stream"])
     table.add_row("audio received", f"{stream['seconds']:.2f} s in {stream['received']} packets")
     table.add_row(
-        "lost / recovered by FEC / late",
-        f"{stream['lost']} / {stream['recovered']} / {stream['late']}",
+        "repaired from copies / lost / recovered by FEC / late",
+        f"{stream['repaired']} / {stream['lost']} / {stream['recovered']} / {stream['late']}",
     )
     table.add_row("written to", str(received))
     if args.input is None:

@@ -16,6 +16,7 @@ from airmic.common.cli import (
 from airmic.common.devices import describe_devices
 from airmic.common.errors import UsageError
 from airmic.common.opus import FRAME_MS, OpusConfig
+from airmic.common.red import RED_PAYLOAD_TYPE
 from airmic.sender.pipeline import SenderConfig, run_sender
 
 EXAMPLES = f"""\
@@ -74,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     opus.add_argument(
         "--bitrate",
         type=int,
-        default=48_000,
+        default=64_000,
         metavar="BIT/S",
-        help="Opus bitrate in bit/s (default 48000)",
+        help="Opus bitrate in bit/s (default 64000)",
     )
     opus.add_argument(
         "--low-latency",
@@ -91,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="loss the in-band FEC is tuned for (default 10)",
     )
     opus.add_argument("--no-fec", action="store_true", help="no in-band FEC")
+    opus.add_argument(
+        "--redundancy",
+        type=int,
+        default=1,
+        choices=range(3),
+        metavar="N",
+        help="also send copies of the last N packets in each one (RFC 2198, payload type "
+        f"{RED_PAYLOAD_TYPE}): a lost packet comes back exact, for N+1 times the bitrate "
+        "(default 1; 0 for peers that only take plain Opus)",
+    )
     opus.add_argument(
         "--payload-type",
         type=int,
@@ -126,6 +137,7 @@ async def _main(args: argparse.Namespace) -> int:
         opus=opus,
         loop=args.loop,
         payload_type=args.payload_type,
+        redundancy=args.redundancy,
         duration=args.duration,
     )
     await run_sender(config, stop_event())

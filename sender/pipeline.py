@@ -1,6 +1,6 @@
 """The sender's whole pipeline, wired in one place:
 
-source ─► reframer ─► Opus encoder ─► RTP packetizer ─► UDP socket
+source ─► reframer ─► Opus encoder ─► RTP packetizer (+ redundant copies) ─► UDP socket
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class SenderConfig:
     opus: OpusConfig = field(default_factory=OpusConfig)
     loop: bool = False
     payload_type: int = DEFAULT_PAYLOAD_TYPE
+    redundancy: int = 1  # copies of earlier packets in each packet (RFC 2198)
     duration: float | None = None  # seconds of audio to send; None: until the source ends
 
 
@@ -46,7 +47,7 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
     source = open_source(config.input, frame, config.loop)  # capture, in real time
     reframer = Reframer(frame)  # cut into exact Opus frames
     encoder = OpusEncoder(config.opus)  # Opus, VOIP + FEC or low-delay CELT
-    packetizer = Packetizer(config.payload_type)  # RTP header, seq, timestamp
+    packetizer = Packetizer(config.payload_type, redundancy=config.redundancy)  # RTP, RED
     transport = await UdpTransport.open(*config.to)  # to the receiver
     report = SenderReport()
 
@@ -73,12 +74,13 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         send(np.zeros(frame, dtype=np.float32))
 
     log.info(
-        "sending %s to %s:%d (Opus %s, %g ms frames, %d kbit/s, SSRC %08x)",
+        "sending %s to %s:%d (Opus %s, %g ms frames, %d kbit/s, %d redundant, SSRC %08x)",
         source.description,
         *config.to,
         config.opus.application,
         config.opus.frame_ms,
         config.opus.bitrate // 1000,
+        config.redundancy,
         packetizer.ssrc,
     )
     streaming = asyncio.create_task(stream())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from airmic.common.jitter import FrameKind, JitterBuffer
 from airmic.common.rtp import MediaPacket
 
@@ -26,6 +28,8 @@ def pop(jb: JitterBuffer, n: int, now: float = 0.0) -> list[str]:
             out.append("-")
         elif frame.kind is FrameKind.AUDIO:
             out.append(frame.payload.decode())
+        elif frame.kind is FrameKind.COPY:
+            out.append(f"{frame.payload.decode()} copy")
         else:
             out.append(frame.kind.value)
     return out
@@ -155,3 +159,29 @@ def test_packets_of_any_duration():
     jb = filled([packet(i, samples=2880) for i in range(3)])  # 60 ms packets
     assert pop(jb, 3) == ["p0", "p1", "p2"]
     assert jb.frame_samples == 2880
+
+
+def with_copies(i: int, depth: int = 1):
+    """Packet i carrying redundant copies of the `depth` packets before it (RFC 2198)."""
+    copies = tuple(packet(k) for k in range(max(0, i - depth), i))
+    return replace(packet(i), redundant=copies)
+
+
+def test_a_redundant_copy_stands_in_for_a_lost_packet():
+    jb = filled([with_copies(i) for i in range(6) if i != 3])
+    assert pop(jb, 6) == ["p0", "p1", "p2", "p3 copy", "p4", "p5"]
+    assert (jb.stats.lost, jb.stats.repaired, jb.stats.duplicate) == (0, 1, 0)
+
+
+def test_redundant_copies_of_played_or_held_packets_count_for_nothing():
+    jb = filled([with_copies(i, depth=2) for i in range(4)])
+    assert pop(jb, 2) == ["p0", "p1"]
+    jb.push(with_copies(2, depth=2), 0.1)  # a duplicate, with copies of played packets
+    assert pop(jb, 3) == ["p2", "p3", "expand"]
+    assert (jb.stats.repaired, jb.stats.duplicate, jb.stats.late) == (0, 1, 0)
+
+
+def test_a_burst_longer_than_the_copies_is_concealed_and_fec_rebuilt():
+    jb = filled([with_copies(i) for i in [0, 1, 5, 6]])
+    assert pop(jb, 7) == ["p0", "p1", "conceal", "fec", "p4 copy", "p5", "p6"]
+    assert (jb.stats.lost, jb.stats.repaired) == (2, 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import soundfile
 
+from airmic.common.red import RED_PAYLOAD_TYPE
 from tests.audio_match import match
 from tests.processes import Process, ReceiverProcess, send
 
@@ -61,8 +62,11 @@ def test_gstreamer_sends_to_airmic(tmp_path, udp_port, speech, speech_samples, f
     assert stream["payload_type"] == 96
 
 
-def test_gstreamer_receives_from_airmic(tmp_path, udp_port, speech, speech_samples):
+@pytest.mark.parametrize("redundancy", [0, 1, 2])
+def test_gstreamer_receives_from_airmic(tmp_path, udp_port, speech, speech_samples, redundancy):
+    """Plain Opus, and with RFC 2198 copies unpacked by GStreamer's own RED decoder."""
     out = tmp_path / "gst.wav"
+    red = ["rtpreddec", f"pt={RED_PAYLOAD_TYPE}", "!"] if redundancy else []
     caps = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=96"
     gst = Process(
         [
@@ -73,6 +77,7 @@ def test_gstreamer_receives_from_airmic(tmp_path, udp_port, speech, speech_sampl
             f"port={udp_port}",
             f"caps={caps}",
             "!",
+            *red,
             "rtpjitterbuffer",
             "latency=50",
             "!",
@@ -95,12 +100,14 @@ def test_gstreamer_receives_from_airmic(tmp_path, udp_port, speech, speech_sampl
         "gstreamer",
     )
     gst.wait_for("PLAYING")  # udpsrc is bound once the pipeline plays
-    sender = send(udp_port, "--input", f"file:{speech}", folder=tmp_path)
+    sender = send(
+        udp_port, "--input", f"file:{speech}", "--redundancy", str(redundancy), folder=tmp_path
+    )
     assert sender.wait() == 0, sender.stderr
     time.sleep(0.5)  # the jitter buffer's last 50 ms
     assert gst.stop(signal.SIGINT) == 0, gst.stderr  # -e: finish the WAV on Ctrl-C
     data, rate = soundfile.read(out, dtype="float32")
     assert rate == 48_000
     result = match(speech_samples, data)
-    print(f"\nGStreamer decoded airmic: correlation {result.correlation:.4f}")
+    print(f"\nGStreamer decoded airmic ({redundancy} copies): {result.correlation:.4f}")
     assert result.correlation >= 0.9 and result.longest_gap <= 1
