@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from airmic.common.cli import (
@@ -17,17 +19,25 @@ from airmic.common.cli import (
 from airmic.common.delay import MODES, LatencyRange, parse_latency
 from airmic.common.devices import describe_devices
 from airmic.receiver.pipeline import ReceiverConfig, run_receiver
-from airmic.receiver.sinks import parse_sink
+from airmic.receiver.sinks import SinkFactory, parse_sink
+from airmic.receiver.virtual_mic import NoPulseServer, describe_sinks
+
+log = logging.getLogger(__name__)
 
 EXAMPLES = f"""\
 sinks (--sink may be given several times; each stream goes to all of them):
+  virtual[:NAME]      a microphone named "AirMic" (or "AirMic (NAME)") that any app can
+                      pick: Linux with PulseAudio or PipeWire (see --list-sinks)
   wav:PATH            a 48 kHz mono WAV; with several streams, PATH, PATH-2.wav, PATH-3.wav…
   device:NAME|INDEX   a sound card output or virtual cable (see --list-devices)
   null                discard (for measuring)
 
 examples:
   airmic-receive
-      listen on UDP port {DEFAULT_PORT} of every interface, play to the default output device
+      listen on UDP port {DEFAULT_PORT} of every interface, play into the "AirMic" microphone
+      (or, with no PulseAudio server, to the default output device)
+  airmic-receive --listen :5006 --sink virtual:kitchen
+      a second receiver, with its own microphone "AirMic (kitchen)"
   airmic-receive --sink wav:talk.wav --sink device:"CABLE Input"
       record every stream and feed a virtual cable at the same time
   airmic-receive --listen 127.0.0.1:6000 --sink wav:out.wav --exit-after-idle 2 \\
@@ -66,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sink",
         metavar="SPEC",
         action="append",
-        help="where the audio goes: wav:PATH, device:NAME|INDEX or null "
-        "(default: the default output device)",
+        help="where the audio goes: virtual[:NAME], wav:PATH, device:NAME|INDEX or null "
+        "(default: the virtual mic, or the default output device with no PulseAudio server)",
     )
     parser.add_argument(
         "--latency",
@@ -102,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         "slow), as a sound card would: for testing drift correction",
     )
     parser.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
+    parser.add_argument(
+        "--list-sinks",
+        action="store_true",
+        help="list the virtual mic backends and output devices, and what is missing",
+    )
     add_logging_options(parser)
     return parser
 
@@ -110,17 +125,34 @@ async def _main(args: argparse.Namespace) -> int:
     if args.list_devices:
         print(describe_devices())
         return 0
-    config = ReceiverConfig(
-        listen=args.listen,
-        sinks=[parse_sink(spec) for spec in args.sink or ["device:default"]],
-        latency=args.latency,
-        exit_after_idle=args.exit_after_idle,
-        stats_json=Path(args.stats_json) if args.stats_json else None,
-        max_streams=args.max_streams,
-        clock_ppm=args.clock_ppm,
-    )
-    await run_receiver(config, stop_event())
+    if args.list_sinks:
+        print(describe_sinks())
+        return 0
+    with ExitStack() as opened:  # a virtual mic made at start is removed whatever happens
+        sinks = []
+        for spec in args.sink or [None]:
+            sinks.append(parse_sink(spec) if spec else default_sink())
+            opened.callback(sinks[-1].close)
+        config = ReceiverConfig(
+            listen=args.listen,
+            sinks=sinks,
+            latency=args.latency,
+            exit_after_idle=args.exit_after_idle,
+            stats_json=Path(args.stats_json) if args.stats_json else None,
+            max_streams=args.max_streams,
+            clock_ppm=args.clock_ppm,
+        )
+        await run_receiver(config, stop_event())
     return 0
+
+
+def default_sink() -> SinkFactory:
+    """The virtual mic where a PulseAudio server is reachable, else the default output."""
+    try:
+        return parse_sink("virtual")
+    except NoPulseServer as exc:
+        log.info("%s: playing to the default output device instead", exc)
+        return parse_sink("device:default")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,11 +33,13 @@ class Sink(Protocol):
 
 
 class SinkFactory(Protocol):
-    """Opens one sink of its kind for each stream."""
+    """Opens one sink of its kind for each stream; closed when the receiver exits."""
 
     spec: str
 
     def open(self) -> Sink: ...
+
+    def close(self) -> None: ...
 
 
 class WavSink:
@@ -94,6 +96,9 @@ class WavSinkFactory:
             path = path.with_name(f"{path.stem}-{self._opened}{path.suffix or '.wav'}")
         return WavSink(path)
 
+    def close(self) -> None:
+        pass
+
 
 class NullSink:
     """Discards the audio (for measuring and testing)."""
@@ -117,6 +122,9 @@ class NullSinkFactory:
     def open(self) -> Sink:
         return NullSink()
 
+    def close(self) -> None:
+        pass
+
 
 class DeviceSink:
     """A sound card output through sounddevice.
@@ -131,9 +139,17 @@ class DeviceSink:
     MAX_QUEUED = 8
     LATENCY = 0.02  # seconds asked of PortAudio; "low" underruns through ALSA's pulse plugin
 
-    def __init__(self, device: int | None, name: str) -> None:
+    def __init__(
+        self,
+        device: int | None,
+        name: str,
+        *,
+        latency: float = LATENCY,
+        prefill: int = PREFILL,
+    ) -> None:
         sd = sounddevice()
         self.description = f"device:{name}"
+        self.prefill = prefill
         self.underruns = 0
         self.overruns = 0
         self._queue: collections.deque[Block] = collections.deque()
@@ -145,7 +161,7 @@ class DeviceSink:
                 samplerate=RATE,
                 channels=1,
                 dtype="float32",
-                latency=self.LATENCY,
+                latency=latency,
                 callback=self._callback,
             )
             self._stream.start()
@@ -155,7 +171,7 @@ class DeviceSink:
     def _callback(self, outdata: np.ndarray, frames: int, time: object, status: object) -> None:
         # PortAudio's thread: no locks, no logging; deque append/popleft are atomic.
         out = outdata[:, 0]
-        if not self._playing and len(self._queue) >= self.PREFILL:
+        if not self._playing and len(self._queue) >= self.prefill:
             self._playing = True
         filled = 0
         while self._playing and filled < frames:
@@ -198,14 +214,24 @@ class DeviceSinkFactory:
     def open(self) -> Sink:
         return DeviceSink(self.device, self.name)
 
+    def close(self) -> None:
+        pass
+
 
 def parse_sink(spec: str) -> SinkFactory:
-    """A sink factory from its specification: wav:PATH, device[:NAME|INDEX] or null."""
+    """A sink factory from its specification: virtual[:NAME], wav:PATH,
+    device[:NAME|INDEX] or null. Creates what must exist from the start (a virtual mic)."""
     kind, _, arg = spec.partition(":")
+    if kind == "virtual":
+        from airmic.receiver.virtual_mic import open_virtual  # libpulse, on demand
+
+        return open_virtual(arg)
     if kind == "wav" and arg:
         return WavSinkFactory(Path(arg).expanduser())
     if kind == "device":
         return DeviceSinkFactory(arg)
     if kind == "null" and not arg:
         return NullSinkFactory()
-    raise UsageError(f"unknown sink {spec!r}: use wav:PATH, device:NAME|INDEX or null")
+    raise UsageError(
+        f"unknown sink {spec!r}: use virtual[:NAME], wav:PATH, device:NAME|INDEX or null"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +47,14 @@ def free_udp_port() -> int:
 @pytest.fixture
 def udp_port() -> int:
     return free_udp_port()
+
+
+@pytest.fixture
+def pulse(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A private PulseAudio daemon for one test; its environment."""
+    from tests.pulse import private_pulseaudio
+
+    folder = tmp_path / "pulse"
+    folder.mkdir()
+    with private_pulseaudio(folder) as env:
+        yield env

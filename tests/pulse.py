@@ -23,10 +23,36 @@ set-default-source feed.monitor
 source) and `speaker` (the default output: its monitor records what was played)."""
 
 
+def record_source(source: str, path: Path) -> list[str]:
+    """The command that records `source` as a 48 kHz mono WAV (until SIGINT)."""
+    return ["parecord", f"--device={source}", "--rate=48000", "--channels=1",
+            "--format=s16le", "--file-format=wav", str(path)]  # fmt: skip
+
+
+def record_pair(first: str, second: str, path: Path) -> list[str]:
+    """The command that records two sources side by side, on one clock, as a stereo WAV.
+
+    Two parecords would start at different moments; one GStreamer pipeline timestamps both
+    on the system clock (provide-clock=false) in 2 ms pieces, so the delay between the
+    channels is the delay between the sources, to within a few ms (stop it with SIGINT)."""
+    caps = "audio/x-raw,rate=48000,channels=1,format=S16LE"
+    src = "pulsesrc provide-clock=false latency-time=2000 buffer-time=20000"
+    return (
+        f"gst-launch-1.0 -e audiointerleave name=mix ! audioconvert ! wavenc "
+        f"! filesink location={path} {src} device={first} ! {caps} ! mix. "
+        f"{src} device={second} ! {caps} ! mix."
+    ).split()
+
+
+def pactl(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(
+        ["pactl", *args], env=env, check=True, capture_output=True, text=True, timeout=30
+    ).stdout
+
+
 def record_speaker(path: Path) -> list[str]:
     """The command that records what plays into `speaker`, as a 48 kHz mono WAV."""
-    return ["parecord", "--device=speaker.monitor", "--rate=48000", "--channels=1",
-            "--format=s16le", "--file-format=wav", str(path)]  # fmt: skip
+    return record_source("speaker.monitor", path)
 
 
 @contextmanager

@@ -13,17 +13,9 @@ import soundfile
 
 from tests.audio_match import match
 from tests.processes import Process, ReceiverProcess, send
-from tests.pulse import private_pulseaudio, record_speaker
+from tests.pulse import record_speaker
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def pulse(tmp_path):
-    folder = tmp_path / "pulse"
-    folder.mkdir()
-    with private_pulseaudio(folder) as env:
-        yield env
 
 
 def test_device_to_device_through_the_network(tmp_path, udp_port, pulse, speech, speech_samples):

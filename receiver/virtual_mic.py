@@ -1,0 +1,248 @@
+"""The virtual microphone: a source named "AirMic" that every app can pick.
+
+macOS and Windows have no virtual audio device without a driver: there, `virtual` finds
+a virtual cable (BlackHole, VB-CABLE) by name and plays into its input side.
+
+On the PulseAudio server (or PipeWire's pipewire-pulse), a clocked null sink takes the
+received audio and a remap source on its monitor is the microphone apps see (a null sink
+needs `norewinds=1`, or the start of the audio is lost). Each stream plays into the null
+sink through PortAudio and ALSA's pulse plugin, so PulseAudio mixes several streams and
+delivers silence while there is none. The modules carry the tag `airmic.mic=NAME` and the
+receiver's PID: they are unloaded on exit, and after a crash the next start finds the stale
+ones and replaces them, touching no one else's.
+
+Control goes through libpulse (pulsectl). Runs on the event loop's thread, at start and
+exit only; each call blocks for a round trip to the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from airmic.common.devices import find_device, sounddevice
+from airmic.common.errors import DeviceError, UsageError
+from airmic.receiver.sinks import DeviceSink, DeviceSinkFactory, Sink, SinkFactory
+
+log = logging.getLogger(__name__)
+
+NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+PLATFORM: str = sys.platform  # a plain str: mypy would call the other OSes' code unreachable
+CABLES = {"darwin": ["BlackHole"], "win32": ["CABLE Input"]}
+"""Virtual cables by the name of their playback side; apps record from the other side."""
+CABLE_HINT = {
+    "darwin": "install BlackHole (brew install blackhole-2ch) and pick 'BlackHole 2ch' as "
+    "the microphone in apps",
+    "win32": "install VB-CABLE (vb-audio.com/Cable) and pick 'CABLE Output' as the "
+    "microphone in apps",
+}
+PULSE_HINT = (
+    "the virtual mic needs a PulseAudio or PipeWire (pipewire-pulse) server, libpulse and "
+    "ALSA's pulse plugin: 'apt-get install pulseaudio-utils libasound2-plugins'"
+)
+
+
+class NoPulseServer(DeviceError):
+    """There is no PulseAudio server to make a virtual mic on (or no libpulse to reach it)."""
+
+
+def pulse_client() -> Any:
+    """A connection to the PulseAudio server, or NoPulseServer saying what is missing."""
+    try:
+        import pulsectl
+    except (ImportError, OSError) as exc:  # OSError: libpulse itself is missing
+        raise NoPulseServer(f"cannot load libpulse ({exc}); {PULSE_HINT}") from None
+    try:
+        return pulsectl.Pulse("airmic-receive")
+    except pulsectl.PulseError:
+        raise NoPulseServer(f"no PulseAudio server is reachable; {PULSE_HINT}") from None
+
+
+@dataclass(frozen=True)
+class VirtualMic:
+    """The names of one virtual mic: `airmic` / "AirMic", or `airmic_NAME` / "AirMic (NAME)"."""
+
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.name and not NAME.fullmatch(self.name):
+            raise UsageError(
+                f"bad virtual mic name {self.name!r}: use up to 32 letters, digits, - or _"
+            )
+
+    @property
+    def source(self) -> str:
+        return f"airmic_{self.name}" if self.name else "airmic"
+
+    @property
+    def sink(self) -> str:
+        return f"{self.source}_feed"
+
+    @property
+    def description(self) -> str:
+        return f"AirMic ({self.name})" if self.name else "AirMic"
+
+    @property
+    def tag(self) -> str:
+        return f"airmic.mic={self.name or '-'}"
+
+    def create(self) -> None:
+        """Load the null sink and the remap source, after removing stale ones of this name."""
+        with pulse_client() as pulse:
+            self._remove_stale(pulse)
+            tags = f"{self.tag} airmic.pid={os.getpid()}"
+            pulse.module_load(
+                "module-null-sink",
+                f"sink_name={self.sink} rate=48000 channels=1 format=s16le norewinds=1 "
+                f"sink_properties='device.description=\"{self.description} (feed)\" {tags}'",
+            )
+            pulse.module_load(
+                "module-remap-source",
+                f"master={self.sink}.monitor source_name={self.source} channels=1 "
+                f'source_properties=\'device.description="{self.description}" '
+                f"device.icon_name=audio-input-microphone {tags}'",
+            )
+        log.info("virtual microphone %r (%s) is ready", self.description, self.source)
+
+    def remove(self) -> None:
+        """Unload this mic's modules (the source first: apps move to another one)."""
+        with pulse_client() as pulse:
+            for module in sorted(self._modules(pulse), key=lambda m: "remap" not in m.name):
+                pulse.module_unload(module.index)
+
+    def _modules(self, pulse: Any) -> list[Any]:
+        tag = re.compile(rf"(?<![\w.]){re.escape(self.tag)}(?=[\s'\"]|$)")
+        return [m for m in pulse.module_list() if tag.search(m.argument or "")]
+
+    def _remove_stale(self, pulse: Any) -> None:
+        stale = self._modules(pulse)
+        for module in stale:
+            found = re.search(r"\bairmic\.pid=(\d+)", module.argument)
+            pid = int(found.group(1)) if found else 0
+            if pid != os.getpid() and _alive(pid):
+                raise DeviceError(
+                    f"the virtual mic {self.description!r} belongs to a running receiver "
+                    f"(PID {pid}); give this one another name: --sink virtual:NAME"
+                )
+        if stale:
+            log.warning("replacing the virtual mic %r left by a receiver that died", self.source)
+        for module in sorted(stale, key=lambda m: "remap" not in m.name):
+            pulse.module_unload(module.index)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, alive
+    return True
+
+
+@contextmanager
+def _pulse_sink(sink: str) -> Iterator[None]:
+    """ALSA's pulse plugin plays to PULSE_SINK: set it while a stream opens (loop thread)."""
+    before = os.environ.get("PULSE_SINK")
+    os.environ["PULSE_SINK"] = sink
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PULSE_SINK"]
+        else:
+            os.environ["PULSE_SINK"] = before
+
+
+class VirtualMicSinkFactory:
+    """`virtual[:NAME]`: the mic exists from start to exit; each stream plays into it."""
+
+    def __init__(self, name: str) -> None:
+        self.spec = f"virtual:{name}" if name else "virtual"
+        self.mic = VirtualMic(name)
+        self.mic.create()
+        try:
+            self._device = find_device("pulse", "output")
+        except DeviceError:
+            self.mic.remove()
+            raise DeviceError(f"PortAudio has no 'pulse' device; {PULSE_HINT}") from None
+
+    def open(self) -> Sink:
+        with _pulse_sink(self.mic.sink):
+            sink = DeviceSink(self._device, self.mic.source)
+        sink.description = f"virtual:{self.mic.source}"
+        return sink
+
+    def close(self) -> None:
+        self.mic.remove()
+        log.info("virtual microphone %r removed", self.description)
+
+    @property
+    def description(self) -> str:
+        return self.mic.description
+
+
+def open_virtual(name: str) -> SinkFactory:
+    """The `virtual[:NAME]` sink of this OS."""
+    if PLATFORM == "linux":
+        return VirtualMicSinkFactory(name)
+    for cable in CABLES.get(PLATFORM, []):
+        try:
+            return DeviceSinkFactory(cable)
+        except DeviceError:
+            continue
+    hint = CABLE_HINT.get(PLATFORM, "this OS has no virtual mic support yet")
+    raise DeviceError(f"no virtual cable found: {hint} (see the README)")
+
+
+def describe_sinks() -> str:
+    """What `--list-sinks` prints: virtual mic backends, output devices, what is missing."""
+    lines = ["virtual microphone (--sink virtual[:NAME]):"]
+    lines += [f"  {line}" for line in _describe_virtual()]
+    lines.append("output devices (--sink device:NAME|INDEX):")
+    try:
+        sd = sounddevice()
+        outputs = [
+            f"  {i:3d}  {d['name']}"
+            for i, d in enumerate(sd.query_devices())
+            if d["max_output_channels"]
+        ]
+        lines += outputs or ["  none found"]
+    except DeviceError as exc:
+        lines.append(f"  unavailable: {exc}")
+    lines.append("files and tests: --sink wav:PATH, --sink null")
+    return "\n".join(lines)
+
+
+def _describe_virtual() -> list[str]:
+    if PLATFORM != "linux":
+        hint = CABLE_HINT.get(PLATFORM, "not supported on this OS yet")
+        try:
+            found = open_virtual("").spec
+        except DeviceError:
+            return [f"missing: {hint}"]
+        return [f"virtual cable: {found}"]
+    try:
+        with pulse_client() as pulse:
+            server = pulse.server_info()
+            mics = [
+                f"  {s.name}  {s.description!r}"
+                for s in pulse.source_list()
+                if "airmic.mic" in s.proplist
+            ]
+    except NoPulseServer as exc:
+        return [f"missing: {exc}"]
+    lines = [f"PulseAudio server: {server.server_name} {server.server_version}"]
+    try:
+        find_device("pulse", "output")
+    except DeviceError:
+        lines.append(f"missing: PortAudio's 'pulse' device; {PULSE_HINT}")
+    return lines + (["airmic mics on it now:", *mics] if mics else ["no airmic mic on it now"])

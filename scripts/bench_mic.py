@@ -1,0 +1,171 @@
+"""Device-to-device latency through the virtual mic, against GStreamer on the same path.
+
+On a private PulseAudio daemon, a minute of chirps (two a second) is played into the null
+sink `feed`; the sender captures its monitor, streams it over UDP on loopback, and the
+receiver plays it into the virtual mic (airmic) or a null sink (GStreamer). One recorder
+takes `feed.monitor` and the mic side by side on one clock; each chirp's delay is where it
+turns up in the second channel after the first.
+
+    .venv/bin/python scripts/bench_mic.py [--seconds 60]
+
+Prints a Markdown table; writes out/bench_mic.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from scipy.signal import chirp, correlate, find_peaks
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import free_udp_port  # noqa: E402
+from tests.pulse import pactl, private_pulseaudio, record_pair  # noqa: E402
+
+RATE = 48_000
+BIN = Path(sys.executable).parent
+CAPS = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=96"
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    sender: list[str]  # command line; {port} is filled in
+    receiver: list[str]
+    mic: str  # the source the listener records
+
+
+def setups(port: int) -> list[Setup]:
+    airmic_send = [str(BIN / "airmic-send"), "--to", f"127.0.0.1:{port}", "--input", "device:pulse"]
+    airmic_receive = [str(BIN / "airmic-receive"), "--listen", f"127.0.0.1:{port}", "-q"]
+
+    def gst_send(frame_ms: int, buffer_us: int, extra: str = "") -> list[str]:
+        return (
+            f"gst-launch-1.0 pulsesrc device=feed.monitor buffer-time={buffer_us} "
+            f"latency-time={buffer_us // 4} ! audio/x-raw,rate=48000,channels=1 ! audioconvert "
+            f"! opusenc frame-size={frame_ms} {extra} ! rtpopuspay "
+            f"! udpsink host=127.0.0.1 port={port}"
+        ).split()
+
+    def gst_receive(latency_ms: int, buffer_us: int) -> list[str]:
+        return (
+            f"gst-launch-1.0 udpsrc address=127.0.0.1 port={port} caps={CAPS} "
+            f"! rtpjitterbuffer latency={latency_ms} ! rtpopusdepay ! opusdec ! audioconvert "
+            f"! pulsesink device=gstout buffer-time={buffer_us} latency-time={buffer_us // 4}"
+        ).split()
+
+    return [
+        Setup("airmic default", airmic_send, [*airmic_receive, "--sink", "virtual"], "airmic"),
+        Setup(
+            "airmic low latency",
+            [*airmic_send, "--frame-ms", "5", "--low-latency"],
+            [*airmic_receive, "--sink", "virtual", "--latency", "low"],
+            "airmic",
+        ),
+        Setup(
+            "GStreamer default", gst_send(20, 200_000), gst_receive(200, 200_000), "gstout.monitor"
+        ),
+        Setup(
+            "GStreamer tuned",
+            gst_send(5, 20_000, "audio-type=restricted-lowdelay"),
+            gst_receive(10, 20_000),
+            "gstout.monitor",
+        ),
+    ]
+
+
+def chirps(seconds: float, folder: Path) -> tuple[Path, np.ndarray]:
+    """A 40 ms chirp every half second (after a second of silence); the file and the chirp."""
+    t = np.arange(int(0.04 * RATE)) / RATE
+    one = (0.5 * chirp(t, 300, t[-1], 6000) * np.hanning(len(t))).astype(np.float32)
+    signal_ = np.zeros(int((seconds + 1.5) * RATE), dtype=np.float32)
+    for start in range(RATE, len(signal_) - RATE // 2, RATE // 2):
+        signal_[start : start + len(one)] = one
+    path = folder / "chirps.wav"
+    soundfile.write(path, signal_, RATE, subtype="PCM_16")
+    return path, one
+
+
+def onsets(audio: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """Where the chirps start, in samples."""
+    score = correlate(audio, template, mode="valid", method="fft")
+    peaks, _ = find_peaks(score, height=0.3 * score.max(), distance=RATE // 4)
+    return peaks
+
+
+def measure(setup: Setup, sound: Path, template: np.ndarray, pulse, folder: Path) -> np.ndarray:
+    pair = folder / "pair.wav"
+    recorder = subprocess.Popen(
+        record_pair("feed.monitor", setup.mic, pair),
+        env=pulse,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert recorder.stdout is not None
+    while "PLAYING" not in recorder.stdout.readline():
+        pass
+    receiver = subprocess.Popen(setup.receiver, env=pulse, stderr=subprocess.DEVNULL)
+    time.sleep(2.0)  # start-up: imports, the virtual mic
+    sender = subprocess.Popen(setup.sender, env=pulse, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    subprocess.run(["paplay", "--device=feed", str(sound)], env=pulse, check=True)
+    time.sleep(0.5)
+    for process in (sender, receiver, recorder):
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    both = soundfile.read(pair, dtype="float32")[0]
+    played, heard = onsets(both[:, 0], template), onsets(both[:, 1], template)
+    delays = []
+    for start in played:
+        later = heard[(heard >= start) & (heard < start + RATE // 2)]
+        if len(later):
+            delays.append((later[0] - start) / RATE * 1000)
+    return np.array(delays)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of the chirp track")
+    parser.add_argument("--out", type=Path, default=ROOT / "out")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp, private_pulseaudio(Path(tmp)) as pulse:
+        folder = Path(tmp)
+        pactl(pulse, "load-module", "module-null-sink", "sink_name=gstout", "rate=48000",
+              "channels=1", "format=s16le", "norewinds=1")  # fmt: skip
+        sound, template = chirps(args.seconds, folder)
+        expected = int(args.seconds * 2)
+        for setup in setups(free_udp_port()):
+            print(f"{setup.name}…", file=sys.stderr)
+            delays = measure(setup, sound, template, pulse, folder)
+            results[setup.name] = {
+                "median_ms": float(np.median(delays)) if len(delays) else None,
+                "p95_ms": float(np.percentile(delays, 95)) if len(delays) else None,
+                "found": len(delays),
+                "expected": expected,
+            }
+    print("\n| set-up | latency median | p95 | chirps found |")
+    print("|---|---:|---:|---:|")
+    for name, r in results.items():
+        median = "n/a" if r["median_ms"] is None else f"{r['median_ms']:.1f} ms"
+        p95 = "n/a" if r["p95_ms"] is None else f"{r['p95_ms']:.1f} ms"
+        print(f"| {name} | {median} | {p95} | {r['found']}/{r['expected']} |")
+    (args.out / "bench_mic.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

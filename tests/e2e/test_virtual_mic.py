@@ -1,0 +1,128 @@
+"""The virtual microphone, on a private PulseAudio daemon: made by the receiver, recorded
+from with parecord as any app would, removed on exit, recovered after a kill."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile
+
+from tests.audio_match import match
+from tests.conftest import command, free_udp_port
+from tests.processes import Process, ReceiverProcess, send
+from tests.pulse import pactl, record_pair, record_source
+
+pytestmark = pytest.mark.e2e
+
+
+def sources(env) -> list[str]:
+    return [line.split("\t")[1] for line in pactl(env, "list", "sources", "short").splitlines()]
+
+
+def airmic_modules(env) -> list[str]:
+    return [m for m in pactl(env, "list", "modules", "short").splitlines() if "airmic" in m]
+
+
+def receiver_in(tmp_path, name: str, port: int, env, sink: str = "virtual") -> ReceiverProcess:
+    folder = tmp_path / name
+    folder.mkdir()
+    receiver = ReceiverProcess(folder, port, idle=None, sinks=(sink,), env=env)
+    receiver.wait_for("is ready")
+    return receiver
+
+
+def test_the_mic_appears_delivers_silence_then_the_stream(tmp_path, udp_port, pulse, speech):
+    receiver = receiver_in(tmp_path, "receiver", udp_port, pulse)
+    listing = pactl(pulse, "list", "sources")
+    assert "Name: airmic\n" in listing and "Description: AirMic\n" in listing
+    recorded = tmp_path / "mic.wav"
+    recorder = Process(record_source("airmic", recorded), tmp_path, "parecord", pulse)
+    subprocess.run(["sleep", "1"], check=True)  # no sender yet: the mic delivers silence
+    sender = send(udp_port, "--input", f"file:{speech}", folder=tmp_path)
+    assert sender.wait() == 0, sender.stderr
+    subprocess.run(["sleep", "0.5"], check=True)
+    recorder.stop()
+    assert receiver.stop() == 0, receiver.stderr
+    assert airmic_modules(pulse) == []  # removed on exit
+    assert "airmic" not in sources(pulse)
+
+    speech_samples = soundfile.read(speech, dtype="float32")[0]
+    out = soundfile.read(recorded, dtype="float32")[0]
+    result = match(speech_samples, out)
+    print(f"\nrecorded from the virtual mic: correlation {result.correlation:.4f}")
+    assert result.correlation >= 0.95 and result.longest_gap == 0
+    assert result.lag > 0.8 * 48_000 and not out[: result.lag - 4800].any()  # silence first
+
+
+def test_device_to_device_latency(tmp_path, udp_port, pulse, speech, speech_samples):
+    """speech ─paplay─► `feed` ─► airmic-send --input device:pulse ─UDP─► airmic-receive
+    --sink virtual ─► `airmic` mic; both ends recorded side by side to measure the delay."""
+    receiver = receiver_in(tmp_path, "receiver", udp_port, pulse)
+    pair = tmp_path / "pair.wav"
+    recorder = Process(record_pair("feed.monitor", "airmic", pair), tmp_path, "gst", pulse)
+    recorder.wait_for("PLAYING")
+    sender = send(udp_port, "--input", "device:pulse", folder=tmp_path, env=pulse)
+    sender.wait_for("sending")
+    subprocess.run(["paplay", "--device=feed", str(speech)], env=pulse, check=True, timeout=60)
+    subprocess.run(["sleep", "0.5"], check=True)
+    assert sender.stop() == 0, sender.stderr
+    assert recorder.stop(signal.SIGINT) == 0, recorder.stderr
+    assert receiver.stop() == 0, receiver.stderr
+
+    both = soundfile.read(pair, dtype="float32")[0]
+    played, heard = both[:, 0], both[:, 1]
+    assert match(speech_samples, played).correlation > 0.99
+    result = match(played, heard)
+    latency_ms = result.lag / 48
+    print(f"\ndevice to device through the virtual mic: {latency_ms:.1f} ms, "
+          f"correlation {result.correlation:.4f}")  # fmt: skip
+    assert result.correlation >= 0.9 and result.longest_gap <= 1
+    assert 0 < latency_ms < 300  # the mic comes after the input, and not by a whole buffer
+
+
+def test_after_a_kill_a_restart_leaves_exactly_one_mic(tmp_path, pulse):
+    killed = receiver_in(tmp_path, "killed", free_udp_port(), pulse)
+    killed.stop(signal.SIGKILL)
+    assert sources(pulse).count("airmic") == 1  # left behind
+    restarted = receiver_in(tmp_path, "restarted", free_udp_port(), pulse)
+    assert "replacing the virtual mic" in restarted.stderr
+    assert sources(pulse).count("airmic") == 1
+    assert len(airmic_modules(pulse)) == 2  # its null sink and its source, nothing more
+    assert restarted.stop() == 0
+    assert airmic_modules(pulse) == []
+
+
+def test_two_receivers_get_their_own_mics(tmp_path, pulse, speech, speech_samples):
+    ports = free_udp_port(), free_udp_port()
+    kitchen = receiver_in(tmp_path, "kitchen", ports[0], pulse, "virtual:kitchen")
+    hall = receiver_in(tmp_path, "hall", ports[1], pulse, "virtual:hall")
+    listing = pactl(pulse, "list", "sources")
+    assert "Description: AirMic (kitchen)" in listing and "Description: AirMic (hall)" in listing
+    # The same name twice is refused: the mic belongs to a running receiver.
+    args = ["--listen", f"127.0.0.1:{free_udp_port()}", "--sink", "virtual:hall"]
+    twin = Process([command("airmic-receive"), *args], tmp_path, "twin", pulse)
+    assert twin.wait() == 1 and "belongs to a running receiver" in twin.stderr
+
+    recordings = {n: tmp_path / f"{n}.wav" for n in ("kitchen", "hall")}
+    recorders = [
+        Process(record_source(f"airmic_{n}", path), tmp_path, f"rec-{n}", pulse)
+        for n, path in recordings.items()
+    ]
+    senders = [
+        send(ports[0], "--input", f"file:{speech}", folder=tmp_path, name="s1"),
+        send(ports[1], "--input", "tone:440", "--duration", "3", folder=tmp_path, name="s2"),
+    ]
+    for sender in senders:
+        assert sender.wait() == 0, sender.stderr
+    subprocess.run(["sleep", "0.5"], check=True)
+    for process in [*recorders, kitchen, hall]:
+        process.stop()
+
+    kitchen_audio = soundfile.read(recordings["kitchen"], dtype="float32")[0]
+    assert match(speech_samples, kitchen_audio).correlation >= 0.95
+    hall_audio = soundfile.read(recordings["hall"], dtype="float32")[0]
+    spectrum = np.abs(np.fft.rfft(hall_audio))
+    assert abs(np.argmax(spectrum) * 48_000 / len(hall_audio) - 440) < 2  # the tone, alone
