@@ -6,8 +6,8 @@ a virtual cable (BlackHole, VB-CABLE) by name and plays into its input side.
 On the PulseAudio server (or PipeWire's pipewire-pulse), a clocked null sink takes the
 received audio and a remap source on its monitor is the microphone apps see (a null sink
 needs `norewinds=1`, or the start of the audio is lost). Each stream plays into the null
-sink through PortAudio and ALSA's pulse plugin, so PulseAudio mixes several streams and
-delivers silence while there is none. The modules carry the tag `airmic.mic=NAME` and the
+sink through libpulse (`airmic.receiver.pulse_sink`), so PulseAudio mixes several streams
+and delivers silence while there is none. The modules carry the tag `airmic.mic=NAME` and the
 receiver's PID: they are unloaded on exit, and after a crash the next start finds the stale
 ones and replaces them, touching no one else's.
 
@@ -21,14 +21,13 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from airmic.common.devices import find_device, sounddevice
+from airmic.common.devices import sounddevice
 from airmic.common.errors import DeviceError, UsageError
-from airmic.receiver.sinks import DeviceSink, DeviceSinkFactory, Sink, SinkFactory
+from airmic.receiver.pulse_sink import PulseSink
+from airmic.receiver.sinks import DeviceSinkFactory, Sink, SinkFactory
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +42,8 @@ CABLE_HINT = {
     "microphone in apps",
 }
 PULSE_HINT = (
-    "the virtual mic needs a PulseAudio or PipeWire (pipewire-pulse) server, libpulse and "
-    "ALSA's pulse plugin: 'apt-get install pulseaudio-utils libasound2-plugins'"
+    "the virtual mic needs a PulseAudio or PipeWire (pipewire-pulse) server and libpulse: "
+    "'apt-get install libpulse0'"
 )
 
 
@@ -148,20 +147,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@contextmanager
-def _pulse_sink(sink: str) -> Iterator[None]:
-    """ALSA's pulse plugin plays to PULSE_SINK: set it while a stream opens (loop thread)."""
-    before = os.environ.get("PULSE_SINK")
-    os.environ["PULSE_SINK"] = sink
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["PULSE_SINK"]
-        else:
-            os.environ["PULSE_SINK"] = before
-
-
 class VirtualMicSinkFactory:
     """`virtual[:NAME]`: the mic exists from start to exit; each stream plays into it."""
 
@@ -169,15 +154,9 @@ class VirtualMicSinkFactory:
         self.spec = f"virtual:{name}" if name else "virtual"
         self.mic = VirtualMic(name)
         self.mic.create()
-        try:
-            self._device = find_device("pulse", "output")
-        except DeviceError:
-            self.mic.remove()
-            raise DeviceError(f"PortAudio has no 'pulse' device; {PULSE_HINT}") from None
 
     def open(self) -> Sink:
-        with _pulse_sink(self.mic.sink):
-            sink = DeviceSink(self._device, self.mic.source)
+        sink = PulseSink(self.mic.sink, f"{self.mic.description} stream")
         sink.description = f"virtual:{self.mic.source}"
         return sink
 
@@ -241,8 +220,4 @@ def _describe_virtual() -> list[str]:
     except NoPulseServer as exc:
         return [f"missing: {exc}"]
     lines = [f"PulseAudio server: {server.server_name} {server.server_version}"]
-    try:
-        find_device("pulse", "output")
-    except DeviceError:
-        lines.append(f"missing: PortAudio's 'pulse' device; {PULSE_HINT}")
     return lines + (["airmic mics on it now:", *mics] if mics else ["no airmic mic on it now"])

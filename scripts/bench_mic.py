@@ -106,6 +106,8 @@ def onsets(audio: np.ndarray, template: np.ndarray) -> np.ndarray:
 
 def measure(setup: Setup, sound: Path, template: np.ndarray, pulse, folder: Path) -> np.ndarray:
     pair = folder / "pair.wav"
+    receiver = subprocess.Popen(setup.receiver, env=pulse, stderr=subprocess.DEVNULL)
+    time.sleep(2.0)  # start-up: imports, the virtual mic
     recorder = subprocess.Popen(
         record_pair("feed.monitor", setup.mic, pair),
         env=pulse,
@@ -116,8 +118,6 @@ def measure(setup: Setup, sound: Path, template: np.ndarray, pulse, folder: Path
     assert recorder.stdout is not None
     while "PLAYING" not in recorder.stdout.readline():
         pass
-    receiver = subprocess.Popen(setup.receiver, env=pulse, stderr=subprocess.DEVNULL)
-    time.sleep(2.0)  # start-up: imports, the virtual mic
     sender = subprocess.Popen(setup.sender, env=pulse, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
     subprocess.run(["paplay", "--device=feed", str(sound)], env=pulse, check=True)

@@ -3,6 +3,7 @@ from with parecord as any app would, removed on exit, recovered after a kill."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 
@@ -126,3 +127,23 @@ def test_two_receivers_get_their_own_mics(tmp_path, pulse, speech, speech_sample
     hall_audio = soundfile.read(recordings["hall"], dtype="float32")[0]
     spectrum = np.abs(np.fft.rfft(hall_audio))
     assert abs(np.argmax(spectrum) * 48_000 / len(hall_audio) - 440) < 2  # the tone, alone
+
+
+def test_list_sinks_shows_the_server_and_its_mics(tmp_path, udp_port, pulse):
+    receiver = receiver_in(tmp_path, "receiver", udp_port, pulse, "virtual:den")
+    listing = subprocess.run(
+        [command("airmic-receive"), "--list-sinks"], env=pulse, capture_output=True, text=True
+    )
+    receiver.stop()
+    assert listing.returncode == 0
+    assert "PulseAudio server: pulseaudio" in listing.stdout
+    assert "airmic_den  'AirMic (den)'" in listing.stdout
+
+
+def test_without_a_server_the_virtual_mic_says_what_is_missing(tmp_path, udp_port):
+    env = {**os.environ, "PULSE_SERVER": f"unix:{tmp_path}/nothing-here"}
+    args = ["--listen", f"127.0.0.1:{udp_port}", "--sink", "virtual"]
+    receiver = Process([command("airmic-receive"), *args], tmp_path, "receiver", env)
+    assert receiver.wait() == 1
+    assert "no PulseAudio server is reachable" in receiver.stderr
+    assert "apt-get install" in receiver.stderr and "Traceback" not in receiver.stderr
