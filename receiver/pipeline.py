@@ -27,9 +27,6 @@ from airmic.receiver.transport import listen
 
 log = logging.getLogger(__name__)
 
-BLOCK = 480
-"""Playout block: 10 ms."""
-
 
 @dataclass
 class ReceiverConfig:
@@ -41,6 +38,7 @@ class ReceiverConfig:
     stats_json: Path | None = None
     max_streams: int = 16
     clock_ppm: float = 0.0  # rate error of the paced clock, to test drift correction
+    block: int = 480  # the playout clock's beat: 10 ms; 5 ms for the lowest latency
 
 
 @dataclass
@@ -55,14 +53,14 @@ class Receiver:
     def _open_session(self, key: StreamKey, now: float) -> Session:
         (host, port), ssrc = key
         name = f"{host}:{port}/{ssrc:08x}"
-        sinks = [factory.open() for factory in self.config.sinks]
+        sinks = [factory.open(self.config.block) for factory in self.config.sinks]
         log.info("stream %s started -> %s", name, ", ".join(s.description for s in sinks))
         return Session(name, Playout(self.config.latency), sinks, now)
 
     def tick(self, now: float) -> None:
         """The playout clock's beat: the block that plays from `now` on, for each stream."""
         for key, session in list(self.demux.sessions.items()):
-            session.play(now, BLOCK)
+            session.play(now, self.config.block)
             if now - session.last_packet > self.config.stream_timeout:
                 self.end_stream(key)
 
@@ -127,12 +125,12 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
 
 
 async def _playout(receiver: Receiver, stop: asyncio.Event, start: float) -> None:
-    """A paced clock for the file and null sinks: block k plays at start + k * 10 ms (or a
+    """A paced clock for the file and null sinks: block k plays at start + k * block (or a
     little faster or slower, with `clock_ppm`, as a sound card's crystal would), whenever
     the loop gets to it; a late wake-up plays the blocks it missed, so it never slips."""
     loop = asyncio.get_running_loop()
     idle_limit = receiver.config.exit_after_idle
-    beat = BLOCK / RATE / (1 + receiver.config.clock_ppm * 1e-6)
+    beat = receiver.config.block / RATE / (1 + receiver.config.clock_ppm * 1e-6)
     k = 0
     while not stop.is_set():
         now = start + k * beat

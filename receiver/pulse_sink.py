@@ -18,7 +18,6 @@ from airmic.common.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
-BUFFER = 0.01  # seconds the server holds: its clock takes them at its own pace
 MAX_QUEUED = 8  # blocks waiting for the writer; more means the server stalled
 
 
@@ -27,17 +26,17 @@ class PulseSink:
 
     `write` runs on the event loop's thread and never blocks: it queues the block. A writer
     thread hands blocks to the server; `pa_simple_write` blocks while the server's buffer
-    (BUFFER) is full, so the server's clock paces it. If the queue runs dry the server plays
+    (one `block`) is full, so the server's clock paces it. If the queue runs dry the server plays
     what it holds, then pauses until a buffer's worth has come again (prebuf).
     """
 
-    def __init__(self, device: str, name: str) -> None:
+    def __init__(self, device: str, name: str, block: int) -> None:
         import pasimple
 
         self.description = f"pulse:{device}"
         self.overruns = 0
         self.failed: str | None = None
-        size = round(BUFFER * RATE) * 4
+        size = block * 4  # float32
         try:
             self._stream = pasimple.PaSimple(
                 pasimple.PA_STREAM_PLAYBACK,

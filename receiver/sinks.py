@@ -33,11 +33,12 @@ class Sink(Protocol):
 
 
 class SinkFactory(Protocol):
-    """Opens one sink of its kind for each stream; closed when the receiver exits."""
+    """Opens one sink of its kind for each stream, which will be written `block` samples at
+    a time; closed when the receiver exits."""
 
     spec: str
 
-    def open(self) -> Sink: ...
+    def open(self, block: int) -> Sink: ...
 
     def close(self) -> None: ...
 
@@ -89,7 +90,7 @@ class WavSinkFactory:
         if not path.parent.is_dir():
             raise UsageError(f"cannot write {path}: no folder {path.parent}")
 
-    def open(self) -> Sink:
+    def open(self, block: int) -> Sink:
         self._opened += 1
         path = self.path
         if self._opened > 1:
@@ -119,7 +120,7 @@ class NullSink:
 class NullSinkFactory:
     spec = "null"
 
-    def open(self) -> Sink:
+    def open(self, block: int) -> Sink:
         return NullSink()
 
     def close(self) -> None:
@@ -211,7 +212,7 @@ class DeviceSinkFactory:
         self.device = find_device(spec, "output")  # fail at start-up, not at the first stream
         self.name = spec or "default"
 
-    def open(self) -> Sink:
+    def open(self, block: int) -> Sink:
         return DeviceSink(self.device, self.name)
 
     def close(self) -> None:

@@ -155,8 +155,8 @@ class VirtualMicSinkFactory:
         self.mic = VirtualMic(name)
         self.mic.create()
 
-    def open(self) -> Sink:
-        sink = PulseSink(self.mic.sink, f"{self.mic.description} stream")
+    def open(self, block: int) -> Sink:
+        sink = PulseSink(self.mic.sink, f"{self.mic.description} stream", block)
         sink.description = f"virtual:{self.mic.source}"
         return sink
 

@@ -1,7 +1,8 @@
 """Device-to-device latency through the virtual mic, against GStreamer on the same path.
 
 On a private PulseAudio daemon, a minute of chirps (two a second) is played into the null
-sink `feed`; the sender captures its monitor, streams it over UDP on loopback, and the
+sink `feed`; the sender captures its monitor (through libpulse, or PortAudio with
+`--input device:pulse`), streams it over UDP on loopback, and the
 receiver plays it into the virtual mic (airmic) or a null sink (GStreamer). One recorder
 takes `feed.monitor` and the mic side by side on one clock; each chirp's delay is where it
 turns up in the second channel after the first.
@@ -46,8 +47,8 @@ class Setup:
     mic: str  # the source the listener records
 
 
-def setups(port: int) -> list[Setup]:
-    airmic_send = [str(BIN / "airmic-send"), "--to", f"127.0.0.1:{port}", "--input", "device:pulse"]
+def setups(port: int, capture: str) -> list[Setup]:
+    airmic_send = [str(BIN / "airmic-send"), "--to", f"127.0.0.1:{port}", "--input", capture]
     airmic_receive = [str(BIN / "airmic-receive"), "--listen", f"127.0.0.1:{port}", "-q"]
 
     def gst_send(frame_ms: int, buffer_us: int, extra: str = "") -> list[str]:
@@ -138,6 +139,12 @@ def measure(setup: Setup, sound: Path, template: np.ndarray, pulse, folder: Path
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the chirp track")
+    parser.add_argument(
+        "--input",
+        default="pulse:feed.monitor",
+        help="airmic-send's capture: pulse:feed.monitor (libpulse) or device:pulse (PortAudio)",
+    )
+    parser.add_argument("--only", help="run only the set-ups whose name contains this")
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +155,9 @@ def main() -> int:
               "channels=1", "format=s16le", "norewinds=1")  # fmt: skip
         sound, template = chirps(args.seconds, folder)
         expected = int(args.seconds * 2)
-        for setup in setups(free_udp_port()):
+        for setup in setups(free_udp_port(), args.input):
+            if args.only and args.only not in setup.name:
+                continue
             print(f"{setup.name}…", file=sys.stderr)
             delays = measure(setup, sound, template, pulse, folder)
             results[setup.name] = {

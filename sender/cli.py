@@ -21,12 +21,14 @@ from airmic.sender.pipeline import SenderConfig, run_sender
 
 EXAMPLES = f"""\
 inputs:
+  pulse[:SOURCE]      a PulseAudio/PipeWire source, through libpulse: the lowest latency on
+                      Linux; 'pulse' alone is the server's default (pactl list sources short)
   device:NAME|INDEX   a sound card input (see --list-devices); 'device' alone is the default
   file:PATH           a WAV, FLAC or OGG file, streamed in real time, then the sender exits
   tone:FREQ           a sine wave, for checking a set-up
 
 examples:
-  airmic-send --to 192.168.1.20 --input device:default
+  airmic-send --to 192.168.1.20
       stream the default microphone to the receiver on 192.168.1.20, port {DEFAULT_PORT}
   airmic-send --to 127.0.0.1:{DEFAULT_PORT} --input file:speech.wav --loop
       stream a file again and again (Ctrl-C stops)
@@ -55,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-i",
         "--input",
         metavar="SPEC",
-        default="device:default",
-        help="what to send: device:NAME|INDEX, file:PATH or tone:FREQ "
-        "(default: the default input device)",
+        default=None,
+        help="what to send: pulse[:SOURCE], device:NAME|INDEX, file:PATH or tone:FREQ "
+        "(default: the PulseAudio server's default source where there is one, else the "
+        "default input device)",
     )
     parser.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
     parser.add_argument("--loop", action="store_true", help="repeat a file input until stopped")

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SenderConfig:
     to: tuple[str, int]
-    input: str = "device:default"
+    input: str | None = None  # None: the PulseAudio default source, else the default device
     opus: OpusConfig = field(default_factory=OpusConfig)
     loop: bool = False
     payload_type: int = DEFAULT_PAYLOAD_TYPE

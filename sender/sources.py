@@ -1,4 +1,5 @@
-"""Where the sender's audio comes from: a sound device, a file, or a test tone.
+"""Where the sender's audio comes from: a sound device, a PulseAudio source, a file, or a
+test tone.
 
 Each source is an async iterator of float32 mono blocks at 48 kHz. A device delivers them in
 real time, paced by its own clock (`clocked`); a file or a tone delivers them as fast as they
@@ -20,6 +21,7 @@ import soxr
 from airmic.common.audio import RATE, Block
 from airmic.common.devices import find_device, sounddevice
 from airmic.common.errors import DeviceError, SourceError, UsageError
+from airmic.sender.pulse_source import PulseSource
 
 
 class Source(Protocol):
@@ -144,9 +146,18 @@ class DeviceSource:
                 yield await queue.get()
 
 
-def open_source(spec: str, block: int, loop: bool = False) -> Source:
-    """A source from its specification: device:NAME|INDEX, file:PATH or tone:FREQ."""
+def open_source(spec: str | None, block: int, loop: bool = False) -> Source:
+    """A source from its specification: device:NAME|INDEX, pulse[:SOURCE], file:PATH or
+    tone:FREQ; None is the PulseAudio server's default source where there is a server (its
+    lowest-latency path), else the default input device."""
+    if spec is None:
+        try:
+            return PulseSource("")
+        except DeviceError:
+            spec = "device:default"
     kind, _, arg = spec.partition(":")
+    if kind == "pulse":
+        return PulseSource(arg)
     if kind == "tone":
         try:
             return ToneSource(float(arg or 440), block)
@@ -156,4 +167,6 @@ def open_source(spec: str, block: int, loop: bool = False) -> Source:
         return FileSource(Path(arg).expanduser(), block, loop)
     if kind == "device":
         return DeviceSource(arg, block)
-    raise UsageError(f"unknown input {spec!r}: use device:NAME|INDEX, file:PATH or tone:FREQ")
+    raise UsageError(
+        f"unknown input {spec!r}: use device:NAME|INDEX, pulse[:SOURCE], file:PATH or tone:FREQ"
+    )

@@ -58,14 +58,16 @@ def test_the_mic_appears_delivers_silence_then_the_stream(tmp_path, udp_port, pu
     assert result.lag > 0.8 * 48_000 and not out[: result.lag - 4800].any()  # silence first
 
 
-def test_device_to_device_latency(tmp_path, udp_port, pulse, speech, speech_samples):
-    """speech ─paplay─► `feed` ─► airmic-send --input device:pulse ─UDP─► airmic-receive
-    --sink virtual ─► `airmic` mic; both ends recorded side by side to measure the delay."""
+@pytest.mark.parametrize("capture", ["device:pulse", "pulse:feed.monitor"])
+def test_device_to_device_latency(tmp_path, udp_port, pulse, speech, speech_samples, capture):
+    """speech ─paplay─► `feed` ─► airmic-send --input CAPTURE ─UDP─► airmic-receive
+    --sink virtual ─► `airmic` mic; both ends recorded side by side to measure the delay.
+    CAPTURE: PortAudio through ALSA's pulse plugin, or libpulse directly."""
     receiver = receiver_in(tmp_path, "receiver", udp_port, pulse)
     pair = tmp_path / "pair.wav"
     recorder = Process(record_pair("feed.monitor", "airmic", pair), tmp_path, "gst", pulse)
     recorder.wait_for("PLAYING")
-    sender = send(udp_port, "--input", "device:pulse", folder=tmp_path, env=pulse)
+    sender = send(udp_port, "--input", capture, folder=tmp_path, env=pulse)
     sender.wait_for("sending")
     subprocess.run(["paplay", "--device=feed", str(speech)], env=pulse, check=True, timeout=60)
     subprocess.run(["sleep", "0.5"], check=True)
@@ -78,7 +80,7 @@ def test_device_to_device_latency(tmp_path, udp_port, pulse, speech, speech_samp
     assert match(speech_samples, played).correlation > 0.99
     result = match(played, heard)
     latency_ms = result.lag / 48
-    print(f"\ndevice to device through the virtual mic: {latency_ms:.1f} ms, "
+    print(f"\n{capture} to the virtual mic: {latency_ms:.1f} ms, "
           f"correlation {result.correlation:.4f}")  # fmt: skip
     assert result.correlation >= 0.9 and result.longest_gap <= 1
     assert 0 < latency_ms < 300  # the mic comes after the input, and not by a whole buffer
