@@ -107,7 +107,8 @@ def onsets(audio: np.ndarray, template: np.ndarray) -> np.ndarray:
 
 def measure(setup: Setup, sound: Path, template: np.ndarray, pulse, folder: Path) -> np.ndarray:
     pair = folder / "pair.wav"
-    receiver = subprocess.Popen(setup.receiver, env=pulse, stderr=subprocess.DEVNULL)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    receiver = subprocess.Popen(setup.receiver, env=pulse, **quiet)
     time.sleep(2.0)  # start-up: imports, the virtual mic
     recorder = subprocess.Popen(
         record_pair("feed.monitor", setup.mic, pair),
@@ -119,7 +120,7 @@ def measure(setup: Setup, sound: Path, template: np.ndarray, pulse, folder: Path
     assert recorder.stdout is not None
     while "PLAYING" not in recorder.stdout.readline():
         pass
-    sender = subprocess.Popen(setup.sender, env=pulse, stderr=subprocess.DEVNULL)
+    sender = subprocess.Popen(setup.sender, env=pulse, **quiet)
     time.sleep(1.0)
     subprocess.run(["paplay", "--device=feed", str(sound)], env=pulse, check=True)
     time.sleep(0.5)

@@ -149,3 +149,10 @@ def test_without_a_server_the_virtual_mic_says_what_is_missing(tmp_path, udp_por
     assert receiver.wait() == 1
     assert "no PulseAudio server is reachable" in receiver.stderr
     assert "apt-get install" in receiver.stderr and "Traceback" not in receiver.stderr
+
+
+def test_a_missing_pulse_source_is_a_clear_error(tmp_path, udp_port, pulse):
+    sender = send(udp_port, "--input", "pulse:no.such.source", folder=tmp_path, env=pulse)
+    assert sender.wait() == 1
+    assert "cannot record from PulseAudio source 'no.such.source'" in sender.stderr
+    assert "Traceback" not in sender.stderr
