@@ -70,6 +70,7 @@ class Playout:
         self._concealing = False
         self._block = 480  # the sink's pull size, once known
         self._missed = 0  # packets the network lost: for good, or repaired by a later copy
+        self.waiting = False  # the last frame was silence while nothing came: not the stream
 
     def push(self, packet: MediaPacket, now: float) -> None:
         """A packet arrived at `now`."""
@@ -121,6 +122,7 @@ class Playout:
 
     def _next_frame(self, now: float) -> bool:
         frame = self.jitter.pop(now)
+        self.waiting = frame is not None and frame.kind is FrameKind.WAIT
         missed = self.jitter.stats.lost + self.jitter.stats.repaired  # lost by the network
         if missed > self._missed:
             self.delay.lose(now, missed - self._missed)

@@ -38,7 +38,9 @@ class Session:
     def play(self, now: float, samples: int) -> None:
         """Give each sink the `samples` that play from `now` on (the sink clock's beat)."""
         block = self.playout.pull(samples, now)
-        if block is None:
+        if block is None or (self.playout.waiting and not block.any()):
+            # Idle, or silence while the network is late: a file keeps it only if the
+            # stream goes on, so a stream that stopped does not end in silence.
             for sink in self.sinks:
                 sink.idle(samples)
             return

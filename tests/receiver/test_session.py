@@ -160,3 +160,14 @@ def test_a_stream_needs_two_packets_in_sequence_to_start():
     assert not harness.demux.sessions
     harness.run([(0.0, packets[3], ADDR)], until=0.1)
     assert list(harness.sinks) == [0xABC]
+
+
+def test_a_stream_that_stops_does_not_end_in_silence(speech_samples):
+    harness = Harness()
+    packets = datagrams(speech_samples[: 48_000 * 2])
+    harness.run([(i * 0.01, p, ADDR) for i, p in enumerate(packets)], until=3.0)
+    sink = harness.sinks[0xABC]
+    tail = sink.audio[-2400:]  # the last 50 ms written: the end of the stream, concealed
+    assert len(sink.audio) <= 48_000 * 2 + 0.1 * 48_000  # its audio, the delay, concealment
+    assert tail.any()
+    assert sink.idle_samples >= 0.3 * 48_000  # the wait for more, then the idle time
