@@ -31,6 +31,10 @@ MAX_CORRECTION = 0.002  # the delay is steered by 0.2 % at most
 MAX_DRIFT = 0.003  # clocks further apart than 3000 ppm are not followed
 QUIET_DB = -45.0  # a frame this quiet may be dropped or doubled without being heard
 STEP_GAP = 0.1  # seconds between two drops or inserts
+BLOCK = 240
+"""The receiver's playout beat: 5 ms. The buffer's least delay is one block (a packet must be
+there when the pull that plays it comes), so a short block is low latency; its cost, 200
+wake-ups a second, did not show in CPU use (scripts/bench_cpu.py)."""
 LOSSY = 0.005  # above this share of lost packets, wait one frame more, for FEC or copies
 
 
@@ -68,7 +72,7 @@ class Playout:
         self.malformed = 0
         self.wait_log: list[float] | None = None  # every packet's wait, when a list is given
         self._concealing = False
-        self._block = 480  # the sink's pull size, once known
+        self._block = BLOCK  # the sink's pull size, once known
         self._missed = 0  # packets the network lost: for good, or repaired by a later copy
         self.waiting = False  # the last frame was silence while nothing came: not the stream
 

@@ -1,6 +1,7 @@
 """A paced sink on a virtual clock: plays a packet trace through a `Playout` in simulated
-time, pulling 10 ms blocks at the sink's own rate (with a settable clock error), as fast as
-the CPU allows. For tests and benchmarks: hours of network in seconds, the same every run.
+time, pulling blocks (5 ms, as the receiver does) at the sink's own rate (with a settable
+clock error), as fast as the CPU allows. For tests and benchmarks: hours of network in
+seconds, the same every run.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from airmic.common.audio import RATE, Block
-from airmic.common.playout import Playout
+from airmic.common.playout import BLOCK, Playout
 from airmic.common.rtp import MediaPacket
 
 
@@ -18,7 +19,7 @@ def play_trace(
     playout: Playout,
     arrivals: Sequence[tuple[float, MediaPacket]],
     *,
-    block: int = 480,
+    block: int = BLOCK,
     sink_ppm: float = 0.0,
     on_block: Callable[[float, Playout], None] | None = None,
 ) -> Block:

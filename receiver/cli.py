@@ -141,8 +141,6 @@ async def _main(args: argparse.Namespace) -> int:
             stats_json=Path(args.stats_json) if args.stats_json else None,
             max_streams=args.max_streams,
             clock_ppm=args.clock_ppm,
-            # The lowest latency plays 5 ms blocks: 200 wake-ups a second instead of 100.
-            block=240 if args.latency == MODES["low"] else 480,
         )
         await run_receiver(config, stop_event())
     return 0

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from airmic.common.audio import RATE
 from airmic.common.delay import MODES, LatencyRange
-from airmic.common.playout import Playout
+from airmic.common.playout import BLOCK, Playout
 from airmic.common.status import StatusLine, meter
 from airmic.receiver.demux import Demux, StreamKey
 from airmic.receiver.session import Session
@@ -38,7 +38,7 @@ class ReceiverConfig:
     stats_json: Path | None = None
     max_streams: int = 16
     clock_ppm: float = 0.0  # rate error of the paced clock, to test drift correction
-    block: int = 480  # the playout clock's beat: 10 ms; 5 ms for the lowest latency
+    block: int = BLOCK  # the playout clock's beat
 
 
 @dataclass

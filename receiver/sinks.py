@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import wave
 from pathlib import Path
 from typing import Protocol
@@ -131,26 +132,20 @@ class DeviceSink:
     """A sound card output through sounddevice.
 
     The loop writes blocks into a short queue; PortAudio's callback takes samples from it.
-    Playback starts, and restarts after an underrun, only once PREFILL blocks are queued, so
-    the jitter between the loop's clock and the device's is absorbed instead of heard. If the
-    device runs slow, the oldest block is dropped (counted) so latency cannot grow.
+    Playback starts, and restarts after an underrun, only once PREFILL seconds are queued,
+    so the jitter between the loop's clock and the device's is absorbed instead of heard. If
+    the device runs slow, the oldest block is dropped (counted) so latency cannot grow.
     """
 
-    PREFILL = 2  # blocks; 20 ms at 10 ms blocks
-    MAX_QUEUED = 8
+    PREFILL = 0.02  # seconds
+    MAX_QUEUED = 0.08  # seconds
     LATENCY = 0.02  # seconds asked of PortAudio; "low" underruns through ALSA's pulse plugin
 
-    def __init__(
-        self,
-        device: int | None,
-        name: str,
-        *,
-        latency: float = LATENCY,
-        prefill: int = PREFILL,
-    ) -> None:
+    def __init__(self, device: int | None, name: str, block: int) -> None:
         sd = sounddevice()
         self.description = f"device:{name}"
-        self.prefill = prefill
+        self.prefill = max(1, math.ceil(self.PREFILL * RATE / block))  # in blocks
+        self.max_queued = math.ceil(self.MAX_QUEUED * RATE / block)
         self.underruns = 0
         self.overruns = 0
         self._queue: collections.deque[Block] = collections.deque()
@@ -162,7 +157,7 @@ class DeviceSink:
                 samplerate=RATE,
                 channels=1,
                 dtype="float32",
-                latency=latency,
+                latency=self.LATENCY,
                 callback=self._callback,
             )
             self._stream.start()
@@ -178,7 +173,7 @@ class DeviceSink:
         while self._playing and filled < frames:
             if not len(self._leftover):
                 if not self._queue:
-                    self._playing = False  # underrun: wait for PREFILL blocks again
+                    self._playing = False  # underrun: wait for PREFILL again
                     self.underruns += 1
                     break
                 self._leftover = self._queue.popleft()
@@ -190,7 +185,7 @@ class DeviceSink:
 
     def write(self, block: Block) -> None:
         self._queue.append(block)
-        if len(self._queue) > self.MAX_QUEUED:
+        if len(self._queue) > self.max_queued:
             self._queue.popleft()
             self.overruns += 1
 
@@ -213,7 +208,7 @@ class DeviceSinkFactory:
         self.name = spec or "default"
 
     def open(self, block: int) -> Sink:
-        return DeviceSink(self.device, self.name)
+        return DeviceSink(self.device, self.name, block)
 
     def close(self) -> None:
         pass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from tests.pulse import pactl, private_pulseaudio, record_pair  # noqa: E402
 
 RATE = 48_000
 BIN = Path(sys.executable).parent
+STATS = Path(tempfile.gettempdir()) / f"airmic-bench-mic-{os.getpid()}.json"
 CAPS = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=96"
 
 
@@ -49,7 +51,8 @@ class Setup:
 
 def setups(port: int, capture: str) -> list[Setup]:
     airmic_send = [str(BIN / "airmic-send"), "--to", f"127.0.0.1:{port}", "--input", capture]
-    airmic_receive = [str(BIN / "airmic-receive"), "--listen", f"127.0.0.1:{port}", "-q"]
+    airmic_receive = [str(BIN / "airmic-receive"), "--listen", f"127.0.0.1:{port}", "-q",
+                      "--stats-json", str(STATS)]  # fmt: skip
 
     def gst_send(frame_ms: int, buffer_us: int, extra: str = "") -> list[str]:
         return (
@@ -134,6 +137,11 @@ def measure(setup: Setup, sound: Path, template: np.ndarray, pulse, folder: Path
         later = heard[(heard >= start) & (heard < start + RATE // 2)]
         if len(later):
             delays.append((later[0] - start) / RATE * 1000)
+    if STATS.exists():  # airmic: what its jitter buffer held, for the breakdown
+        stream = json.loads(STATS.read_text())["streams"][0]
+        print(f"    jitter buffer: delay {stream['delay_ms']} ms, target {stream['target_ms']} ms",
+              file=sys.stderr)  # fmt: skip
+        STATS.unlink()
     return np.array(delays)
 
 
