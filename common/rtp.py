@@ -10,12 +10,12 @@ from __future__ import annotations
 import enum
 import secrets
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiortc.rtp import RtpPacket, is_rtcp
 
 from airmic.common.opus import packet_samples
-from airmic.common.red import RED_PAYLOAD_TYPE, RedEncoder, RedPayload
+from airmic.common.red import RED_PAYLOAD_TYPE, RedBlock, RedEncoder, RedPayload
 
 DEFAULT_PAYLOAD_TYPE = 96
 MAX_DATAGRAM = 8192
@@ -66,56 +66,37 @@ def parse_media(data: bytes) -> MediaPacket:
         rtp = RtpPacket.parse(data)
     except (ValueError, IndexError, struct.error) as exc:
         raise DroppedPacket(Drop.NOT_RTP, str(exc)) from None
-    if rtp.payload_type == RED_PAYLOAD_TYPE:
-        return _parse_red(rtp)
-    return MediaPacket(
-        ssrc=rtp.ssrc,
-        seq=rtp.sequence_number,
-        timestamp=rtp.timestamp,
-        payload=rtp.payload,
-        samples=_opus_samples(rtp.payload_type, rtp.payload, rtp.ssrc),
-        payload_type=rtp.payload_type,
-        marker=bool(rtp.marker),
-    )
-
-
-def _opus_samples(payload_type: int, payload: bytes, ssrc: int) -> int:
-    # Opus always has a dynamic payload type (RFC 7587 section 6.1).
-    if not 96 <= payload_type <= 127:
-        raise DroppedPacket(Drop.PAYLOAD_TYPE, f"static payload type {payload_type}", ssrc)
-    try:
-        return packet_samples(payload)
-    except ValueError as exc:
-        raise DroppedPacket(Drop.BAD_OPUS, str(exc), ssrc) from None
-
-
-def _parse_red(rtp: RtpPacket) -> MediaPacket:
+    if rtp.payload_type != RED_PAYLOAD_TYPE:
+        return _media(rtp, RedBlock(rtp.payload_type, 0, rtp.payload), back=0)
     try:
         *redundant, primary = RedPayload.parse(rtp.payload).blocks
     except ValueError as exc:
         raise DroppedPacket(Drop.BAD_RED, str(exc), rtp.ssrc) from None
-    copies = tuple(
-        MediaPacket(
-            ssrc=rtp.ssrc,
-            # Copies are of the packets just before, in order (RFC 2198 leaves numbering out).
-            seq=(rtp.sequence_number - len(redundant) + i) & 0xFFFF,
-            timestamp=(rtp.timestamp - block.offset) & 0xFFFFFFFF,
-            payload=block.data,
-            samples=_opus_samples(block.payload_type, block.data, rtp.ssrc),
-            payload_type=block.payload_type,
+    # Copies are of the packets just before, in order (RFC 2198 leaves numbering out); an
+    # empty block stands for nothing.
+    copies = [_media(rtp, b, len(redundant) - i) for i, b in enumerate(redundant) if b.data]
+    return replace(_media(rtp, primary, back=0), redundant=tuple(copies))
+
+
+def _media(rtp: RtpPacket, block: RedBlock, back: int) -> MediaPacket:
+    """The Opus packet in `block`, sent `back` packets before `rtp`."""
+    # Opus always has a dynamic payload type (RFC 7587 section 6.1).
+    if not 96 <= block.payload_type <= 127:
+        raise DroppedPacket(
+            Drop.PAYLOAD_TYPE, f"static payload type {block.payload_type}", rtp.ssrc
         )
-        for i, block in enumerate(redundant)
-        if block.data  # an empty block stands for nothing
-    )
+    try:
+        samples = packet_samples(block.data)
+    except ValueError as exc:
+        raise DroppedPacket(Drop.BAD_OPUS, str(exc), rtp.ssrc) from None
     return MediaPacket(
         ssrc=rtp.ssrc,
-        seq=rtp.sequence_number,
-        timestamp=rtp.timestamp,
-        payload=primary.data,
-        samples=_opus_samples(primary.payload_type, primary.data, rtp.ssrc),
-        payload_type=primary.payload_type,
-        marker=bool(rtp.marker),
-        redundant=copies,
+        seq=(rtp.sequence_number - back) & 0xFFFF,
+        timestamp=(rtp.timestamp - block.offset) & 0xFFFFFFFF,
+        payload=block.data,
+        samples=samples,
+        payload_type=block.payload_type,
+        marker=bool(rtp.marker) and not back,
     )
 
 
