@@ -18,7 +18,7 @@ from airmic.common.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
-MAX_QUEUED = 8  # blocks waiting for the writer; more means the server stalled
+MAX_QUEUED = 2  # blocks waiting for the writer: a standing queue would be latency for good
 
 
 class PulseSink:
