@@ -18,6 +18,8 @@ from rich.text import Text
 
 from airmic.common.audio import RATE
 from airmic.common.delay import MODES, LatencyRange
+from airmic.common.errors import DeviceError
+from airmic.common.log import OnceLogger
 from airmic.common.playout import BLOCK, Playout
 from airmic.common.status import StatusLine, meter
 from airmic.receiver.demux import Demux, StreamKey
@@ -49,11 +51,19 @@ class Receiver:
 
     def __post_init__(self) -> None:
         self.demux = Demux(self._open_session, self.config.max_streams)
+        self.sink_errors = OnceLogger(log)  # sinks that would not open, by spec
 
     def _open_session(self, key: StreamKey, now: float) -> Session:
         (host, port), ssrc = key
         name = f"{host}:{port}/{ssrc:08x}"
-        sinks = [factory.open(self.config.block) for factory in self.config.sinks]
+        sinks = []
+        for factory in self.config.sinks:
+            try:
+                sinks.append(factory.open(self.config.block))
+            except DeviceError as exc:  # e.g. the sound server went away: the others play on
+                self.sink_errors.report(
+                    factory.spec, "stream %s: no %s: %s", name, factory.spec, exc
+                )
         log.info("stream %s started -> %s", name, ", ".join(s.description for s in sinks))
         return Session(name, Playout(self.config.latency), sinks, now)
 
@@ -86,7 +96,11 @@ class Receiver:
 
     def report(self) -> dict[str, Any]:
         live = [s.stats() for s in self.demux.sessions.values()]
-        return {"streams": self.finished + live, "dropped": dict(self.demux.dropped.counts)}
+        return {
+            "streams": self.finished + live,
+            "dropped": dict(self.demux.dropped.counts),
+            "sink_errors": dict(self.sink_errors.counts),
+        }
 
     def status(self) -> Text:
         if not self.demux.sessions:

@@ -7,6 +7,7 @@ scripts/bench_mic.py's method): the virtual mic is fed this way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -66,12 +67,16 @@ class PulseSink:
         self.write(np.zeros(samples, dtype=np.float32))
 
     def close(self) -> None:
-        self._queue.put(None)  # the writer plays what is queued, then stops
+        # The writer plays what is queued, then stops; if the queue stays full, the writer
+        # is stuck on a stalled server (a daemon thread: it does not hold the exit).
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=1.0)
         self._writer.join(timeout=2.0)
+        if self._writer.is_alive():  # freeing the stream under its write would crash libpulse
+            log.warning("%s: the PulseAudio server stopped taking audio", self.description)
+            return
         self._stream.close()
-        if self.failed:
-            log.warning("%s: playback failed: %s", self.description, self.failed)
-        if self.overruns:
+        if self.overruns and not self.failed:
             log.info("%s: %d blocks dropped, the server stalled", self.description, self.overruns)
 
     def _run(self) -> None:
@@ -84,3 +89,4 @@ class PulseSink:
             self._stream.drain()
         except pasimple.PaSimpleError as exc:  # the server went away: the loop goes on
             self.failed = str(exc)
+            log.warning("%s: playback stopped: %s", self.description, exc)

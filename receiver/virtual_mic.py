@@ -161,7 +161,11 @@ class VirtualMicSinkFactory:
         return sink
 
     def close(self) -> None:
-        self.mic.remove()
+        try:
+            self.mic.remove()
+        except DeviceError as exc:  # the server went away first: nothing left to remove
+            log.warning("could not remove the virtual microphone: %s", exc)
+            return
         log.info("virtual microphone %r removed", self.description)
 
     @property

@@ -156,3 +156,27 @@ def test_a_missing_pulse_source_is_a_clear_error(tmp_path, udp_port, pulse):
     assert sender.wait() == 1
     assert "cannot record from PulseAudio source 'no.such.source'" in sender.stderr
     assert "Traceback" not in sender.stderr
+
+
+def test_a_server_that_dies_under_the_receiver_is_survived(tmp_path, udp_port, pulse):
+    folder = tmp_path / "receiver"
+    folder.mkdir()
+    wav = folder / "out.wav"
+    receiver = ReceiverProcess(
+        folder, udp_port, idle=None, sinks=("virtual", f"wav:{wav}"), env=pulse
+    )
+    sender = send(udp_port, "--input", "tone:440", "--duration", "3", folder=tmp_path)
+    receiver.wait_for("started")
+    subprocess.run(["pulseaudio", "-k"], env=pulse, check=True, timeout=30)
+    assert sender.wait() == 0, sender.stderr
+    # A stream that starts now cannot reach the mic, but still gets its file.
+    later = send(udp_port, "--input", "tone:440", "--duration", "2", folder=tmp_path, name="s2")
+    assert later.wait() == 0, later.stderr
+    subprocess.run(["sleep", "0.5"], check=True)
+    assert receiver.stop() == 0, receiver.stderr  # no hang, no traceback
+    assert "playback stopped" in receiver.stderr and "no virtual" in receiver.stderr
+    assert "could not remove the virtual microphone" in receiver.stderr
+    assert "Traceback" not in receiver.stderr
+    assert receiver.stats()["sink_errors"] == {"virtual": 1}
+    second = soundfile.read(folder / "out-2.wav", dtype="float32")[0]
+    assert len(second) > 1.5 * 48_000
