@@ -10,8 +10,6 @@ negative peak at each glottal closure, which is positive polarity by definition 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -21,6 +19,8 @@ import soxr
 from scipy import signal
 from scipy.linalg import solve_toeplitz
 
+from scripts.make_speech import make_speech
+
 RATE_LPC = 16_000
 HOP = 160  # 10 ms frames
 ORDER = 18
@@ -28,12 +28,9 @@ ORDER = 18
 
 def espeak(text: str, voice: str) -> np.ndarray:
     """espeak-ng's speech at 16 kHz."""
-    assert shutil.which("espeak-ng"), "espeak-ng is missing: run scripts/test, which installs it"
     with tempfile.TemporaryDirectory() as folder:
-        raw = Path(folder) / "raw.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True)
-        data, rate = soundfile.read(raw, dtype="float64")
-    return soxr.resample(data, rate, RATE_LPC)
+        data = soundfile.read(make_speech(Path(folder) / "speech.wav", text, voice))[0]
+    return soxr.resample(data, 48_000, RATE_LPC)
 
 
 def rosenberg_derivative(

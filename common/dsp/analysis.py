@@ -8,15 +8,18 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 from scipy import signal
 
 from airmic.common.audio import RATE
 from airmic.common.dsp.filters import Samples, high_pass
 from airmic.common.dsp.hum import Hum, detect_hum, notches
 from airmic.common.dsp.polarity import Polarity, estimate_polarity
+from airmic.common.dsp.presets import PRESETS
 
 TARGET_DB = -20.0  # the voice level the presets aim at (dBFS RMS while speaking)
 FRAME = RATE // 20  # 50 ms level frames
+Mask = npt.NDArray[np.bool_]  # over the 50 ms frames
 CLIP = 0.999  # a sample this close to full scale was clipped (or about to be)
 
 
@@ -96,7 +99,7 @@ def analyse(samples: Samples) -> InputReport:
     )
 
 
-def _spectrum(x: Samples, mask: npt_bool) -> tuple[Samples, Samples]:
+def _spectrum(x: Samples, mask: Mask) -> tuple[Samples, Samples]:
     parts = [x[i * FRAME : (i + 1) * FRAME] for i in np.flatnonzero(mask)]
     data = np.concatenate(parts) if parts else np.zeros(4096)
     freqs, psd = signal.welch(data, RATE, nperseg=4096)
@@ -107,7 +110,7 @@ def _spectrum(x: Samples, mask: npt_bool) -> tuple[Samples, Samples]:
     return freqs[1:], 10 * np.log10(smooth)
 
 
-def _bandwidth(x: Samples, voiced: npt_bool, quiet: npt_bool) -> tuple[float | None, float | None]:
+def _bandwidth(x: Samples, voiced: Mask, quiet: Mask) -> tuple[float | None, float | None]:
     freqs, speech = _spectrum(x, voiced)
     _, noise = _spectrum(x, quiet)
     band = (freqs >= 200) & (freqs <= 4000)
@@ -117,9 +120,6 @@ def _bandwidth(x: Samples, voiced: npt_bool, quiet: npt_bool) -> tuple[float | N
     low = float(freqs[np.argmax(low_band)]) if low_band.any() else None
     high = float(freqs[len(freqs) - 1 - np.argmax(audible[::-1])]) if audible.any() else None
     return low, high
-
-
-npt_bool = np.ndarray  # a boolean mask over the 50 ms frames
 
 
 def recommend(report: InputReport) -> Recommendation:
@@ -141,8 +141,6 @@ def recommend(report: InputReport) -> Recommendation:
     else:
         preset = "headphones"
         reasons.append(f"{report.voice_db:.0f} dBFS with some bass and treble: headphones")
-    from airmic.common.dsp.presets import PRESETS  # presets import the chain; avoid a cycle
-
     # The fixed gain that brings the voice to the target (AGC, where on, fine-tunes it).
     gain = TARGET_DB - report.voice_db
     gain = max(0.0, min(48.0, 2 * round(gain / 2)))

@@ -60,9 +60,6 @@ class Chain:
     def latency_ms(self) -> float:
         return self.latency * 1000 / RATE
 
-    def stage(self, name: str) -> Stage | None:
-        return next((stage for stage in self.stages if stage.name == name), None)
-
     def activity(self) -> list[str]:
         """What the adaptive stages are doing now (gate open, gain reduction), for meters."""
         return [

@@ -28,12 +28,10 @@ def _db(power: Samples) -> Samples:
     return 10 * np.log10(power + 1e-12)
 
 
-def _sub_blocks(block: Samples) -> tuple[Samples, list[int]]:
-    """Mean square of each sub-block (the last may be short) and where each one starts."""
-    starts = list(range(0, len(block), SUB))
-    squares = np.square(block)
-    power = np.add.reduceat(squares, starts) / np.diff([*starts, len(block)])
-    return power, starts
+def _sub_blocks(block: Samples) -> Samples:
+    """Mean square of each sub-block (the last may be short)."""
+    starts = np.arange(0, len(block), SUB)
+    return np.add.reduceat(np.square(block), starts) / np.diff([*starts, len(block)])
 
 
 def _ramp(block: Samples, gains: list[float], first: float) -> Samples:
@@ -98,19 +96,18 @@ class Gate:
         self._floor = self._gain
 
     def process(self, block: Samples) -> Samples:
-        powers, _ = _sub_blocks(block)
+        powers = _sub_blocks(block)
         first, gains = self._gain, []
         for power in powers.tolist():
             self._power += self._level * (power - self._power)
-            level = 10 * math.log10(self._power + 1e-12)
+            level = 10 * math.log10(self._power + 1e-12) + 3.0103  # dBFS, as level_dbfs
             if level > self.open_db:
                 self.is_open, self._below = True, 0
-            elif level < self.close_db and self.is_open:
+            elif level < self.close_db:
                 self._below += 1
-                if self._below > self._hold_subs:
-                    self.is_open = False
-            else:
-                self._below = 0 if level >= self.close_db else self._below
+                self.is_open = self.is_open and self._below <= self._hold_subs
+            else:  # between the thresholds: the gate stays as it is, the hold restarts
+                self._below = 0
             target = 1.0 if self.is_open else self._floor
             rate = self._attack if target > self._gain else self._release
             self._gain += rate * (target - self._gain)
@@ -141,7 +138,7 @@ class Compressor:
         self.reduction_db = 0.0  # current gain reduction (positive dB)
 
     def process(self, block: Samples) -> Samples:
-        levels = _db(_sub_blocks(block)[0]) + 3.0103  # RMS in dBFS, as level_dbfs
+        levels = _db(_sub_blocks(block)) + 3.0103  # RMS in dBFS, as level_dbfs
         first = 10 ** ((self.makeup_db - self.reduction_db) / 20)
         gains = []
         slope = 1 - 1 / self.ratio
@@ -153,7 +150,7 @@ class Compressor:
         return _ramp(block, gains, first)
 
     def activity(self) -> str:
-        return f"comp -{self.reduction_db:.0f} dB"
+        return f"comp -{abs(self.reduction_db):.0f} dB"
 
 
 class Agc:
@@ -184,7 +181,7 @@ class Agc:
         self.gain_db = 0.0
 
     def process(self, block: Samples) -> Samples:
-        powers, _ = _sub_blocks(block)
+        powers = _sub_blocks(block)
         first = 10 ** (self.gain_db / 20)
         gains = []
         for power in powers.tolist():
@@ -239,9 +236,8 @@ class Limiter:
             released = self._gain + self._release * (1.0 - self._gain)
             self._gain = min(released, allowed[i], allowed[i + 1] if i + 1 < len(allowed) else 1.0)
             gains.append(self._gain)
-        self.reduction_db = -20 * math.log10(min(gains, default=1.0))
-        # The ceiling is kept by construction; the clip only catches rounding.
-        return np.clip(_ramp(out, gains, first), -self.ceiling, self.ceiling)
+        self.reduction_db = max(0.0, -20 * math.log10(min(gains, default=1.0)))
+        return _ramp(out, gains, first)  # at or below the ceiling by construction
 
     def activity(self) -> str:
         return f"limit -{self.reduction_db:.0f} dB"

@@ -16,7 +16,8 @@ from airmic.common.dsp.chain import DspSettings
 from airmic.common.dsp.filters import EqBand
 from airmic.common.errors import UsageError
 
-_SHAPING = dict(hum="auto", gate=True, agc=-20.0, compressor=True)
+# What every preset for a makeshift transducer does after its own gain and EQ.
+_SHAPED = DspSettings(hum="auto", gate=True, agc=-20.0, compressor=True)
 
 PRESETS: dict[str, DspSettings] = {
     "mic": DspSettings(
@@ -25,12 +26,12 @@ PRESETS: dict[str, DspSettings] = {
             "a real microphone already has the level, the response and the polarity",
         ),
     ),
-    "headphones": DspSettings(
+    "headphones": dataclasses.replace(
+        _SHAPED,
         gain_db=24.0,
         highpass=80.0,
         eq=(EqBand("peak", 3000, 4.0, 1.0), EqBand("high-shelf", 6000, 4.0)),
         denoise=2,
-        **_SHAPING,  # type: ignore[arg-type]
         notes=(
             "+24 dB: a 40 mm driver gives about 20 dB less than a microphone",
             "high-pass 80 Hz against handling noise; presence +4 dB at 3 kHz, shelf +4 dB "
@@ -39,12 +40,12 @@ PRESETS: dict[str, DspSettings] = {
             "the gain brings up; gate, compressor, AGC to -20 dBFS, limiter",
         ),
     ),
-    "earbuds": DspSettings(
+    "earbuds": dataclasses.replace(
+        _SHAPED,
         gain_db=30.0,
         highpass=120.0,
         eq=(EqBand("peak", 3000, 6.0, 1.0), EqBand("high-shelf", 5000, 6.0)),
         denoise=2,
-        **_SHAPING,  # type: ignore[arg-type]
         notes=(
             "+30 dB: a 10 mm earbud driver is weaker still",
             "high-pass 120 Hz (a tiny membrane gives no bass, only rumble and handling); "
@@ -52,7 +53,8 @@ PRESETS: dict[str, DspSettings] = {
             "hum, noise suppression level 2, gate, compressor, AGC, limiter",
         ),
     ),
-    "speaker": DspSettings(
+    "speaker": dataclasses.replace(
+        _SHAPED,
         gain_db=30.0,
         highpass=100.0,
         eq=(
@@ -61,7 +63,6 @@ PRESETS: dict[str, DspSettings] = {
             EqBand("high-shelf", 4000, 8.0),
         ),
         denoise=3,
-        **_SHAPING,  # type: ignore[arg-type]
         notes=(
             "+30 dB: a loudspeaker driver as a mic gives about -50 dBFS of voice",
             "high-pass 100 Hz and -6 dB at 220 Hz against the cone's resonance (the boom); "

@@ -189,3 +189,33 @@ def test_dynamics_are_exact_across_sub_block_sizes():
         a = run(stage_type(), x, SUB * 5)  # 2.5 ms blocks
         b = run(stage_type(), x, SUB * 40)  # 20 ms blocks
         np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_settings_from_a_preset_overrides_and_a_saved_file(tmp_path):
+    from airmic.common.dsp.presets import load_config, settings
+    from airmic.common.errors import UsageError
+
+    s = settings("speaker", {"gain": "34dB", "invert": True, "eq": "presence:+4dB@3.5k"})
+    assert (s.gain_db, s.invert, s.eq) == (34.0, True, (EqBand("peak", 3500, 4.0, 1.0),))
+    assert s.denoise == PRESETS["speaker"].denoise and s.hum == "auto"  # the rest kept
+    assert settings("mic", {"hum": 50, "denoise": False, "agc": "-18dB"}).hum == "50"
+    config = tmp_path / "setup.toml"
+    config.write_text(
+        '[dsp]\npreset = "earbuds"\ngain = "28dB"\ngate = false\nhighpass = "150Hz"\n'
+    )
+    preset, overrides = load_config(config)
+    saved = settings(preset, overrides)
+    assert (saved.gain_db, saved.gate, saved.highpass) == (28.0, False, 150.0)
+    assert saved.eq == PRESETS["earbuds"].eq
+    for preset, bad in [
+        ("loud", {}),
+        ("mic", {"gain": "lots"}),
+        ("mic", {"denoise": 7}),
+        ("mic", {"gate": "yes"}),
+        ("mic", {"volume": 3}),
+    ]:
+        with pytest.raises(UsageError):
+            settings(preset, bad)
+    config.write_text("preset = ")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        load_config(config)
