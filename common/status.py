@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from types import TracebackType
 
+import numpy as np
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
+
+from airmic.common.audio import RATE, Block, level_dbfs
 
 CONSOLE = Console(stderr=True)
 """The terminal both the status line and log messages go through, so they never interleave."""
@@ -21,6 +25,43 @@ def meter(level_db: float, width: int = 20) -> Text:
     bar.append("·" * (width - filled), style="dim")
     bar.append(f" {level_db:6.1f} dBFS")
     return bar
+
+
+class LevelMeter:
+    """Level, peak hold and a clip indicator over the blocks it is given (the hold times
+    count samples, not wall-clock time)."""
+
+    HOLD = RATE * 3 // 2  # the peak holds for 1.5 s
+    CLIP_HOLD = RATE * 2  # a clip stays lit for 2 s
+
+    def __init__(self) -> None:
+        self.level_db = -120.0
+        self.peak_db = -120.0
+        self.clips = 0
+        self._peak_age = 0
+        self._clip_age = self.CLIP_HOLD
+
+    def update(self, block: Block) -> None:
+        self.level_db = level_dbfs(block)
+        peak = float(np.max(np.abs(block), initial=0.0))
+        peak_db = 20 * math.log10(peak + 1e-12)
+        self._peak_age += len(block)
+        if peak_db >= self.peak_db or self._peak_age > self.HOLD:
+            self.peak_db, self._peak_age = peak_db, 0
+        self._clip_age += len(block)
+        if peak >= 0.999:
+            self.clips += 1
+            self._clip_age = 0
+
+    @property
+    def clipping(self) -> bool:
+        return self._clip_age < self.CLIP_HOLD
+
+    def render(self, width: int = 20) -> Text:
+        line = meter(self.level_db, width)
+        line.append(f"  peak {self.peak_db:6.1f}")
+        line.append("  CLIP" if self.clipping else "      ", style="bold red")
+        return line
 
 
 class StatusLine:

@@ -18,6 +18,7 @@ from airmic.common.cli import (
 )
 from airmic.common.delay import MODES, LatencyRange, parse_latency
 from airmic.common.devices import describe_devices
+from airmic.common.dsp import add_dsp_options, settings_from_args
 from airmic.receiver.pipeline import ReceiverConfig, run_receiver
 from airmic.receiver.sinks import SinkFactory, parse_sink
 from airmic.receiver.virtual_mic import NoPulseServer, describe_sinks
@@ -45,6 +46,8 @@ examples:
       for scripts: exit 2 s after the last stream stops, write per-stream counters
   ffmpeg -re -i talk.mp3 -c:a libopus -f rtp rtp://127.0.0.1:{DEFAULT_PORT}
       any Opus/RTP sender works too (ffmpeg, GStreamer's rtpopuspay)
+  airmic-receive --preset earbuds --gain 34dB
+      run the DSP chain here, for senders that cannot run it (ffmpeg, GStreamer)
 
 exit codes: 0 done (Ctrl-C included), 1 error, 2 bad usage
 """
@@ -117,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list the virtual mic backends and output devices, and what is missing",
     )
+    add_dsp_options(parser, default_preset=None)
     add_logging_options(parser)
     return parser
 
@@ -141,6 +145,7 @@ async def _main(args: argparse.Namespace) -> int:
             stats_json=Path(args.stats_json) if args.stats_json else None,
             max_streams=args.max_streams,
             clock_ppm=args.clock_ppm,
+            dsp=settings_from_args(args, default_preset=None),
         )
         await run_receiver(config, stop_event())
     return 0

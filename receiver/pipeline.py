@@ -1,7 +1,7 @@
 """The receiver's whole pipeline, wired in one place:
 
 UDP socket ─► demux (validate, one session per SSRC and address)
-           ─► session: jitter buffer ─► Opus decoder (FEC, concealment) ─► sinks
+           ─► session: jitter buffer ─► Opus decoder (FEC, concealment) ─► [DSP chain] ─► sinks
 playout clock: every block, each session plays the next block into its sinks
 """
 
@@ -18,6 +18,7 @@ from rich.text import Text
 
 from airmic.common.audio import RATE
 from airmic.common.delay import MODES, LatencyRange
+from airmic.common.dsp import DspSettings, build_chain
 from airmic.common.errors import DeviceError
 from airmic.common.log import OnceLogger
 from airmic.common.playout import BLOCK, Playout
@@ -41,6 +42,7 @@ class ReceiverConfig:
     max_streams: int = 16
     clock_ppm: float = 0.0  # rate error of the paced clock, to test drift correction
     block: int = BLOCK  # the playout clock's beat
+    dsp: DspSettings | None = None  # a DSP chain for every stream; None: none
 
 
 @dataclass
@@ -65,7 +67,8 @@ class Receiver:
                     factory.spec, "stream %s: no %s: %s", name, factory.spec, exc
                 )
         log.info("stream %s started -> %s", name, ", ".join(s.description for s in sinks))
-        return Session(name, Playout(self.config.latency), sinks, now)
+        dsp = build_chain(self.config.dsp, self.config.block) if self.config.dsp else None
+        return Session(name, Playout(self.config.latency), sinks, now, dsp)
 
     def tick(self, now: float) -> None:
         """The playout clock's beat: the block that plays from `now` on, for each stream."""

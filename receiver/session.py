@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from airmic.common.audio import RATE, level_dbfs
+from airmic.common.dsp import Chain
 from airmic.common.playout import Playout
 from airmic.common.rtp import MediaPacket
 from airmic.receiver.sinks import Sink
@@ -20,10 +21,13 @@ log = logging.getLogger(__name__)
 class Session:
     """Plays one stream (one SSRC from one address) into its sinks."""
 
-    def __init__(self, name: str, playout: Playout, sinks: list[Sink], now: float) -> None:
+    def __init__(
+        self, name: str, playout: Playout, sinks: list[Sink], now: float, dsp: Chain | None = None
+    ) -> None:
         self.name = name
         self.playout = playout
         self.sinks = sinks
+        self.dsp = dsp  # for senders that cannot run it themselves (browsers, ffmpeg)
         self.malformed = 0  # datagrams of this stream refused before the jitter buffer
         self.payload_type: int | None = None
         self.samples_played = 0
@@ -44,6 +48,8 @@ class Session:
             for sink in self.sinks:
                 sink.idle(samples)
             return
+        if self.dsp is not None:
+            block = self.dsp.process(block)
         self.samples_played += len(block)
         self.level_db = level_dbfs(block)
         if self.samples_played % RATE < samples and log.isEnabledFor(logging.DEBUG):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from airmic.common.cli import (
     DEFAULT_PORT,
@@ -14,10 +15,20 @@ from airmic.common.cli import (
     stop_event,
 )
 from airmic.common.devices import describe_devices
+from airmic.common.dsp import PRESETS, add_dsp_options, settings_from_args
 from airmic.common.errors import UsageError
 from airmic.common.opus import FRAME_MS, OpusConfig
 from airmic.common.red import RED_PAYLOAD_TYPE
 from airmic.sender.pipeline import SenderConfig, run_sender
+
+
+def _presets() -> str:
+    lines = []
+    for name, preset in PRESETS.items():
+        wrapped = [line for note in preset.notes for line in textwrap.wrap(note, 76)]
+        lines += [f"  {name if i == 0 else '':11s}{line}" for i, line in enumerate(wrapped)]
+    return "\n".join(lines)
+
 
 EXAMPLES = f"""\
 inputs:
@@ -26,6 +37,10 @@ inputs:
   device:NAME|INDEX   a sound card input (see --list-devices); 'device' alone is the default
   file:PATH           a WAV, FLAC or OGG file, streamed in real time, then the sender exits
   tone:FREQ           a sine wave, for checking a set-up
+
+commands:
+  airmic-send probe [--input SPEC]   record a few seconds, say what the input needs and which
+                                     preset and gain suit it (airmic-send probe --help)
 
 examples:
   airmic-send --to 192.168.1.20
@@ -36,6 +51,13 @@ examples:
       a 440 Hz tone for five seconds
   airmic-send --to 192.168.1.20 --input device:USB --frame-ms 5 --low-latency
       the lowest latency: 5 ms frames and low-delay Opus (no in-band FEC)
+  airmic-send --to 192.168.1.20 --preset earbuds --gain 34dB --invert
+      earbuds plugged into the mic jack: gain, EQ, hum and noise removal, levelling
+  airmic-send --to 192.168.1.20 --preset speaker --eq presence:+4dB@3k --no-gate
+      a loudspeaker driver, with one more EQ band and no gate
+
+presets:
+{_presets()}
 """
 
 
@@ -105,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{RED_PAYLOAD_TYPE}): a lost packet comes back exact, for N+1 times the bitrate "
         "(default 1; 0 for peers that only take plain Opus)",
     )
+    add_dsp_options(parser)
     opus.add_argument(
         "--payload-type",
         type=int,
@@ -142,12 +165,18 @@ async def _main(args: argparse.Namespace) -> int:
         payload_type=args.payload_type,
         redundancy=args.redundancy,
         duration=args.duration,
+        dsp=settings_from_args(args),
     )
     await run_sender(config, stop_event())
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["probe"]:
+        from airmic.sender import probe
+
+        return run(probe.probe, probe.build_parser().parse_args(argv[1:]))
     args = build_parser().parse_args(argv)
     return run(_main, args)
 

@@ -1,6 +1,6 @@
 """The sender's whole pipeline, wired in one place:
 
-source ─► reframer ─► Opus encoder ─► RTP packetizer (+ redundant copies) ─► UDP socket
+source ─► reframer ─► DSP chain ─► Opus encoder ─► RTP packetizer (+ redundant copies) ─► UDP
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from rich.text import Text
 
-from airmic.common.audio import RATE, Block, Reframer, level_dbfs
+from airmic.common.audio import RATE, Block, Reframer
+from airmic.common.dsp import Chain, DspSettings, build_chain
 from airmic.common.opus import OpusConfig, OpusEncoder
 from airmic.common.rtp import DEFAULT_PAYLOAD_TYPE, Packetizer
-from airmic.common.status import StatusLine, meter
+from airmic.common.status import LevelMeter, StatusLine, meter
 from airmic.sender.sources import Pacer, open_source
 from airmic.sender.transport import UdpTransport
 
@@ -31,6 +32,7 @@ class SenderConfig:
     payload_type: int = DEFAULT_PAYLOAD_TYPE
     redundancy: int = 1  # copies of earlier packets in each packet (RFC 2198)
     duration: float | None = None  # seconds of audio to send; None: until the source ends
+    dsp: DspSettings | None = None  # None: no processing at all
 
 
 @dataclass
@@ -38,7 +40,8 @@ class SenderReport:
     packets: int = 0
     seconds: float = 0.0
     bytes: int = 0
-    level_db: float = -120.0
+    input: LevelMeter = field(default_factory=LevelMeter)
+    output: LevelMeter = field(default_factory=LevelMeter)
 
 
 async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) -> SenderReport:
@@ -46,16 +49,19 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
     frame = config.opus.frame_samples
     source = open_source(config.input, frame, config.loop)  # capture, in real time
     reframer = Reframer(frame)  # cut into exact Opus frames
+    chain = build_chain(config.dsp, frame) if config.dsp else Chain([])  # preset + overrides
     encoder = OpusEncoder(config.opus)  # Opus, VOIP + FEC or low-delay CELT
     packetizer = Packetizer(config.payload_type, redundancy=config.redundancy)  # RTP, RED
     transport = await UdpTransport.open(*config.to)  # to the receiver
     report = SenderReport()
 
     def send(block: Block) -> None:
+        report.input.update(block)
+        block = chain.process(block)
+        report.output.update(block)
         transport.send(packetizer.packetize(encoder.encode(block), len(block)))
         report.packets += 1
         report.seconds += len(block) / RATE
-        report.level_db = level_dbfs(block)
 
     async def stream() -> None:
         limit = None if config.duration is None else round(config.duration * RATE / frame)
@@ -83,10 +89,11 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         config.redundancy,
         packetizer.ssrc,
     )
+    log.info("DSP: %s (%.1f ms)", chain.describe(), chain.latency_ms)
     streaming = asyncio.create_task(stream())
     waiters = {streaming} | ({asyncio.create_task(stop.wait())} if stop else set())
     try:
-        with StatusLine(lambda: _status(report)):
+        with StatusLine(lambda: _status(report, chain)):
             done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
@@ -106,7 +113,10 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
     return report
 
 
-def _status(report: SenderReport) -> Text:
-    line = meter(report.level_db)
-    line.append(f"   {report.seconds:7.1f} s   {report.packets} packets")
+def _status(report: SenderReport, chain: Chain) -> Text:
+    line = Text("in  ")
+    line.append_text(report.input.render())
+    line.append(f"   {report.seconds:7.1f} s   {report.packets} packets\nout ")
+    line.append_text(meter(report.output.level_db))
+    line.append("   " + "   ".join(chain.activity()), style="cyan")
     return line

@@ -181,7 +181,27 @@ def load_config(path: Path) -> tuple[str, dict[str, Any]]:
     return preset, table
 
 
-def add_dsp_options(parser: argparse.ArgumentParser, default_preset: str = "mic") -> None:
+_OPTIONS = (
+    "gain",
+    "invert",
+    "eq",
+    "highpass",
+    "hum",
+    "denoise",
+    "agc",
+    "gate",
+    "compressor",
+    "limiter",
+)
+
+
+def add_dsp_options(parser: argparse.ArgumentParser, default_preset: str | None = "mic") -> None:
+    """The DSP options; with `default_preset` None the chain is off unless one is given."""
+    default = (
+        f"default {default_preset}: nearly transparent"
+        if default_preset
+        else "default: no processing, airmic-send does it"
+    )
     group = parser.add_argument_group(
         "DSP chain",
         "A preset for the transducer, then overrides. Stages in order: DC blocker, polarity, "
@@ -191,7 +211,7 @@ def add_dsp_options(parser: argparse.ArgumentParser, default_preset: str = "mic"
         "--preset",
         choices=list(PRESETS),
         default=None,
-        help=f"what is used as the microphone (default {default_preset}: nearly transparent)",
+        help=f"what is used as the microphone ({default})",
     )
     group.add_argument("--dsp-config", metavar="TOML", type=Path, help="a saved setup (see README)")
     group.add_argument("--gain", metavar="DB", help="fixed gain, e.g. 30dB")
@@ -216,28 +236,21 @@ def add_dsp_options(parser: argparse.ArgumentParser, default_preset: str = "mic"
     group.add_argument("--no-dsp", action="store_true", help="no processing at all")
 
 
-def settings_from_args(args: argparse.Namespace, default_preset: str = "mic") -> DspSettings | None:
+def settings_from_args(
+    args: argparse.Namespace, default_preset: str | None = "mic"
+) -> DspSettings | None:
     """The settings the options ask for: the config file, then the preset, then each option.
-    None for --no-dsp."""
+    None for --no-dsp, or when nothing is asked for and there is no default preset."""
     if args.no_dsp:
         return None
-    preset, overrides = default_preset, dict[str, Any]()
+    overrides: dict[str, Any] = {
+        name: getattr(args, name) for name in _OPTIONS if getattr(args, name) is not None
+    }
+    preset = default_preset
     if args.dsp_config is not None:
-        preset, overrides = load_config(args.dsp_config)
+        preset, saved = load_config(args.dsp_config)
+        overrides = saved | overrides
     preset = args.preset or preset
-    for name in (
-        "gain",
-        "invert",
-        "eq",
-        "highpass",
-        "hum",
-        "denoise",
-        "agc",
-        "gate",
-        "compressor",
-        "limiter",
-    ):
-        value = getattr(args, name)
-        if value is not None:
-            overrides[name] = value
-    return settings(preset, overrides)
+    if preset is None and not overrides:
+        return None
+    return settings(preset or "mic", overrides)
