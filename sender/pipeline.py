@@ -47,9 +47,10 @@ class SenderReport:
 async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) -> SenderReport:
     """Stream until the source ends, `config.duration` is reached, or `stop` is set."""
     frame = config.opus.frame_samples
+    chain = build_chain(config.dsp, frame) if config.dsp else Chain([])  # preset + overrides
+    chain.process(np.zeros(frame, dtype=np.float32))  # load scipy's lazy modules now
     source = open_source(config.input, frame, config.loop)  # capture, in real time
     reframer = Reframer(frame)  # cut into exact Opus frames
-    chain = build_chain(config.dsp, frame) if config.dsp else Chain([])  # preset + overrides
     encoder = OpusEncoder(config.opus)  # Opus, VOIP + FEC or low-delay CELT
     packetizer = Packetizer(config.payload_type, redundancy=config.redundancy)  # RTP, RED
     transport = await UdpTransport.open(*config.to)  # to the receiver
