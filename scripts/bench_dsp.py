@@ -112,7 +112,8 @@ def denoise_table(talk: np.ndarray) -> None:
         out, t = run(Denoiser(level).process, noisy)
         p, s, lag = scores(talk, out)
         print(
-            f"| WebRTC level {level} | {p:.2f} | {s:.3f} | {lag / 48:.1f} ms | {t * 1e6:.0f} us | to 7.4 kHz |"
+            f"| WebRTC level {level} | {p:.2f} | {s:.3f} | {lag / 48:.1f} ms "
+            f"| {t * 1e6:.0f} us | to 7.4 kHz |"
         )
     try:
         out, t = rnnoise(noisy)
