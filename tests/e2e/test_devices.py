@@ -51,7 +51,7 @@ def test_device_to_device_through_the_network(tmp_path, udp_port, pulse, speech,
 
     for path in (tmp_path / "out.wav", recorded):
         out, _ = soundfile.read(path, dtype="float32")
-        result = match(speech_samples, out)
+        result = match(speech_samples, out, max_lag=len(out))  # parecord starts long before
         print(f"\n{path.name}: correlation {result.correlation:.4f}")
         assert result.correlation >= 0.9
         assert result.longest_gap <= 1
