@@ -108,7 +108,11 @@ class HumFilter:
         self._heard, self._heard_samples = [], 0
         self.hum = detect_hum(heard, self.harmonics)
         if self.hum is not None:
-            self._filter = SosFilter("hum", notches(self.hum.freqs))
+            # Notched at exact multiples of the mains frequency (the grid holds it within
+            # 0.1 %), not where one second measured them: a receiver's playout time-warps
+            # what it plays by a few tenths of a percent, enough to move a measured peak.
+            found = sorted({round(f / self.hum.mains) for f in self.hum.freqs})
+            self._filter = SosFilter("hum", notches([self.hum.mains * h for h in found]))
 
     def activity(self) -> str:
         if self.hum is None:
