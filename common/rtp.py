@@ -66,6 +66,12 @@ def parse_media(data: bytes) -> MediaPacket:
         rtp = RtpPacket.parse(data)
     except (ValueError, IndexError, struct.error) as exc:
         raise DroppedPacket(Drop.NOT_RTP, str(exc)) from None
+    return media_from_rtp(rtp)
+
+
+def media_from_rtp(rtp: RtpPacket) -> MediaPacket:
+    """Validate a parsed RTP packet (from a UDP datagram, or WebRTC's decrypted media) as
+    carrying Opus. Raises DroppedPacket."""
     if rtp.payload_type != RED_PAYLOAD_TYPE:
         return _media(rtp, RedBlock(rtp.payload_type, 0, rtp.payload), back=0)
     try:

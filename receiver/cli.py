@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import re
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,6 +24,7 @@ from airmic.common.dsp import add_dsp_options, settings_from_args
 from airmic.receiver.pipeline import ReceiverConfig, run_receiver
 from airmic.receiver.sinks import SinkFactory, parse_sink
 from airmic.receiver.virtual_mic import NoPulseServer, describe_sinks
+from airmic.receiver.web import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,27 @@ def latency_option(text: str) -> LatencyRange:
         return parse_latency(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def web_option(text: str) -> WebConfig | bool:
+    """--web: 'off' (False), or [http://|https://][HOST][:PORT] (port 0: any free port)."""
+    if text == "off":
+        return False
+    match = re.fullmatch(
+        r"(?:(?P<scheme>https?)://)?(?P<host>\[[^\]]*\]|[^:/]*)(?::(?P<port>\d+))?/?", text
+    )
+    if not match or not (match["host"] or match["port"]):
+        raise argparse.ArgumentTypeError(f"not a web address: {text!r} (expected HOST:PORT or off)")
+    host = match["host"].strip("[]") or "0.0.0.0"
+    port = int(match["port"] or DEFAULT_PORT)
+    if not 0 <= port < 65536:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (0-65535)")
+    tls = match["scheme"] != "http"
+    if not tls and host not in ("127.0.0.1", "localhost", "::1"):
+        raise argparse.ArgumentTypeError(
+            "browsers allow the microphone over plain http only on 127.0.0.1: use https://"
+        )
+    return WebConfig(host, port, tls)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the file/null sinks' clock this many parts per million fast (negative: "
         "slow), as a sound card would: for testing drift correction",
     )
+    parser.add_argument(
+        "--web",
+        metavar="SPEC",
+        type=web_option,
+        default=None,
+        help="the phone page and WHIP endpoint: [http://|https://][HOST][:PORT], or off "
+        "(default: HTTPS on the --listen address and port number, over TCP; the page's "
+        "link and QR code are printed at start; http:// only for 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--new-token",
+        action="store_true",
+        help="replace the page's access token: links and QR codes given out so far stop working",
+    )
     parser.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
     parser.add_argument(
         "--list-sinks",
@@ -146,9 +184,18 @@ async def _main(args: argparse.Namespace) -> int:
             max_streams=args.max_streams,
             clock_ppm=args.clock_ppm,
             dsp=settings_from_args(args, default_preset=None),
+            web=web_config(args),
         )
         await run_receiver(config, stop_event())
     return 0
+
+
+def web_config(args: argparse.Namespace) -> WebConfig | None:
+    if args.web is False:
+        return None
+    if args.web is None:  # the default: HTTPS where the UDP socket listens, same port number
+        return WebConfig(*args.listen, tls=True, new_token=args.new_token)
+    return dataclasses.replace(args.web, new_token=args.new_token)
 
 
 def default_sink() -> SinkFactory:

@@ -12,8 +12,10 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 
+from aiortc.rtp import RtpPacket
+
 from airmic.common.log import OnceLogger
-from airmic.common.rtp import DroppedPacket, MediaPacket, parse_media
+from airmic.common.rtp import DroppedPacket, MediaPacket, media_from_rtp, parse_media
 from airmic.receiver.session import Session
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,18 @@ class Demux:
         except DroppedPacket as exc:
             self._drop(exc.reason, addr, str(exc), exc.ssrc)
             return
+        self._route(packet, addr, now)
+
+    def receive_rtp(self, rtp: RtpPacket, addr: Address, now: float) -> None:
+        """Take one RTP packet that a WebRTC connection decrypted and parsed."""
+        try:
+            packet = media_from_rtp(rtp)
+        except DroppedPacket as exc:
+            self._drop(exc.reason, addr, str(exc), exc.ssrc)
+            return
+        self._route(packet, addr, now)
+
+    def _route(self, packet: MediaPacket, addr: Address, now: float) -> None:
         key = (addr, packet.ssrc)
         session = self.sessions.get(key)
         if session is None:

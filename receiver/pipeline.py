@@ -1,6 +1,7 @@
 """The receiver's whole pipeline, wired in one place:
 
-UDP socket ─► demux (validate, one session per SSRC and address)
+UDP socket ─────────────────────────────┐
+HTTPS: page, WHIP ─► WebRTC (aiortc) RTP ─┴► demux (validate, one session per SSRC and source)
            ─► session: jitter buffer ─► Opus decoder (FEC, concealment) ─► [DSP chain] ─► sinks
 playout clock: every block, each session plays the next block into its sinks
 """
@@ -27,6 +28,8 @@ from airmic.receiver.demux import Demux, StreamKey
 from airmic.receiver.session import Session
 from airmic.receiver.sinks import SinkFactory
 from airmic.receiver.transport import listen
+from airmic.receiver.web import WebConfig, start_web
+from airmic.receiver.whip import WhipEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class ReceiverConfig:
     clock_ppm: float = 0.0  # rate error of the paced clock, to test drift correction
     block: int = BLOCK  # the playout clock's beat
     dsp: DspSettings | None = None  # a DSP chain for every stream; None: none
+    web: WebConfig | None = None  # the phone page and WHIP endpoint; None: none
 
 
 @dataclass
@@ -53,11 +57,13 @@ class Receiver:
 
     def __post_init__(self) -> None:
         self.demux = Demux(self._open_session, self.config.max_streams)
+        self.whip = WhipEndpoint(self.demux.receive_rtp, self.config.max_streams)
         self.sink_errors = OnceLogger(log)  # sinks that would not open, by spec
 
     def _open_session(self, key: StreamKey, now: float) -> Session:
         (host, port), ssrc = key
-        name = f"{host}:{port}/{ssrc:08x}"
+        label = self.whip.labels.get((host, port))
+        name = f"{label} (WebRTC)" if label else f"{host}:{port}/{ssrc:08x}"
         sinks = []
         for factory in self.config.sinks:
             try:
@@ -94,6 +100,15 @@ class Receiver:
             stats["late"],
         )
 
+    def publication_stats(self, publication_id: str) -> dict[str, Any] | None:
+        """The stream a WebRTC publication plays, seen from here (None before it starts)."""
+        publication = self.whip.publications.get(publication_id)
+        for ssrc in publication.ssrcs if publication else ():
+            session = self.demux.sessions.get((publication.address, ssrc))  # type: ignore[union-attr]
+            if session is not None:
+                return session.stats() | {"level_db": round(session.level_db, 1)}
+        return None
+
     def last_activity(self, since: float) -> float:
         return max([since, *(s.last_packet for s in self.demux.sessions.values())])
 
@@ -128,12 +143,23 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
     stop = stop or asyncio.Event()
     transport = await listen(*config.listen, receiver.demux.receive)
     log.info("listening on UDP %s:%d", *config.listen)
+    server = None
+    if config.web:
+        try:
+            server = await start_web(config.web, receiver.whip, receiver.publication_stats)
+        except BaseException:
+            transport.close()
+            raise
+        server.announce()
     start = loop.time()
     try:
         with StatusLine(receiver.status):
             await _playout(receiver, stop, start)
     finally:
         transport.close()
+        if server:
+            await server.close()
+        await receiver.whip.close()
         for key in list(receiver.demux.sessions):
             receiver.end_stream(key)
         if config.stats_json:

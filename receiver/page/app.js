@@ -1,0 +1,291 @@
+// The phone page: publishes the microphone to this receiver by WHIP (RFC 9725).
+// Plain ES module, no build step. State is mirrored on <body data-state> for styling
+// and for the tests that drive this page in a real Chromium.
+
+const $ = (id) => document.getElementById(id);
+const token = new URLSearchParams(location.search).get("token") || "";
+const saved = JSON.parse(localStorage.getItem("airmic") || "{}");
+
+const ui = {
+  start: $("start"), state: $("state"), message: $("message"), device: $("device"),
+  name: $("name"), ec: $("ec"), ns: $("ns"), agc: $("agc"),
+  level: $("level"), peak: $("peak"), levelText: $("level-text"),
+  delay: $("delay"), lost: $("lost"), recovered: $("recovered"), heard: $("heard"),
+};
+
+const RETRY_MS = [1000, 2000, 4000, 8000];  // reconnection back-off, then every 8 s
+
+let wanted = false;   // the user pressed Start and not Stop
+let stream = null;    // the microphone
+let pc = null;        // the current peer connection
+let resource = null;  // the WHIP session's URL, for stats and DELETE
+let retries = 0;
+let retryTimer = null;
+let wakeLock = null;
+let meterStop = null;
+
+window.airmic = { state: "idle", stats: null, packetsSent: 0 };
+
+function setState(state, text) {
+  window.airmic.state = state;
+  document.body.dataset.state = state;
+  ui.state.textContent = text || state;
+}
+
+function say(text, kind = "error") {
+  ui.message.hidden = !text;
+  ui.message.textContent = text || "";
+  ui.message.className = `message ${kind}`;
+}
+
+function settings() {
+  return {
+    name: ui.name.value.trim(), device: ui.device.value,
+    ec: ui.ec.checked, ns: ui.ns.checked, agc: ui.agc.checked,
+  };
+}
+
+function restore() {
+  ui.name.value = saved.name || "";
+  ui.ec.checked = !!saved.ec;
+  ui.ns.checked = !!saved.ns;
+  ui.agc.checked = !!saved.agc;
+}
+
+async function listDevices() {
+  const devices = (await navigator.mediaDevices.enumerateDevices())
+    .filter((d) => d.kind === "audioinput");
+  const chosen = ui.device.value || saved.device || "";
+  ui.device.replaceChildren(new Option("default", ""));
+  devices.forEach((d, i) => {
+    if (d.deviceId && d.deviceId !== "default") {
+      ui.device.append(new Option(d.label || `microphone ${i + 1}`, d.deviceId));
+    }
+  });
+  ui.device.value = [...ui.device.options].some((o) => o.value === chosen) ? chosen : "";
+}
+
+async function openMicrophone() {
+  const s = settings();
+  const audio = {
+    echoCancellation: s.ec, noiseSuppression: s.ns, autoGainControl: s.agc,
+    channelCount: 1, sampleRate: 48000,
+  };
+  if (s.device) audio.deviceId = { exact: s.device };
+  return navigator.mediaDevices.getUserMedia({ audio });
+}
+
+function explain(error) {
+  switch (error && error.name) {
+    case "NotAllowedError":
+      return "The browser refused the microphone. Allow it for this page (the lock or " +
+        "settings icon next to the address), then press Start again.";
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return "No microphone found (or the chosen one is gone). Plug one in or pick " +
+        "another under Settings.";
+    case "NotReadableError":
+      return "The microphone is in use by another app or the system. Close it and retry.";
+    default:
+      return `Could not start: ${error && error.message ? error.message : error}`;
+  }
+}
+
+// The offer once ICE gathering is over: WHIP sends every candidate in one request.
+async function gatheredOffer(connection) {
+  await connection.setLocalDescription(await connection.createOffer());
+  if (connection.iceGatheringState !== "complete") {
+    await new Promise((resolve) => {
+      const done = () => {
+        if (connection.iceGatheringState === "complete") resolve();
+      };
+      connection.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, 2000);  // enough on a LAN; send what there is
+    });
+  }
+  return connection.localDescription.sdp;
+}
+
+async function connect() {
+  clearTimeout(retryTimer);
+  setState(retries ? "reconnecting" : "connecting", retries ? "reconnecting…" : "connecting…");
+  const connection = new RTCPeerConnection({ iceServers: [] });
+  pc = connection;
+  const [track] = stream.getAudioTracks();
+  const transceiver = connection.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+  const opus = (RTCRtpSender.getCapabilities("audio")?.codecs || [])
+    .filter((c) => c.mimeType.toLowerCase() === "audio/opus");
+  if (opus.length && transceiver.setCodecPreferences) transceiver.setCodecPreferences(opus);
+  connection.addEventListener("connectionstatechange", () => onConnectionState(connection));
+
+  const query = new URLSearchParams({ token, name: settings().name });
+  let response;
+  try {
+    response = await fetch(`/whip?${query}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/sdp" },
+      body: await gatheredOffer(connection),
+    });
+  } catch (error) {
+    return retry(connection, "The receiver cannot be reached (Wi-Fi down, or it stopped).");
+  }
+  if (response.status === 401) {
+    stop();
+    return say("This link's token is not accepted: scan the receiver's QR code again.");
+  }
+  if (response.status !== 201) {
+    return retry(connection, `The receiver refused the stream: ${await response.text()}`);
+  }
+  resource = new URL(response.headers.get("Location"), location.href).pathname;
+  await connection.setRemoteDescription({ type: "answer", sdp: await response.text() });
+}
+
+function onConnectionState(connection) {
+  if (connection !== pc) return;
+  const state = connection.connectionState;
+  if (state === "connected") {
+    retries = 0;
+    setState("streaming", "streaming");
+    say("");
+  } else if (state === "failed" || state === "disconnected") {
+    retry(connection, "The connection dropped; reconnecting…");
+  }
+}
+
+function retry(connection, text) {
+  if (!wanted || connection !== pc) return;
+  connection.close();
+  pc = null;
+  resource = null;
+  const wait = RETRY_MS[Math.min(retries, RETRY_MS.length - 1)];
+  retries += 1;
+  setState("reconnecting", "reconnecting…");
+  say(`${text} Next try in ${wait / 1000} s.`, "info");
+  retryTimer = setTimeout(() => wanted && connect(), wait);
+}
+
+async function start() {
+  say("");
+  if (!window.isSecureContext || !navigator.mediaDevices) {
+    return say("The microphone needs a secure page: open the https:// link from the " +
+      "receiver's QR code, and accept its certificate when the browser warns.");
+  }
+  localStorage.setItem("airmic", JSON.stringify(settings()));
+  const context = new AudioContext();  // made while the tap counts, so it may run
+  wanted = true;
+  ui.start.textContent = "Stop";
+  ui.start.setAttribute("aria-pressed", "true");
+  try {
+    stream = await openMicrophone();
+  } catch (error) {
+    context.close();
+    stop();
+    setState("error", "no microphone");
+    return say(explain(error));
+  }
+  await listDevices();
+  meterStop = startMeter(stream, context);
+  await keepAwake();
+  connect();
+}
+
+function stop() {
+  wanted = false;
+  clearTimeout(retryTimer);
+  retries = 0;
+  if (resource) {
+    fetch(`${resource}?token=${encodeURIComponent(token)}`, { method: "DELETE" }).catch(() => {});
+  }
+  resource = null;
+  if (pc) pc.close();
+  pc = null;
+  if (stream) stream.getTracks().forEach((t) => t.stop());
+  stream = null;
+  if (meterStop) meterStop();
+  meterStop = null;
+  if (wakeLock) wakeLock.release().catch(() => {});
+  wakeLock = null;
+  ui.start.textContent = "Start";
+  ui.start.setAttribute("aria-pressed", "false");
+  setState("idle", "ready");
+}
+
+async function keepAwake() {
+  if (!("wakeLock" in navigator) || document.visibilityState !== "visible") return;
+  try {
+    wakeLock = await navigator.wakeLock.request("screen");
+  } catch {
+    wakeLock = null;  // refused (battery saver): streaming goes on, the screen may sleep
+  }
+}
+
+function startMeter(source, context) {
+  context.resume();
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 2048;
+  context.createMediaStreamSource(source).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  let peak = -90;
+  let peakAt = 0;
+  let frame = 0;
+  const draw = (now) => {
+    analyser.getFloatTimeDomainData(samples);
+    let sum = 0;
+    let max = 0;
+    for (const x of samples) {
+      sum += x * x;
+      max = Math.max(max, Math.abs(x));
+    }
+    const rms = 10 * Math.log10(sum / samples.length + 1e-12) + 3;  // dBFS, a sine's peak
+    const top = 20 * Math.log10(max + 1e-12);
+    if (top >= peak || now - peakAt > 1500) {
+      peak = top;
+      peakAt = now;
+    }
+    const pos = (db) => `${Math.max(0, Math.min(100, (db + 60) / 60 * 100))}%`;
+    ui.level.style.width = pos(rms);
+    ui.peak.style.left = pos(peak);
+    ui.levelText.textContent = `level ${rms.toFixed(0)} dBFS, peak ${peak.toFixed(0)}` +
+      (max >= 0.999 ? "  CLIP" : "");
+    frame = requestAnimationFrame(draw);
+  };
+  frame = requestAnimationFrame(draw);
+  return () => {
+    cancelAnimationFrame(frame);
+    context.close();
+    ui.level.style.width = "0";
+  };
+}
+
+async function pollStats() {
+  if (!resource || !pc) return;
+  try {
+    const response = await fetch(`${resource}?token=${encodeURIComponent(token)}`,
+      { cache: "no-store" });
+    if (!response.ok) return;
+    const view = await response.json();
+    const s = view.stream;
+    window.airmic.stats = s;
+    ui.delay.textContent = s && s.delay_ms != null ? `${Math.round(s.delay_ms)} ms` : "-";
+    ui.lost.textContent = s ? `${s.lost}` : "-";
+    ui.recovered.textContent = s ? `${s.recovered}` : "-";
+    ui.heard.textContent = s ? `${Math.round(s.level_db)} dB` : "-";
+    for (const report of (await pc.getStats()).values()) {
+      if (report.type === "outbound-rtp") window.airmic.packetsSent = report.packetsSent;
+    }
+  } catch {
+    // the next poll will tell
+  }
+}
+
+ui.start.addEventListener("click", () => (wanted ? stop() : start()));
+ui.device.addEventListener("change", () => wanted && (stop(), start()));
+document.addEventListener("visibilitychange", () => {
+  if (wanted && document.visibilityState === "visible" && !wakeLock) keepAwake();
+});
+window.addEventListener("online", () => wanted && !pc && connect());
+window.addEventListener("pagehide", () => wanted && stop());
+setInterval(pollStats, 1000);
+restore();
+if (navigator.mediaDevices) listDevices().catch(() => {});
+if (!token) say("This page needs the link from the receiver (it carries an access token).");

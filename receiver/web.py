@@ -1,0 +1,196 @@
+"""The receiver's web server: the phone page and the WHIP endpoint, over HTTPS.
+
+GET  /?token=T            the page (a phone opens it from the QR code)
+POST /whip?token=T        an SDP offer -> 201, the answer and the session's Location
+GET  /whip/ID?token=T     the receiver's view of that stream (JSON: delay, loss, level)
+DELETE /whip/ID?token=T   the end of that stream
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import segno
+from aiohttp import web
+from platformdirs import user_config_dir
+
+from airmic.common.errors import NetworkError
+from airmic.common.status import CONSOLE
+from airmic.receiver.access import Access
+from airmic.receiver.tls import Identity, load_identity
+from airmic.receiver.whip import MAX_OFFER, BadOffer, WhipEndpoint
+
+log = logging.getLogger(__name__)
+
+PAGE = resources.files("airmic.receiver") / "page"
+ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+LABEL = re.compile(r"[^\w .'-]+")
+
+
+@dataclass
+class WebConfig:
+    host: str = "0.0.0.0"
+    port: int = 5004
+    tls: bool = True  # http only for 127.0.0.1, which browsers count as secure too
+    folder: Path = field(default_factory=lambda: Path(user_config_dir("airmic")))
+    new_token: bool = False
+
+
+@dataclass
+class WebServer:
+    runner: web.AppRunner
+    url: str  # what the user opens, token included
+    fingerprint: str | None  # of the certificate
+
+    def announce(self) -> None:
+        """The URL, its QR code and the certificate's fingerprint, on the terminal."""
+        qr = io.StringIO()
+        segno.make(self.url, error="l").terminal(out=qr, compact=True)
+        CONSOLE.print(qr.getvalue(), end="", highlight=False)
+        log.info("phone page: %s", self.url)
+        if self.fingerprint:
+            log.info("its certificate's SHA-256 fingerprint: %s", self.fingerprint)
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_web(
+    config: WebConfig, whip: WhipEndpoint, stream_stats: Callable[[str], dict[str, Any] | None]
+) -> WebServer:
+    access = Access.load(config.folder / "token", renew=config.new_token)
+    identity = None
+    if config.tls:
+        names = [config.host if config.host not in ("0.0.0.0", "::", "") else lan_address()]
+        identity = load_identity(config.folder / "tls", names)
+    app = build_app(access, whip, stream_stats)
+    return await serve(app, config, identity, access.token)
+
+
+def build_app(
+    access: Access,
+    whip: WhipEndpoint,
+    stream_stats: Callable[[str], dict[str, Any] | None],
+) -> web.Application:
+    """The routes; `stream_stats(publication id)` is the receiver's view of a stream."""
+
+    def allowed(request: web.Request) -> None:
+        if not access.allows(request):
+            raise web.HTTPUnauthorized(
+                text="a valid token is needed: open the link or QR code the receiver shows\n",
+                headers={"WWW-Authenticate": 'Bearer realm="airmic"'},
+            )
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        allowed(request)
+        return web.Response(
+            body=(PAGE / "index.html").read_bytes(),
+            content_type="text/html",
+            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        )
+
+    async def asset(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in ASSETS:
+            raise web.HTTPNotFound()
+        return web.Response(body=(PAGE / name).read_bytes(), content_type=ASSETS[name])
+
+    async def publish(request: web.Request) -> web.StreamResponse:
+        allowed(request)
+        if request.content_type != "application/sdp":
+            raise web.HTTPUnsupportedMediaType(text="the offer must be application/sdp\n")
+        try:
+            offer = (await request.content.read(MAX_OFFER + 1)).decode()
+        except UnicodeDecodeError:
+            raise web.HTTPBadRequest(text="the offer is not text\n") from None
+        name = LABEL.sub("", request.query.get("name", ""))[:40].strip()
+        label = name or f"WHIP from {request.remote}"
+        try:
+            publication, answer = await whip.publish(offer, label)
+        except BadOffer as exc:
+            log.info("refused a WHIP offer from %s: %s", request.remote, exc)
+            raise web.HTTPBadRequest(text=f"{exc}\n") from None
+        return web.Response(
+            status=201,
+            text=answer,
+            content_type="application/sdp",
+            headers={"Location": f"/whip/{publication.id}"},
+        )
+
+    async def stats(request: web.Request) -> web.StreamResponse:
+        allowed(request)
+        publication_id = request.match_info["id"]
+        publication = whip.publications.get(publication_id)
+        if publication is None:
+            raise web.HTTPNotFound()
+        return web.json_response(
+            {"label": publication.label, "state": publication.pc.connectionState}
+            | {"stream": stream_stats(publication_id)},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def end(request: web.Request) -> web.StreamResponse:
+        allowed(request)
+        if not await whip.end(request.match_info["id"]):
+            raise web.HTTPNotFound()
+        return web.Response(status=200)
+
+    async def no_trickle(request: web.Request) -> web.StreamResponse:
+        # The answer carries every candidate (aiortc gathers them first), so there is
+        # nothing to trickle: RFC 9725 section 4.3.1 lets the server say so with 405.
+        raise web.HTTPMethodNotAllowed("PATCH", ["GET", "DELETE"])
+
+    app = web.Application(client_max_size=256 * 1024)
+    app.router.add_get("/", page)
+    app.router.add_get("/{name}", asset)
+    app.router.add_post("/whip", publish)
+    app.router.add_get("/whip/{id}", stats)
+    app.router.add_delete("/whip/{id}", end)
+    app.router.add_patch("/whip/{id}", no_trickle)
+    return app
+
+
+async def serve(
+    app: web.Application, config: WebConfig, identity: Identity | None, token: str
+) -> WebServer:
+    host, port = config.host, config.port
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    context = identity.context() if identity else None
+    site = web.TCPSite(runner, host, port, ssl_context=context)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise NetworkError(
+            f"cannot serve the web page on {host}:{port}: {exc.strerror} "
+            "(choose another port with --web HOST:PORT, or --web off)"
+        ) from None
+    bound = runner.addresses[0][1] if port == 0 else port
+    shown = lan_address() if host in ("0.0.0.0", "::", "") else host
+    scheme = "https" if context else "http"
+    url = f"{scheme}://{_host(shown)}:{bound}/?token={token}"
+    return WebServer(runner, url, identity.fingerprint if identity else None)
+
+
+def lan_address() -> str:
+    """The address other devices reach this one at: the source address of the default
+    route (a UDP socket's connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: routed by default, never reached
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address

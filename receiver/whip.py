@@ -1,0 +1,171 @@
+"""WebRTC ingest by WHIP (RFC 9725): a browser, `airmic-send --transport webrtc`, OBS or
+GStreamer's whipsink publishes an Opus track; the receiver answers and plays it.
+
+aiortc terminates ICE, DTLS and SRTP. Its own audio path decodes without concealment, so
+each decrypted RTP packet is taken from its receiver and handed to the same demux as UDP
+datagrams: one session model, one jitter buffer, FEC and concealment for both transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
+from aiortc.rtp import RtpPacket
+from aiortc.sdp import SessionDescription
+
+from airmic.receiver.demux import Address
+
+log = logging.getLogger(__name__)
+
+MAX_OFFER = 64 * 1024
+"""Longer offers are refused: a browser's audio-and-video offer is about 6 kB."""
+
+OPUS_FMTP = "minptime=10;useinbandfec=1"
+PTIME = 10
+"""Asked of the sender: in-band FEC, and 10 ms packets where it allows (Chromium does)."""
+OPUS_RTPMAP = re.compile(r"a=rtpmap:(\d+) opus/48000/2$", re.IGNORECASE)
+
+
+class BadOffer(ValueError):
+    """An offer that cannot be answered; the message says why, for the HTTP response."""
+
+
+@dataclass
+class Publication:
+    """One WHIP session: a peer connection whose audio plays as a stream."""
+
+    id: str
+    label: str  # the name the sender gave (a room), for the terminal and the stats
+    pc: RTCPeerConnection
+    address: Address  # the demux's key for it
+    ssrcs: set[int] = field(default_factory=set)
+
+
+class WhipEndpoint:
+    """Answers offers and keeps the sessions they open, until DELETE or disconnection.
+
+    `deliver(rtp, address, now)` gets each decrypted RTP packet; `labels` maps a
+    publication's address to its label, for the receiver to name the stream."""
+
+    def __init__(
+        self,
+        deliver: Callable[[RtpPacket, Address, float], None],
+        max_sessions: int = 16,
+    ) -> None:
+        self._deliver = deliver
+        self.max_sessions = max_sessions
+        self.publications: dict[str, Publication] = {}
+        self.labels: dict[Address, str] = {}
+        self._ids = itertools.count(1)
+
+    async def publish(self, offer: str, label: str) -> tuple[Publication, str]:
+        """A new publication for `offer` and the answer SDP. Raises BadOffer."""
+        if len(self.publications) >= self.max_sessions:
+            raise BadOffer(f"more than {self.max_sessions} WebRTC streams")
+        _check_offer(offer)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # LAN: no STUN, no TURN
+        number = next(self._ids)
+        publication = Publication(f"{number}", label, pc, (f"webrtc:{label}", number))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+            self._take_audio(publication)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except BadOffer:
+            await pc.close()
+            raise
+        except Exception as exc:  # aiortc's checks raise several types; the offer is bad
+            await pc.close()
+            raise BadOffer(f"cannot answer the offer: {exc}") from None
+        self.publications[publication.id] = publication
+        self.labels[publication.address] = label
+
+        @pc.on("connectionstatechange")
+        async def changed() -> None:
+            log.debug("WebRTC %s (%s): %s", publication.id, label, pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await self.end(publication.id)
+
+        log.info("WebRTC stream %s offered by %r", publication.id, label)
+        return publication, _ask_for_opus_options(pc.localDescription.sdp)
+
+    def _take_audio(self, publication: Publication) -> None:
+        capabilities = RTCRtpReceiver.getCapabilities("audio")
+        codecs = capabilities.codecs if capabilities else []
+        opus = [codec for codec in codecs if codec.mimeType.lower() == "audio/opus"]
+        loop = asyncio.get_running_loop()
+        audio = 0
+        for transceiver in publication.pc.getTransceivers():
+            if transceiver.kind != "audio" or audio:
+                transceiver.direction = "inactive"  # video, or a second track: not for a mic
+                continue
+            audio += 1
+            transceiver.direction = "recvonly"
+            transceiver.setCodecPreferences(opus)
+
+            # aiortc awaits this for each decrypted packet; replacing it bypasses its own
+            # jitter buffer and decoder (see the module's docstring).
+            async def handle(rtp: RtpPacket, arrival_time_ms: int) -> None:
+                publication.ssrcs.add(rtp.ssrc)
+                self._deliver(rtp, publication.address, loop.time())
+
+            transceiver.receiver._handle_rtp_packet = handle  # type: ignore[method-assign, assignment]
+        if not audio:
+            raise BadOffer("the offer has no audio track")
+
+    async def end(self, publication_id: str) -> bool:
+        publication = self.publications.pop(publication_id, None)
+        if publication is None:
+            return False
+        await publication.pc.close()
+        log.info("WebRTC stream %s (%s) closed", publication.id, publication.label)
+        return True
+
+    async def close(self) -> None:
+        for publication_id in list(self.publications):
+            await self.end(publication_id)
+
+
+def _check_offer(offer: str) -> None:
+    if len(offer) > MAX_OFFER:
+        raise BadOffer(f"offer of {len(offer)} bytes (at most {MAX_OFFER})")
+    try:
+        parsed = SessionDescription.parse(offer)
+    except Exception as exc:  # aiortc's parser raises several types on malformed input
+        raise BadOffer(f"malformed SDP: {exc!r}") from None
+    if not any(
+        m.kind == "audio" and any(c.mimeType.lower() == "audio/opus" for c in m.rtp.codecs)
+        for m in parsed.media
+    ):
+        raise BadOffer("the offer has no Opus audio")
+
+
+def _ask_for_opus_options(answer: str) -> str:
+    """The answer with OPUS_FMTP and PTIME for the Opus payload type (aiortc writes none)."""
+    lines = answer.split("\r\n")
+    rtpmap = next((i for i, line in enumerate(lines) if OPUS_RTPMAP.match(line)), None)
+    if rtpmap is None:
+        return answer
+    pt = OPUS_RTPMAP.match(lines[rtpmap]).group(1)  # type: ignore[union-attr]
+    lines = [line for line in lines if not line.startswith((f"a=fmtp:{pt} ", "a=ptime:"))]
+    lines[rtpmap + 1 : rtpmap + 1] = [f"a=fmtp:{pt} {OPUS_FMTP}", f"a=ptime:{PTIME}"]
+    return "\r\n".join(lines)
+
+
+def describe(publication: Publication) -> dict[str, Any]:
+    return {
+        "id": publication.id,
+        "label": publication.label,
+        "state": publication.pc.connectionState,
+    }

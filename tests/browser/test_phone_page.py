@@ -1,0 +1,88 @@
+"""The phone page in a real Chromium: it opens the receiver's HTTPS page from another
+network namespace (a phone on the LAN), presses Start, and its fake microphone's speech
+comes out of the receiver through WebRTC, the WHIP endpoint and airmic's jitter buffer."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+import soundfile
+from scipy import signal
+
+from tests.audio_match import match
+from tests.chromium import chromium
+from tests.netns import namespace
+from tests.processes import ReceiverProcess
+
+pytestmark = pytest.mark.browser
+RATE = 48_000
+
+
+@pytest.fixture
+def lan():
+    with namespace() as ns:
+        yield ns
+
+
+def start_receiver(folder, port, lan, *extra):
+    receiver = ReceiverProcess(
+        folder, port, "--web", f"https://{lan.host_ip}:{port}", *extra, idle=None
+    )
+    receiver.wait_for("phone page:")
+    url = re.search(r"phone page: (\S+)", receiver.stderr).group(1)
+    return receiver, url
+
+
+def heard_part(out: np.ndarray) -> np.ndarray:
+    """`out` from its first sound to its last."""
+    loud = np.flatnonzero(np.abs(out) > 1e-3)
+    return out[loud[0] : loud[-1] + 1] if len(loud) else out[:0]
+
+
+def looped_reference(speech: np.ndarray, heard: np.ndarray) -> np.ndarray:
+    """The part of `speech`, played in a loop (as Chromium's fake microphone does), that
+    `heard` is a copy of."""
+    loops = np.tile(speech, len(heard) // len(speech) + 3)
+    opening = heard[: 3 * RATE]
+    fit = signal.correlate(loops[: len(speech) + len(opening)], opening, mode="valid")
+    start = int(np.argmax(fit))
+    return loops[start : start + len(heard)]
+
+
+def stream_from_page(context, url, seconds, name="kitchen"):
+    page = context.new_page()
+    page.goto(url)
+    page.fill("#name", name)
+    page.click("#start")
+    page.wait_for_function("window.airmic.state === 'streaming'", timeout=20_000)
+    page.wait_for_function("window.airmic.stats !== null", timeout=10_000)
+    time.sleep(seconds)
+    return page
+
+
+def test_the_page_streams_the_microphone_into_the_receiver(tmp_path, udp_port, lan, speech):
+    receiver, url = start_receiver(tmp_path, udp_port, lan)
+    with chromium(lan, speech, tmp_path) as context:
+        page = stream_from_page(context, url, seconds=8)
+        stats = page.evaluate("window.airmic.stats")
+        page.screenshot(path=tmp_path / "phone.png")
+        page.click("#start")  # Stop: the page ends its WHIP session
+        page.wait_for_function("window.airmic.state === 'idle'")
+        receiver.wait_for("closed")
+    assert receiver.stop() == 0, receiver.stderr
+    assert "kitchen (WebRTC)" in receiver.stderr
+    print(f"\nthe receiver's view on the page: {stats}")
+    assert stats["lost"] == 0 and stats["delay_ms"] is not None
+
+    out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    heard = heard_part(out)
+    assert len(heard) > 6 * RATE
+    speech_samples, _ = soundfile.read(speech, dtype="float32")
+    result = match(looped_reference(speech_samples, heard), heard)
+    (stream,) = receiver.stats()["streams"]
+    print(f"correlation {result.correlation:.4f}, longest gap {result.longest_gap} frames, "
+          f"{stream['received']} packets ({stream['seconds']} s)")  # fmt: skip
+    assert result.correlation >= 0.9

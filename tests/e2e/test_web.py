@@ -1,0 +1,128 @@
+"""The receiver's web server as a process: the token guards the page and WHIP, bad offers
+get 400, and two WHIP publishers (aiortc clients) each get their own stream."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import soundfile
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+
+from tests.audio_match import match
+from tests.processes import ReceiverProcess
+
+pytestmark = pytest.mark.e2e
+UNVERIFIED = ssl._create_unverified_context()  # the receiver's self-signed certificate
+
+
+@pytest.fixture
+def receiver(tmp_path, udp_port):
+    receiver = ReceiverProcess(tmp_path, udp_port, idle=None)
+    receiver.wait_for("phone page:")
+    url = re.search(r"phone page: (\S+)", receiver.stderr).group(1)
+    token = url.split("token=")[1]
+    yield receiver, f"https://127.0.0.1:{udp_port}", token
+    receiver.stop()
+
+
+def request(url, method="GET", body=b"", headers=None):
+    req = urllib.request.Request(url, data=body or None, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, context=UNVERIFIED, timeout=10) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read().decode()
+
+
+def test_the_token_guards_the_page_and_whip(receiver):
+    _, base, token = receiver
+    sdp = {"Content-Type": "application/sdp"}
+    assert request(f"{base}/")[0] == 401
+    assert request(f"{base}/?token=wrong")[0] == 401
+    status, headers, body = request(f"{base}/?token={token}")
+    assert status == 200 and "<title>airmic</title>" in body
+    assert request(f"{base}/whip", "POST", b"v=0\r\n", sdp)[0] == 401
+    status, headers, _ = request(f"{base}/whip?token=nope", "POST", b"v=0\r\n", sdp)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    bearer = {**sdp, "Authorization": f"Bearer {token}"}  # how WHIP clients send it
+    assert request(f"{base}/whip", "POST", b"v=0\r\n", bearer)[0] == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "reason"),
+    [
+        (b"hello", "application/sdp", 400, "no Opus audio"),
+        (b"\xff\xfe\x00", "application/sdp", 400, "not text"),
+        (
+            b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+            b"m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n",
+            "application/sdp",
+            400,
+            "no Opus audio",
+        ),
+        (b"v=0\r\n" + b"a=x\r\n" * 20_000, "application/sdp", 400, "at most"),
+        (b"{}", "application/json", 415, "application/sdp"),
+    ],
+)
+def test_bad_offers_are_refused(receiver, body, content_type, status, reason):
+    _, base, token = receiver
+    got, _, text = request(
+        f"{base}/whip?token={token}", "POST", body, {"Content-Type": content_type}
+    )
+    assert got == status and reason in text
+    assert request(f"{base}/?token={token}")[0] == 200  # and it serves on
+
+
+async def publish(base, token, name, wav):
+    """An aiortc WHIP client streaming `wav`; returns its connection and resource URL."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    player = MediaPlayer(str(wav))
+    pc.addTransceiver(player.audio, direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    status, headers, answer = await asyncio.to_thread(
+        request,
+        f"{base}/whip?token={token}&name={name}",
+        "POST",
+        pc.localDescription.sdp.encode(),
+        {"Content-Type": "application/sdp"},
+    )
+    assert status == 201, answer
+    assert "useinbandfec=1" in answer and "a=ptime:10" in answer
+    await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    return pc, base + headers["Location"]
+
+
+async def test_two_publishers_get_their_own_streams(receiver, tmp_path, speech, speech_samples):
+    process, base, token = receiver
+    tone = tmp_path / "tone.wav"
+    t = np.arange(48_000 * 4) / 48_000
+    soundfile.write(tone, 0.3 * np.sin(2 * np.pi * 440 * t), 48_000)
+    one, one_url = await publish(base, token, "kitchen", speech)
+    two, two_url = await publish(base, token, "hall", tone)
+    await asyncio.sleep(4)
+    status, _, view = await asyncio.to_thread(request, f"{one_url}?token={token}")
+    assert status == 200 and '"label": "kitchen"' in view
+    for url in (one_url, two_url):
+        assert (await asyncio.to_thread(request, f"{url}?token={token}", "DELETE"))[0] == 200
+        assert (await asyncio.to_thread(request, f"{url}?token={token}", "DELETE"))[0] == 404
+    await one.close()
+    await two.close()
+    process.wait_for("(hall) closed")
+    assert process.stop() == 0
+
+    streams = {s["stream"]: s for s in process.stats()["streams"]}
+    assert set(streams) == {"kitchen (WebRTC)", "hall (WebRTC)"}
+    files = [soundfile.read(tmp_path / f, dtype="float32")[0] for f in ("out.wav", "out-2.wav")]
+    hall = max(files, key=lambda x: np.abs(np.fft.rfft(x))[435 * len(x) // 48_000 :][:10].max())
+    (kitchen,) = [x for x in files if x is not hall]
+    spectrum = np.abs(np.fft.rfft(hall))
+    assert abs(np.argmax(spectrum) * 48_000 / len(hall) - 440) < 2  # the tone, alone
+    result = match(speech_samples[: 48_000 * 3], kitchen, max_lag=len(kitchen))
+    assert result.correlation > 0.9  # the speech, through aiortc's encoder and ours
