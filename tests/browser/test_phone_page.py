@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from tests.processes import ReceiverProcess
 
 pytestmark = pytest.mark.browser
 RATE = 48_000
+ARTIFACTS = Path(__file__).parents[2] / "build" / "test-artifacts"
+"""Kept after the run: the page's screenshot (docs/phone.png in the README is one)."""
 
 
 @pytest.fixture
@@ -68,7 +71,8 @@ def test_the_page_streams_the_microphone_into_the_receiver(tmp_path, udp_port, l
     with chromium(lan, speech, tmp_path) as context:
         page = stream_from_page(context, url, seconds=8)
         stats = page.evaluate("window.airmic.stats")
-        page.screenshot(path=tmp_path / "phone.png")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "phone.png")
         page.click("#start")  # Stop: the page ends its WHIP session
         page.wait_for_function("window.airmic.state === 'idle'")
         receiver.wait_for("closed")
