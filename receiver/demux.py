@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TypeVar
 
 from aiortc.rtp import RtpPacket
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 StreamKey = tuple[Address, int]
+T = TypeVar("T", bytes, RtpPacket)
 
 PROBATION_SLOTS = 64
 """Candidate streams remembered at once; the oldest is forgotten first."""
@@ -41,17 +43,17 @@ class Demux:
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         """Take one datagram from `addr`."""
-        try:
-            packet = parse_media(data)
-        except DroppedPacket as exc:
-            self._drop(exc.reason, addr, str(exc), exc.ssrc)
-            return
-        self._route(packet, addr, now)
+        self._take(parse_media, data, addr, now)
 
     def receive_rtp(self, rtp: RtpPacket, addr: Address, now: float) -> None:
         """Take one RTP packet that a WebRTC connection decrypted and parsed."""
+        self._take(media_from_rtp, rtp, addr, now)
+
+    def _take(
+        self, validate: Callable[[T], MediaPacket], raw: T, addr: Address, now: float
+    ) -> None:
         try:
-            packet = media_from_rtp(rtp)
+            packet = validate(raw)
         except DroppedPacket as exc:
             self._drop(exc.reason, addr, str(exc), exc.ssrc)
             return
