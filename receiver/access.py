@@ -8,11 +8,12 @@ phone's bookmark keeps working after the receiver restarts; `--new-token` revoke
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from pathlib import Path
 
 from aiohttp import web
+
+from airmic.common.config import write_private
 
 TOKEN_BYTES = 16
 
@@ -27,10 +28,7 @@ class Access:
         token = None if renew else _read(path)
         if not token:
             token = secrets.token_urlsafe(TOKEN_BYTES)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(token + "\n")
+            write_private(path, f"{token}\n".encode())
         return cls(token)
 
     def allows(self, request: web.Request) -> bool:

@@ -103,8 +103,10 @@ class Receiver:
     def publication_stats(self, publication_id: str) -> dict[str, Any] | None:
         """The stream a WebRTC publication plays, seen from here (None before it starts)."""
         publication = self.whip.publications.get(publication_id)
-        for ssrc in publication.ssrcs if publication else ():
-            session = self.demux.sessions.get((publication.address, ssrc))  # type: ignore[union-attr]
+        if publication is None:
+            return None
+        for ssrc in publication.ssrcs:
+            session = self.demux.sessions.get((publication.address, ssrc))
             if session is not None:
                 return session.stats() | {"level_db": round(session.level_db, 1)}
         return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
-import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from airmic.common.config import write_private
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,7 @@ def _create(cert_path: Path, key_path: Path, addresses: list[str]) -> x509.Certi
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_private(
+    write_private(
         key_path,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -101,11 +101,3 @@ def _create(cert_path: Path, key_path: Path, addresses: list[str]) -> x509.Certi
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     log.info("made a new certificate for the web page in %s", cert_path.parent)
     return cert
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read, never visible with wider rights."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    path.chmod(0o600)

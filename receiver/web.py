@@ -20,8 +20,8 @@ from typing import Any
 
 import segno
 from aiohttp import web
-from platformdirs import user_config_dir
 
+from airmic.common.config import config_dir
 from airmic.common.errors import NetworkError
 from airmic.common.status import CONSOLE
 from airmic.receiver.access import Access
@@ -40,8 +40,12 @@ class WebConfig:
     host: str = "0.0.0.0"
     port: int = 5004
     tls: bool = True  # http only for 127.0.0.1, which browsers count as secure too
-    folder: Path = field(default_factory=lambda: Path(user_config_dir("airmic")))
+    folder: Path = field(default_factory=config_dir)
     new_token: bool = False
+
+    def public_host(self) -> str:
+        """The address other devices reach the page at."""
+        return lan_address() if self.host in ("0.0.0.0", "::", "") else self.host
 
 
 @dataclass
@@ -67,12 +71,10 @@ async def start_web(
     config: WebConfig, whip: WhipEndpoint, stream_stats: Callable[[str], dict[str, Any] | None]
 ) -> WebServer:
     access = Access.load(config.folder / "token", renew=config.new_token)
-    identity = None
-    if config.tls:
-        names = [config.host if config.host not in ("0.0.0.0", "::", "") else lan_address()]
-        identity = load_identity(config.folder / "tls", names)
+    host = config.public_host()
+    identity = load_identity(config.folder / "tls", [host]) if config.tls else None
     app = build_app(access, whip, stream_stats)
-    return await serve(app, config, identity, access.token)
+    return await serve(app, config, host, identity, access.token)
 
 
 def build_app(
@@ -81,6 +83,8 @@ def build_app(
     stream_stats: Callable[[str], dict[str, Any] | None],
 ) -> web.Application:
     """The routes; `stream_stats(publication id)` is the receiver's view of a stream."""
+    index = (PAGE / "index.html").read_bytes()  # read once: a few kB, never changed
+    assets = {name: (PAGE / name).read_bytes() for name in ASSETS}
 
     def allowed(request: web.Request) -> None:
         if not access.allows(request):
@@ -92,7 +96,7 @@ def build_app(
     async def page(request: web.Request) -> web.StreamResponse:
         allowed(request)
         return web.Response(
-            body=(PAGE / "index.html").read_bytes(),
+            body=index,
             content_type="text/html",
             headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
         )
@@ -101,14 +105,14 @@ def build_app(
         name = request.match_info["name"]
         if name not in ASSETS:
             raise web.HTTPNotFound()
-        return web.Response(body=(PAGE / name).read_bytes(), content_type=ASSETS[name])
+        return web.Response(body=assets[name], content_type=ASSETS[name])
 
     async def publish(request: web.Request) -> web.StreamResponse:
         allowed(request)
         if request.content_type != "application/sdp":
             raise web.HTTPUnsupportedMediaType(text="the offer must be application/sdp\n")
         try:
-            offer = (await request.content.read(MAX_OFFER + 1)).decode()
+            offer = (await request.read()).decode()  # client_max_size bounds it
         except UnicodeDecodeError:
             raise web.HTTPBadRequest(text="the offer is not text\n") from None
         name = LABEL.sub("", request.query.get("name", ""))[:40].strip()
@@ -148,7 +152,7 @@ def build_app(
         # nothing to trickle: RFC 9725 section 4.3.1 lets the server say so with 405.
         raise web.HTTPMethodNotAllowed("PATCH", ["GET", "DELETE"])
 
-    app = web.Application(client_max_size=256 * 1024)
+    app = web.Application(client_max_size=4 * MAX_OFFER)  # larger: 413 before reading
     app.router.add_get("/", page)
     app.router.add_get("/{name}", asset)
     app.router.add_post("/whip", publish)
@@ -159,7 +163,7 @@ def build_app(
 
 
 async def serve(
-    app: web.Application, config: WebConfig, identity: Identity | None, token: str
+    app: web.Application, config: WebConfig, shown: str, identity: Identity | None, token: str
 ) -> WebServer:
     host, port = config.host, config.port
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -175,7 +179,6 @@ async def serve(
             "(choose another port with --web HOST:PORT, or --web off)"
         ) from None
     bound = runner.addresses[0][1] if port == 0 else port
-    shown = lan_address() if host in ("0.0.0.0", "::", "") else host
     scheme = "https" if context else "http"
     url = f"{scheme}://{_host(shown)}:{bound}/?token={token}"
     return WebServer(runner, url, identity.fingerprint if identity else None)

@@ -14,7 +14,6 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiortc import (
     RTCConfiguration,
@@ -128,6 +127,7 @@ class WhipEndpoint:
         publication = self.publications.pop(publication_id, None)
         if publication is None:
             return False
+        self.labels.pop(publication.address, None)  # its session, if any, has its name
         await publication.pc.close()
         log.info("WebRTC stream %s (%s) closed", publication.id, publication.label)
         return True
@@ -161,11 +161,3 @@ def _ask_for_opus_options(answer: str) -> str:
     lines = [line for line in lines if not line.startswith((f"a=fmtp:{pt} ", "a=ptime:"))]
     lines[rtpmap + 1 : rtpmap + 1] = [f"a=fmtp:{pt} {OPUS_FMTP}", f"a=ptime:{PTIME}"]
     return "\r\n".join(lines)
-
-
-def describe(publication: Publication) -> dict[str, Any]:
-    return {
-        "id": publication.id,
-        "label": publication.label,
-        "state": publication.pc.connectionState,
-    }

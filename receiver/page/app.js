@@ -24,7 +24,7 @@ let retryTimer = null;
 let wakeLock = null;
 let meterStop = null;
 
-window.airmic = { state: "idle", stats: null, packetsSent: 0 };
+window.airmic = { state: "idle", stats: null };
 
 function setState(state, text) {
   window.airmic.state = state;
@@ -270,9 +270,6 @@ async function pollStats() {
     ui.lost.textContent = s ? `${s.lost}` : "-";
     ui.recovered.textContent = s ? `${s.recovered}` : "-";
     ui.heard.textContent = s ? `${Math.round(s.level_db)} dB` : "-";
-    for (const report of (await pc.getStats()).values()) {
-      if (report.type === "outbound-rtp") window.airmic.packetsSent = report.packetsSent;
-    }
   } catch {
     // the next poll will tell
   }
