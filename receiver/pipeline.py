@@ -24,7 +24,7 @@ from airmic.common.errors import DeviceError
 from airmic.common.log import OnceLogger
 from airmic.common.playout import BLOCK, Playout
 from airmic.common.status import StatusLine, meter
-from airmic.receiver.demux import Demux, StreamKey
+from airmic.receiver.demux import Address, Demux, StreamKey
 from airmic.receiver.session import Session
 from airmic.receiver.sinks import SinkFactory
 from airmic.receiver.transport import listen
@@ -57,7 +57,9 @@ class Receiver:
 
     def __post_init__(self) -> None:
         self.demux = Demux(self._open_session, self.config.max_streams)
-        self.whip = WhipEndpoint(self.demux.receive_rtp, self.config.max_streams)
+        self.whip = WhipEndpoint(
+            self.demux.receive_rtp, self.end_streams_from, self.config.max_streams
+        )
         self.sink_errors = OnceLogger(log)  # sinks that would not open, by spec
 
     def _open_session(self, key: StreamKey, now: float) -> Session:
@@ -99,6 +101,10 @@ class Receiver:
             stats["recovered"],
             stats["late"],
         )
+
+    def end_streams_from(self, address: Address) -> None:
+        for key in [key for key in self.demux.sessions if key[0] == address]:
+            self.end_stream(key)
 
     def publication_stats(self, publication_id: str) -> dict[str, Any] | None:
         """The stream a WebRTC publication plays, seen from here (None before it starts)."""

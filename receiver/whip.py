@@ -55,15 +55,18 @@ class Publication:
 class WhipEndpoint:
     """Answers offers and keeps the sessions they open, until DELETE or disconnection.
 
-    `deliver(rtp, address, now)` gets each decrypted RTP packet; `labels` maps a
-    publication's address to its label, for the receiver to name the stream."""
+    `deliver(rtp, address, now)` gets each decrypted RTP packet and `ended(address)` hears
+    that a publication is over (its stream ends at once, not after a silence); `labels`
+    maps a publication's address to its label, for the receiver to name the stream."""
 
     def __init__(
         self,
         deliver: Callable[[RtpPacket, Address, float], None],
+        ended: Callable[[Address], None],
         max_sessions: int = 16,
     ) -> None:
         self._deliver = deliver
+        self._ended = ended
         self.max_sessions = max_sessions
         self.publications: dict[str, Publication] = {}
         self.labels: dict[Address, str] = {}
@@ -129,6 +132,7 @@ class WhipEndpoint:
             return False
         self.labels.pop(publication.address, None)  # its session, if any, has its name
         await publication.pc.close()
+        self._ended(publication.address)
         log.info("WebRTC stream %s (%s) closed", publication.id, publication.label)
         return True
 
