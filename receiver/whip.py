@@ -21,9 +21,11 @@ from aiortc import (
     RTCRtpReceiver,
     RTCSessionDescription,
 )
+from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 
+from airmic.common.audio import RATE
 from airmic.receiver.demux import Address
 
 log = logging.getLogger(__name__)
@@ -106,25 +108,30 @@ class WhipEndpoint:
         capabilities = RTCRtpReceiver.getCapabilities("audio")
         codecs = capabilities.codecs if capabilities else []
         opus = [codec for codec in codecs if codec.mimeType.lower() == "audio/opus"]
-        loop = asyncio.get_running_loop()
-        audio = 0
-        for transceiver in publication.pc.getTransceivers():
-            if transceiver.kind != "audio" or audio:
-                transceiver.direction = "inactive"  # video, or a second track: not for a mic
-                continue
-            audio += 1
-            transceiver.direction = "recvonly"
-            transceiver.setCodecPreferences(opus)
-
-            # aiortc awaits this for each decrypted packet; replacing it bypasses its own
-            # jitter buffer and decoder (see the module's docstring).
-            async def handle(rtp: RtpPacket, arrival_time_ms: int) -> None:
-                publication.ssrcs.add(rtp.ssrc)
-                self._deliver(rtp, publication.address, loop.time())
-
-            transceiver.receiver._handle_rtp_packet = handle  # type: ignore[method-assign, assignment]
+        audio = [t for t in publication.pc.getTransceivers() if t.kind == "audio"][:1]
         if not audio:
             raise BadOffer("the offer has no audio track")
+        for transceiver in publication.pc.getTransceivers():
+            transceiver.direction = "inactive"  # video, or a second track: not for a mic
+        audio[0].direction = "recvonly"
+        audio[0].setCodecPreferences(opus)
+        self._intercept(audio[0].receiver, publication)
+
+    def _intercept(self, receiver: RTCRtpReceiver, publication: Publication) -> None:
+        """Take the receiver's decrypted packets to the demux."""
+        loop = asyncio.get_running_loop()
+        # aiortc's receiver reports (RTCP RR) on the streams in this table. Fed here, the
+        # sender hears of the loss, and Chromium's Opus turns its in-band FEC on.
+        reported = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+
+        # aiortc awaits this for each decrypted packet; replacing it bypasses its own
+        # jitter buffer and decoder (see the module's docstring).
+        async def handle(rtp: RtpPacket, arrival_time_ms: int) -> None:
+            publication.ssrcs.add(rtp.ssrc)
+            reported.setdefault(rtp.ssrc, StreamStatistics(RATE)).add(rtp)
+            self._deliver(rtp, publication.address, loop.time())
+
+        receiver._handle_rtp_packet = handle  # type: ignore[method-assign, assignment]
 
     async def end(self, publication_id: str) -> bool:
         publication = self.publications.pop(publication_id, None)
