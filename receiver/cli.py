@@ -194,7 +194,8 @@ def web_config(args: argparse.Namespace) -> WebConfig | None:
     if args.web is False:
         return None
     if args.web is None:  # the default: HTTPS where the UDP socket listens, same port number
-        return WebConfig(*args.listen, tls=True, new_token=args.new_token)
+        host, port = args.listen
+        return WebConfig(host, port, tls=True, new_token=args.new_token)
     return dataclasses.replace(args.web, new_token=args.new_token)
 
 

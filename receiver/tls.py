@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from airmic.common.config import write_private
+from airmic.common.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,8 @@ def load_identity(folder: Path, addresses: list[str]) -> Identity:
     cert = _read(cert_path, key_path)
     if cert is None or not set(addresses) <= _names(cert):
         cert = _create(cert_path, key_path, addresses)
-    digest = cert.fingerprint(hashes.SHA256()).hex().upper()
-    return Identity(cert_path, key_path, ":".join(digest[i : i + 2] for i in range(0, 64, 2)))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return Identity(cert_path, key_path, fingerprint(der))
 
 
 def _read(cert_path: Path, key_path: Path) -> x509.Certificate | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import textwrap
 
@@ -20,6 +21,7 @@ from airmic.common.errors import UsageError
 from airmic.common.opus import FRAME_MS, OpusConfig
 from airmic.common.red import RED_PAYLOAD_TYPE
 from airmic.sender.pipeline import SenderConfig, run_sender
+from airmic.sender.webrtc import WhipTarget
 
 
 def _presets() -> str:
@@ -55,6 +57,9 @@ examples:
       earbuds plugged into the mic jack: gain, EQ, hum and noise removal, levelling
   airmic-send --to 192.168.1.20 --preset speaker --eq presence:+4dB@3k --no-gate
       a loudspeaker driver, with one more EQ band and no gate
+  airmic-send --to 'https://192.168.1.20:{DEFAULT_PORT}/?token=...' --name office
+      over WebRTC, where UDP is blocked: the link is the phone page's, as airmic-receive
+      prints it (its certificate's fingerprint is shown; --fingerprint checks it)
 
 presets:
 {_presets()}
@@ -65,15 +70,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="airmic-send",
         description="Stream audio from a microphone, file or tone to airmic-receive, as Opus "
-        "over RTP/UDP.",
+        "over RTP/UDP or WebRTC.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--to",
-        metavar="HOST[:PORT]",
-        type=parse_address,
-        help=f"the receiver (port {DEFAULT_PORT} if none is given)",
+        metavar="HOST[:PORT]|LINK",
+        help=f"the receiver: its address for RTP/UDP (port {DEFAULT_PORT} if none is given), "
+        "or the link airmic-receive prints (https://HOST:PORT/?token=...) for WebRTC",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("udp", "webrtc"),
+        help="RTP over UDP (the lowest latency) or WebRTC through the receiver's HTTPS port "
+        "(default: as --to says)",
+    )
+    parser.add_argument(
+        "--name",
+        default=socket.gethostname(),
+        help="this sender's name on the receiver, for WebRTC (default: the host name)",
+    )
+    parser.add_argument(
+        "--fingerprint",
+        metavar="SHA256",
+        help="WebRTC: the receiver's certificate fingerprint, as airmic-receive prints it; "
+        "any other certificate is refused",
     )
     parser.add_argument(
         "-i",
@@ -143,8 +165,7 @@ async def _main(args: argparse.Namespace) -> int:
     if args.list_devices:
         print(describe_devices())
         return 0
-    if args.to is None:
-        raise UsageError("where to? give the receiver with --to HOST[:PORT]")
+    to = destination(args)
     if not 96 <= args.payload_type <= 127:
         raise UsageError("--payload-type must be a dynamic type, 96-127 (RFC 7587)")
     try:
@@ -158,7 +179,7 @@ async def _main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     config = SenderConfig(
-        to=args.to,
+        to=to,
         input=args.input,
         opus=opus,
         loop=args.loop,
@@ -169,6 +190,26 @@ async def _main(args: argparse.Namespace) -> int:
     )
     await run_sender(config, stop_event())
     return 0
+
+
+def destination(args: argparse.Namespace) -> tuple[str, int] | WhipTarget:
+    """--to and --transport: an address for RTP/UDP, or a link for WebRTC."""
+    if args.to is None:
+        raise UsageError("where to? give the receiver with --to HOST[:PORT] (or its link)")
+    link = args.to.startswith(("https://", "http://"))
+    if args.transport == "udp" and link:
+        raise UsageError("RTP/UDP goes to an address: --to HOST[:PORT], not a link")
+    if args.transport == "webrtc" and not link:
+        raise UsageError(
+            "WebRTC needs the receiver's link with its token: --to 'https://HOST:PORT/?token=...'"
+            " (airmic-receive prints it at start)"
+        )
+    if link:
+        return WhipTarget.parse(args.to, args.name, args.fingerprint)
+    try:
+        return parse_address(args.to)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """The sender's whole pipeline, wired in one place:
 
-source ─► reframer ─► DSP chain ─► Opus encoder ─► RTP packetizer (+ redundant copies) ─► UDP
+source ─► reframer ─► DSP chain ─► Opus encoder ─┬► RTP packetizer (+ redundant copies) ─► UDP
+                                                 └► WebRTC (WHIP, aiortc: RTP, DTLS-SRTP)
 """
 
 from __future__ import annotations
@@ -15,22 +16,23 @@ from rich.text import Text
 from airmic.common.audio import RATE, Block, Reframer
 from airmic.common.dsp import Chain, DspSettings, build_chain
 from airmic.common.opus import OpusConfig, OpusEncoder
-from airmic.common.rtp import DEFAULT_PAYLOAD_TYPE, Packetizer
+from airmic.common.rtp import DEFAULT_PAYLOAD_TYPE
 from airmic.common.status import LevelMeter, StatusLine, meter
 from airmic.sender.sources import Pacer, open_source
-from airmic.sender.transport import UdpTransport
+from airmic.sender.transport import RtpLink
+from airmic.sender.webrtc import WhipLink, WhipTarget
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SenderConfig:
-    to: tuple[str, int]
+    to: tuple[str, int] | WhipTarget  # a receiver's address (RTP/UDP) or its link (WebRTC)
     input: str | None = None  # None: the PulseAudio default source, else the default device
     opus: OpusConfig = field(default_factory=OpusConfig)
     loop: bool = False
     payload_type: int = DEFAULT_PAYLOAD_TYPE
-    redundancy: int = 1  # copies of earlier packets in each packet (RFC 2198)
+    redundancy: int = 1  # copies of earlier packets in each packet (RFC 2198; UDP only)
     duration: float | None = None  # seconds of audio to send; None: until the source ends
     dsp: DspSettings | None = None  # None: no processing at all
 
@@ -52,15 +54,18 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
     source = open_source(config.input, frame, config.loop)  # capture, in real time
     reframer = Reframer(frame)  # cut into exact Opus frames
     encoder = OpusEncoder(config.opus)  # Opus, VOIP + FEC or low-delay CELT
-    packetizer = Packetizer(config.payload_type, redundancy=config.redundancy)  # RTP, RED
-    transport = await UdpTransport.open(*config.to)  # to the receiver
+    link = await (  # to the receiver
+        WhipLink.open(config.to)
+        if isinstance(config.to, WhipTarget)
+        else RtpLink.open(config.to, config.payload_type, config.redundancy)
+    )
     report = SenderReport()
 
     def send(block: Block) -> None:
         report.input.update(block)
         block = chain.process(block)
         report.output.update(block)
-        transport.send(packetizer.packetize(encoder.encode(block), len(block)))
+        link.send(encoder.encode(block), len(block))
         report.packets += 1
         report.seconds += len(block) / RATE
 
@@ -81,20 +86,18 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         send(np.zeros(frame, dtype=np.float32))
 
     log.info(
-        "sending %s to %s:%d (Opus %s, %g ms frames, %d kbit/s, %d redundant, SSRC %08x)",
+        "sending %s over %s: Opus %s, %g ms frames, %d kbit/s",
         source.description,
-        *config.to,
+        link.description,
         config.opus.application,
         config.opus.frame_ms,
         config.opus.bitrate // 1000,
-        config.redundancy,
-        packetizer.ssrc,
     )
     log.info("DSP: %s (%.1f ms)", chain.describe(), chain.latency_ms)
     streaming = asyncio.create_task(stream())
     waiters = {streaming} | ({asyncio.create_task(stop.wait())} if stop else set())
     try:
-        with StatusLine(lambda: _status(report, chain)):
+        with StatusLine(lambda: _status(report, chain, link.status())):
             done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
@@ -102,22 +105,25 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
                 streaming.result()  # raise what the source raised
     finally:
         streaming.cancel()
-        transport.close()
-    report.bytes = transport.sent_bytes
+        await link.close()
+    report.bytes = link.sent_bytes
     rate = report.bytes * 8 / report.seconds / 1000 if report.seconds else 0.0
     log.info(
-        "sent %d packets, %.1f s of audio, %.0f kbit/s on the wire",
-        report.packets,
+        "sent %d packets, %.1f s of audio, %.0f kbit/s on the wire%s",
+        report.packets - link.dropped,
         report.seconds,
         rate,
+        f"; {link.dropped} dropped while not connected" if link.dropped else "",
     )
     return report
 
 
-def _status(report: SenderReport, chain: Chain) -> Text:
+def _status(report: SenderReport, chain: Chain, link: str) -> Text:
     line = Text("in  ")
     line.append_text(report.input.render())
     line.append(f"   {report.seconds:7.1f} s   {report.packets} packets\nout ")
     line.append_text(meter(report.output.level_db))
     line.append("   " + "   ".join(chain.activity()), style="cyan")
+    if link:
+        line.append(f"\n{link}", style="dim")
     return line

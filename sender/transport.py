@@ -1,5 +1,8 @@
 """The sender's UDP socket: sends datagrams to one receiver, never blocks, never dies of an
-ICMP error (the receiver may simply not be up yet)."""
+ICMP error (the receiver may simply not be up yet); and the RTP link built on it.
+
+A link takes Opus packets (`send(payload, samples)`) to a receiver: `RtpLink` here, or
+`WhipLink` (sender/webrtc.py) over WebRTC."""
 
 from __future__ import annotations
 
@@ -9,8 +12,11 @@ import socket
 
 from airmic.common.errors import NetworkError
 from airmic.common.log import OnceLogger
+from airmic.common.rtp import Packetizer
 
 log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -54,4 +60,37 @@ class UdpTransport:
         self.sent_bytes += len(datagram)
 
     def close(self) -> None:
+        self._transport.close()
+
+
+class RtpLink:
+    """airmic's own RTP over UDP: each Opus packet in one datagram, with RFC 2198 copies of
+    the ones before."""
+
+    dropped = 0  # a datagram is always sent
+
+    def __init__(self, transport: UdpTransport, packetizer: Packetizer, description: str) -> None:
+        self._transport = transport
+        self._packetizer = packetizer
+        self.description = description
+
+    @classmethod
+    async def open(cls, to: Address, payload_type: int, redundancy: int) -> RtpLink:
+        packetizer = Packetizer(payload_type, redundancy=redundancy)
+        description = (
+            f"RTP/UDP to {to[0]}:{to[1]} ({redundancy} redundant, SSRC {packetizer.ssrc:08x})"
+        )
+        return cls(await UdpTransport.open(*to), packetizer, description)
+
+    @property
+    def sent_bytes(self) -> int:
+        return self._transport.sent_bytes
+
+    def send(self, payload: bytes, samples: int) -> None:
+        self._transport.send(self._packetizer.packetize(payload, samples))
+
+    def status(self) -> str:
+        return ""  # plain RTP hears nothing back
+
+    async def close(self) -> None:
         self._transport.close()

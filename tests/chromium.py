@@ -23,14 +23,20 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--use-fake-ui-for-media-stream",  # "allow the microphone?" answered yes
-    "--use-fake-device-for-media-stream",
 ]
 
 
 @contextmanager
-def chromium(ns: Namespace, microphone: Path, folder: Path, phone: bool = True) -> Iterator:
-    """A Playwright page in Chromium inside `ns`, whose microphone plays `microphone` in a
-    loop; sized as a phone's screen."""
+def chromium(
+    ns: Namespace,
+    microphone: Path | None,
+    folder: Path,
+    phone: bool = True,
+    env: dict[str, str] | None = None,
+) -> Iterator:
+    """A Playwright browser context in Chromium inside `ns`, sized as a phone's screen,
+    whose microphone plays `microphone` in a loop; or, with None, captures the default
+    source of the PulseAudio server that `env` names."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is missing: run scripts/test, which installs it")
     from playwright.sync_api import sync_playwright
@@ -44,7 +50,8 @@ def chromium(ns: Namespace, microphone: Path, folder: Path, phone: bool = True) 
         browser = playwright.chromium.launch(
             executable_path=str(wrapper),
             headless=True,
-            args=[*FLAGS, f"--use-file-for-fake-audio-capture={microphone}"],
+            args=FLAGS + fake_microphone(microphone),
+            env=env,
         )
         try:
             context = browser.new_context(
@@ -58,3 +65,9 @@ def chromium(ns: Namespace, microphone: Path, folder: Path, phone: bool = True) 
         finally:
             browser.close()
             shutil.rmtree(profile, ignore_errors=True)
+
+
+def fake_microphone(wav: Path | None) -> list[str]:
+    if wav is None:
+        return []
+    return ["--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}"]

@@ -1,0 +1,140 @@
+"""Browser-to-receiver latency: the phone page in a real Chromium, measured with chirps.
+
+On a private PulseAudio daemon, chirps (two a second) play into the null sink `feed`.
+Chromium, in a network namespace joined to this host by a veth pair (a phone on the LAN),
+opens the receiver's page and streams `feed.monitor` (remapped as its default microphone)
+over WebRTC;
+the receiver plays it into the virtual mic. One recorder takes `feed.monitor` and the
+virtual mic side by side on one clock; each chirp's delay is where it turns up in the
+second channel after the first. airmic-send over UDP runs on the same daemon, as the
+yardstick. Needs root (the namespace).
+
+    .venv/bin/python scripts/bench_browser.py [--seconds 30]
+
+Prints a Markdown table; writes out/bench_browser.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.bench_mic import RATE, chirps, onsets, setups  # noqa: E402
+from scripts.bench_mic import measure as measure_udp  # noqa: E402
+from tests.chromium import chromium  # noqa: E402
+from tests.conftest import free_udp_port  # noqa: E402
+from tests.netns import namespace  # noqa: E402
+from tests.processes import ReceiverProcess  # noqa: E402
+from tests.pulse import pactl, private_pulseaudio, record_pair  # noqa: E402
+
+
+def delays(pair: Path, template: np.ndarray) -> np.ndarray:
+    """Each chirp's delay from the first channel to the second, in ms."""
+    both = soundfile.read(pair, dtype="float32")[0]
+    played, heard = onsets(both[:, 0], template), onsets(both[:, 1], template)
+    found = []
+    for start in played:
+        later = heard[(heard >= start) & (heard < start + RATE // 2)]
+        if len(later):
+            found.append((later[0] - start) / RATE * 1000)
+    return np.array(found)
+
+
+def measure_browser(latency: str, sound: Path, template: np.ndarray, pulse, folder: Path):
+    """The chirps' delays through the page, and the receiver's view of the stream."""
+    run = folder / f"browser-{latency}"
+    run.mkdir()
+    port = free_udp_port()
+    with namespace() as lan:
+        receiver = ReceiverProcess(run, port, "--web", f"https://{lan.host_ip}:{port}",
+                                   "--latency", latency, idle=None, sinks=("virtual",),
+                                   env=pulse)  # fmt: skip
+        receiver.wait_for("phone page:")
+        url = re.search(r"phone page: (\S+)", receiver.stderr).group(1)  # type: ignore[union-attr]
+        recorder = subprocess.Popen(record_pair("feed.monitor", "airmic", run / "pair.wav"),
+                                    env=pulse, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    text=True)  # fmt: skip
+        assert recorder.stdout is not None
+        while "PLAYING" not in recorder.stdout.readline():
+            pass
+        with chromium(lan, None, run, env=pulse) as context:
+            page = context.new_page()
+            page.goto(url)
+            page.fill("#name", "bench")
+            page.click("#start")
+            try:
+                page.wait_for_function("window.airmic.state === 'streaming'", timeout=20_000)
+            except Exception:
+                sys.exit(f"the page did not stream: {page.text_content('#message')}")
+            time.sleep(1.0)
+            subprocess.run(["paplay", "--device=feed", str(sound)], env=pulse, check=True)
+            time.sleep(0.5)
+            view = page.evaluate("window.airmic.stats")
+            page.click("#start")
+            page.wait_for_function("window.airmic.state === 'idle'")
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=30)
+        receiver.stop()
+    return delays(run / "pair.wav", template), view
+
+
+def summary(found: np.ndarray, expected: int) -> dict:
+    return {
+        "median_ms": float(np.median(found)) if len(found) else None,
+        "p95_ms": float(np.percentile(found, 95)) if len(found) else None,
+        "found": len(found),
+        "expected": expected,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the chirp track")
+    parser.add_argument("--out", type=Path, default=ROOT / "out")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp, private_pulseaudio(Path(tmp)) as pulse:
+        folder = Path(tmp)
+        # Chromium lists no monitor as a microphone: a remapped source of `feed` is one.
+        pactl(pulse, "load-module", "module-remap-source", "master=feed.monitor",
+              "source_name=phone", "channels=1")  # fmt: skip
+        pactl(pulse, "set-default-source", "phone")
+        sound, template = chirps(args.seconds, folder)
+        expected = int(args.seconds * 2)
+        for latency in ("balanced", "low"):
+            print(f"Chromium page, --latency {latency}…", file=sys.stderr)
+            found, view = measure_browser(latency, sound, template, pulse, folder)
+            results[f"Chromium page over WebRTC, receiver --latency {latency}"] = summary(
+                found, expected
+            ) | {"jitter_buffer_ms": view and view["delay_ms"], "lost": view and view["lost"]}
+        udp = next(s for s in setups(free_udp_port(), "pulse:feed.monitor") if "default" in s.name)
+        print("airmic-send over UDP…", file=sys.stderr)
+        found = measure_udp(udp, sound, template, pulse, folder)
+        results["airmic-send over UDP (the yardstick)"] = summary(found, expected)
+    print("\n| path | latency median | p95 | chirps found | jitter buffer |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in results.items():
+        median = "n/a" if r["median_ms"] is None else f"{r['median_ms']:.1f} ms"
+        p95 = "n/a" if r["p95_ms"] is None else f"{r['p95_ms']:.1f} ms"
+        buffer = f"{r['jitter_buffer_ms']} ms" if r.get("jitter_buffer_ms") else ""
+        print(f"| {name} | {median} | {p95} | {r['found']}/{r['expected']} | {buffer} |")
+    (args.out / "bench_browser.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
