@@ -19,7 +19,7 @@ from rich.text import Text
 
 from airmic.common.audio import RATE
 from airmic.common.delay import MODES, LatencyRange
-from airmic.common.dsp import DspSettings, build_chain
+from airmic.common.dsp import PRESETS, DspSettings, build_chain
 from airmic.common.errors import DeviceError
 from airmic.common.log import OnceLogger
 from airmic.common.playout import BLOCK, Playout
@@ -64,8 +64,8 @@ class Receiver:
 
     def _open_session(self, key: StreamKey, now: float) -> Session:
         (host, port), ssrc = key
-        label = self.whip.labels.get((host, port))
-        name = f"{label} (WebRTC)" if label else f"{host}:{port}/{ssrc:08x}"
+        sender = self.whip.senders.get((host, port))
+        name = f"{sender.label} (WebRTC)" if sender else f"{host}:{port}/{ssrc:08x}"
         sinks = []
         for factory in self.config.sinks:
             try:
@@ -75,8 +75,12 @@ class Receiver:
                     factory.spec, "stream %s: no %s: %s", name, factory.spec, exc
                 )
         log.info("stream %s started -> %s", name, ", ".join(s.description for s in sinks))
-        dsp = build_chain(self.config.dsp, self.config.block) if self.config.dsp else None
-        return Session(name, Playout(self.config.latency), sinks, now, dsp)
+        # A browser's sender may name its transducer (the page's "plugged in" choice).
+        dsp = PRESETS[sender.preset] if sender and sender.preset else self.config.dsp
+        chain = build_chain(dsp, self.config.block) if dsp else None
+        if chain is not None:
+            log.info("stream %s: DSP %s", name, chain.describe())
+        return Session(name, Playout(self.config.latency), sinks, now, chain)
 
     def tick(self, now: float) -> None:
         """The playout clock's beat: the block that plays from `now` on, for each stream."""

@@ -80,6 +80,7 @@ class Session:
         return {
             "stream": self.name,
             "sinks": [sink.description for sink in self.sinks],
+            "dsp": self.dsp.describe() if self.dsp is not None else None,
             "payload_type": self.payload_type,
             **self.playout.jitter.stats.as_dict(),
             "malformed": self.malformed + self.playout.malformed,

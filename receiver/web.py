@@ -1,7 +1,9 @@
 """The receiver's web server: the phone page and the WHIP endpoint, over HTTPS.
 
 GET  /?token=T            the page (a phone opens it from the QR code)
+GET  /presets?token=T     the DSP presets a browser's stream can ask for (JSON)
 POST /whip?token=T        an SDP offer -> 201, the answer and the session's Location
+                          (&name=ROOM names the stream, &preset=NAME processes it)
 GET  /whip/ID?token=T     the receiver's view of that stream (JSON: delay, loss, level)
 DELETE /whip/ID?token=T   the end of that stream
 """
@@ -22,6 +24,7 @@ import segno
 from aiohttp import web
 
 from airmic.common.config import config_dir
+from airmic.common.dsp import PRESETS
 from airmic.common.errors import NetworkError
 from airmic.common.status import CONSOLE
 from airmic.receiver.access import Access
@@ -117,8 +120,11 @@ def build_app(
             raise web.HTTPBadRequest(text="the offer is not text\n") from None
         name = LABEL.sub("", request.query.get("name", ""))[:40].strip()
         label = name or f"WHIP from {request.remote}"
+        preset = request.query.get("preset") or None
+        if preset is not None and preset not in PRESETS:
+            raise web.HTTPBadRequest(text=f"unknown preset: one of {', '.join(PRESETS)}\n")
         try:
-            publication, answer = await whip.publish(offer, label)
+            publication, answer = await whip.publish(offer, label, preset)
         except BadOffer as exc:
             log.info("refused a WHIP offer from %s: %s", request.remote, exc)
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
@@ -127,6 +133,12 @@ def build_app(
             text=answer,
             content_type="application/sdp",
             headers={"Location": f"/whip/{publication.id}"},
+        )
+
+    async def presets(request: web.Request) -> web.StreamResponse:
+        allowed(request)
+        return web.json_response(
+            [{"name": name, "about": p.notes[0] if p.notes else ""} for name, p in PRESETS.items()]
         )
 
     async def stats(request: web.Request) -> web.StreamResponse:
@@ -154,6 +166,7 @@ def build_app(
 
     app = web.Application(client_max_size=4 * MAX_OFFER)  # larger: 413 before reading
     app.router.add_get("/", page)
+    app.router.add_get("/presets", presets)
     app.router.add_get("/{name}", asset)
     app.router.add_post("/whip", publish)
     app.router.add_get("/whip/{id}", stats)

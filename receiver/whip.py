@@ -51,6 +51,7 @@ class Publication:
     label: str  # the name the sender gave (a room), for the terminal and the stats
     pc: RTCPeerConnection
     address: Address  # the demux's key for it
+    preset: str | None = None  # the DSP preset the sender asked for; None: the receiver's
     ssrcs: set[int] = field(default_factory=set)
 
 
@@ -58,8 +59,8 @@ class WhipEndpoint:
     """Answers offers and keeps the sessions they open, until DELETE or disconnection.
 
     `deliver(rtp, address, now)` gets each decrypted RTP packet and `ended(address)` hears
-    that a publication is over (its stream ends at once, not after a silence); `labels`
-    maps a publication's address to its label, for the receiver to name the stream."""
+    that a publication is over (its stream ends at once, not after a silence); `senders`
+    maps a publication's address to it, for the receiver to name and process its stream."""
 
     def __init__(
         self,
@@ -71,17 +72,20 @@ class WhipEndpoint:
         self._ended = ended
         self.max_sessions = max_sessions
         self.publications: dict[str, Publication] = {}
-        self.labels: dict[Address, str] = {}
+        self.senders: dict[Address, Publication] = {}
         self._ids = itertools.count(1)
 
-    async def publish(self, offer: str, label: str) -> tuple[Publication, str]:
+    async def publish(
+        self, offer: str, label: str, preset: str | None = None
+    ) -> tuple[Publication, str]:
         """A new publication for `offer` and the answer SDP. Raises BadOffer."""
         if len(self.publications) >= self.max_sessions:
             raise BadOffer(f"more than {self.max_sessions} WebRTC streams")
         _check_offer(offer)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # LAN: no STUN, no TURN
         number = next(self._ids)
-        publication = Publication(f"{number}", label, pc, (f"webrtc:{label}", number))
+        address = (f"webrtc:{label}", number)
+        publication = Publication(f"{number}", label, pc, address, preset)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
             self._take_audio(publication)
@@ -93,7 +97,7 @@ class WhipEndpoint:
             await pc.close()
             raise BadOffer(f"cannot answer the offer: {exc}") from None
         self.publications[publication.id] = publication
-        self.labels[publication.address] = label
+        self.senders[publication.address] = publication
 
         @pc.on("connectionstatechange")
         async def changed() -> None:
@@ -137,7 +141,7 @@ class WhipEndpoint:
         publication = self.publications.pop(publication_id, None)
         if publication is None:
             return False
-        self.labels.pop(publication.address, None)  # its session, if any, has its name
+        self.senders.pop(publication.address, None)  # its session, if any, has its name
         await publication.pc.close()
         self._ended(publication.address)
         log.info("WebRTC stream %s (%s) closed", publication.id, publication.label)

@@ -8,7 +8,8 @@ const saved = JSON.parse(localStorage.getItem("airmic") || "{}");
 
 const ui = {
   start: $("start"), state: $("state"), message: $("message"), device: $("device"),
-  name: $("name"), ec: $("ec"), ns: $("ns"), agc: $("agc"),
+  name: $("name"), preset: $("preset"), presetAbout: $("preset-about"),
+  ec: $("ec"), ns: $("ns"), agc: $("agc"),
   level: $("level"), peak: $("peak"), levelText: $("level-text"),
   delay: $("delay"), lost: $("lost"), recovered: $("recovered"), heard: $("heard"),
 };
@@ -40,7 +41,7 @@ function say(text, kind = "error") {
 
 function settings() {
   return {
-    name: ui.name.value.trim(), device: ui.device.value,
+    name: ui.name.value.trim(), device: ui.device.value, preset: ui.preset.value,
     ec: ui.ec.checked, ns: ui.ns.checked, agc: ui.agc.checked,
   };
 }
@@ -50,6 +51,19 @@ function restore() {
   ui.ec.checked = !!saved.ec;
   ui.ns.checked = !!saved.ns;
   ui.agc.checked = !!saved.agc;
+}
+
+async function listPresets() {
+  const response = await fetch(`/presets?token=${encodeURIComponent(token)}`);
+  if (!response.ok) return;
+  const presets = await response.json();
+  const about = Object.fromEntries(presets.map((p) => [p.name, p.about]));
+  const general = ui.presetAbout.textContent;
+  presets.forEach((p) => ui.preset.append(new Option(p.name, p.name)));
+  ui.preset.value = about[saved.preset] !== undefined ? saved.preset : "";
+  const explainPreset = () => { ui.presetAbout.textContent = about[ui.preset.value] || general; };
+  ui.preset.addEventListener("change", explainPreset);
+  explainPreset();
 }
 
 async function listDevices() {
@@ -118,7 +132,8 @@ async function connect() {
   if (opus.length && transceiver.setCodecPreferences) transceiver.setCodecPreferences(opus);
   connection.addEventListener("connectionstatechange", () => onConnectionState(connection));
 
-  const query = new URLSearchParams({ token, name: settings().name });
+  const { name, preset } = settings();
+  const query = new URLSearchParams({ token, name, ...(preset && { preset }) });
   let response;
   try {
     response = await fetch(`/whip?${query}`, {
@@ -277,6 +292,7 @@ async function pollStats() {
 
 ui.start.addEventListener("click", () => (wanted ? stop() : start()));
 ui.device.addEventListener("change", () => wanted && (stop(), start()));
+ui.preset.addEventListener("change", () => wanted && (stop(), start()));
 document.addEventListener("visibilitychange", () => {
   if (wanted && document.visibilityState === "visible" && !wakeLock) keepAwake();
 });
@@ -285,4 +301,5 @@ window.addEventListener("pagehide", () => wanted && stop());
 setInterval(pollStats, 1000);
 restore();
 if (navigator.mediaDevices) listDevices().catch(() => {});
+if (token) listPresets().catch(() => {});
 if (!token) say("This page needs the link from the receiver (it carries an access token).");

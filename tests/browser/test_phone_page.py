@@ -57,56 +57,74 @@ def looped_reference(speech: np.ndarray, heard: np.ndarray) -> np.ndarray:
     return loops[start : start + len(heard) - RATE // 5]
 
 
-def stream_from_page(context, url, seconds, name="kitchen"):
+def open_page(context, url, name, preset=""):
+    """A phone's page, streaming: its name and what is plugged in set, Start pressed."""
     page = context.new_page()
     page.goto(url)
     page.fill("#name", name)
+    page.wait_for_selector(f"#preset option[value='{preset}']", state="attached")
+    page.select_option("#preset", preset)
     page.click("#start")
     page.wait_for_function("window.airmic.state === 'streaming'", timeout=20_000)
-    page.wait_for_function("window.airmic.stats !== null", timeout=10_000)
-    time.sleep(seconds)
     return page
 
 
-def stream_and_compare(receiver, page, speech):
-    """Stop the page, then compare the receiver's output with the looped speech."""
+def stop_page(page):
+    """Press Stop (the page ends its WHIP session, and its stream ends); the receiver's
+    view of the stream as the page last showed it."""
+    page.wait_for_function("window.airmic.stats !== null", timeout=10_000)
     stats = page.evaluate("window.airmic.stats")
-    page.click("#start")  # Stop: the page ends its WHIP session, and the stream ends
+    page.click("#start")
     page.wait_for_function("window.airmic.state === 'idle'")
-    receiver.wait_for("(WebRTC) ended")
-    assert receiver.stop() == 0, receiver.stderr
     print(f"\nthe receiver's view on the page: {stats}")
     assert stats["delay_ms"] is not None
+    return stats
 
-    out, _ = soundfile.read(receiver.folder / "out.wav", dtype="float32")
+
+def compare(stream, speech):
+    """How well the stream's WAV file matches the looped speech."""
+    out, _ = soundfile.read(stream["sinks"][0].removeprefix("wav:"), dtype="float32")
     heard = heard_part(out)
     assert len(heard) > 6 * RATE
     speech_samples, _ = soundfile.read(speech, dtype="float32")
     result = match(looped_reference(speech_samples, heard), heard)
-    (stream,) = receiver.stats()["streams"]
-    print(f"correlation {result.correlation:.4f}, longest gap {result.longest_gap} frames, "
-          f"{stream['received']} packets ({stream['seconds']} s)")  # fmt: skip
-    return stats, result, stream
+    print(f"{stream['stream']}: correlation {result.correlation:.4f}, longest gap "
+          f"{result.longest_gap} frames, {stream['received']} packets")  # fmt: skip
+    return result
 
 
-def test_the_page_streams_the_microphone_into_the_receiver(tmp_path, udp_port, lan, speech):
+def test_two_phones_stream_into_the_receiver(tmp_path, udp_port, lan, speech):
+    """Two pages at once, each its own stream; one names its transducer (the mic preset)."""
     receiver, url = start_receiver(tmp_path, udp_port, lan)
     with chromium(lan, speech, tmp_path) as context:
-        page = stream_from_page(context, url, seconds=8)
+        kitchen = open_page(context, url, "kitchen", preset="mic")
+        hall = open_page(context, url, "hall")
+        time.sleep(8)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=ARTIFACTS / "phone.png")
-        stats, result, stream = stream_and_compare(receiver, page, speech)
-    assert stream["stream"] == "kitchen (WebRTC)"
-    assert stats["lost"] == 0 and stream["lost"] == 0
-    assert result.correlation >= 0.9
+        kitchen.screenshot(path=ARTIFACTS / "phone.png")
+        views = [stop_page(kitchen), stop_page(hall)]
+        receiver.wait_for("(hall) closed")
+    assert receiver.stop() == 0, receiver.stderr
+    streams = {s["stream"]: s for s in receiver.stats()["streams"]}
+    assert set(streams) == {"kitchen (WebRTC)", "hall (WebRTC)"}
+    assert streams["kitchen (WebRTC)"]["dsp"] == "dc > limiter"  # the mic preset
+    assert streams["hall (WebRTC)"]["dsp"] is None  # the receiver's own setting: none
+    for view, stream in zip(views, streams.values(), strict=True):
+        assert view["lost"] == 0 and stream["lost"] == 0
+        assert compare(stream, speech).correlation >= 0.9
 
 
 def test_the_page_streams_through_5_percent_loss(tmp_path, udp_port, lan, speech):
     receiver, url = start_receiver(tmp_path, udp_port, lan)
     lan.lose_udp(5)  # from the phone's side: media, RTCP, ICE checks and DTLS alike
     with chromium(lan, speech, tmp_path) as context:
-        page = stream_from_page(context, url, seconds=10)
-        _, result, stream = stream_and_compare(receiver, page, speech)
+        page = open_page(context, url, "kitchen")
+        time.sleep(10)
+        stop_page(page)
+        receiver.wait_for("(kitchen) closed")
+    assert receiver.stop() == 0, receiver.stderr
+    (stream,) = receiver.stats()["streams"]
+    result = compare(stream, speech)
     dropped, datagrams = lan.udp_lost()
     sent = stream["received"] + stream["lost"]
     print(f"dropped {dropped} of {datagrams} datagrams; lost {stream['lost']} of {sent} packets "

@@ -4,6 +4,7 @@ get 400, and two WHIP publishers (aiortc clients) each get their own stream."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import ssl
 import urllib.error
@@ -80,7 +81,17 @@ def test_bad_offers_are_refused(receiver, body, content_type, status, reason):
     assert request(f"{base}/?token={token}")[0] == 200  # and it serves on
 
 
-async def publish(base, token, name, wav):
+def test_presets_are_listed_and_checked(receiver):
+    _, base, token = receiver
+    status, _, body = request(f"{base}/presets?token={token}")
+    assert status == 200 and {p["name"] for p in json.loads(body)} >= {"mic", "speaker"}
+    assert request(f"{base}/presets")[0] == 401
+    got, _, text = request(f"{base}/whip?token={token}&preset=tuba", "POST", b"v=0\r\n",
+                           {"Content-Type": "application/sdp"})  # fmt: skip
+    assert got == 400 and "unknown preset" in text
+
+
+async def publish(base, token, name, wav, preset=None):
     """An aiortc WHIP client streaming `wav`; returns its connection and resource URL."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     player = MediaPlayer(str(wav))
@@ -88,7 +99,7 @@ async def publish(base, token, name, wav):
     await pc.setLocalDescription(await pc.createOffer())
     status, headers, answer = await asyncio.to_thread(
         request,
-        f"{base}/whip?token={token}&name={name}",
+        f"{base}/whip?token={token}&name={name}" + (f"&preset={preset}" if preset else ""),
         "POST",
         pc.localDescription.sdp.encode(),
         {"Content-Type": "application/sdp"},
@@ -126,3 +137,30 @@ async def test_two_publishers_get_their_own_streams(receiver, tmp_path, speech, 
     assert abs(np.argmax(spectrum) * 48_000 / len(hall) - 440) < 2  # the tone, alone
     result = match(speech_samples[: 48_000 * 3], kitchen, max_lag=len(kitchen))
     assert result.correlation > 0.9  # the speech, through aiortc's encoder and ours
+
+
+async def test_each_stream_gets_the_preset_it_asks_for(receiver, tmp_path, speech_samples):
+    """Two rooms, one from a bare speaker driver: only its stream gets the speaker preset."""
+    process, base, token = receiver
+    weak = tmp_path / "weak.wav"  # speech as a speaker driver gives it: 30 dB down
+    soundfile.write(weak, speech_samples[: 48_000 * 4] * 10 ** (-30 / 20), 48_000)
+    plain, plain_url = await publish(base, token, "kitchen", weak)
+    driver, driver_url = await publish(base, token, "hall", weak, preset="speaker")
+    await asyncio.sleep(4.5)
+    for url in (plain_url, driver_url):
+        assert (await asyncio.to_thread(request, f"{url}?token={token}", "DELETE"))[0] == 200
+    await plain.close()
+    await driver.close()
+    process.wait_for("(hall) closed")
+    assert process.stop() == 0
+
+    streams = {s["stream"]: s for s in process.stats()["streams"]}
+    kitchen, hall = streams["kitchen (WebRTC)"], streams["hall (WebRTC)"]
+    assert kitchen["dsp"] is None and "denoise" in hall["dsp"]
+
+    def level(stream):
+        out, _ = soundfile.read(stream["sinks"][0].removeprefix("wav:"), dtype="float32")
+        return 10 * np.log10(np.mean(out**2) + 1e-12)
+
+    print(f"\nlevels: kitchen {level(kitchen):.1f} dBFS, hall {level(hall):.1f} dBFS")
+    assert level(hall) > level(kitchen) + 15  # the preset's gain and levelling, one stream only
