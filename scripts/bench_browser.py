@@ -37,7 +37,7 @@ from scripts.bench_mic import measure as measure_udp  # noqa: E402
 from tests.chromium import chromium  # noqa: E402
 from tests.conftest import free_udp_port  # noqa: E402
 from tests.netns import namespace  # noqa: E402
-from tests.processes import ReceiverProcess  # noqa: E402
+from tests.processes import Process, ReceiverProcess  # noqa: E402
 from tests.pulse import pactl, private_pulseaudio, record_pair  # noqa: E402
 
 
@@ -62,32 +62,31 @@ def measure_browser(latency: str, sound: Path, template: np.ndarray, pulse, fold
         receiver = ReceiverProcess(run, port, "--web", f"https://{lan.host_ip}:{port}",
                                    "--latency", latency, idle=None, sinks=("virtual",),
                                    env=pulse)  # fmt: skip
-        receiver.wait_for("phone page:")
-        url = re.search(r"phone page: (\S+)", receiver.stderr).group(1)  # type: ignore[union-attr]
-        recorder = subprocess.Popen(record_pair("feed.monitor", "airmic", run / "pair.wav"),
-                                    env=pulse, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    text=True)  # fmt: skip
-        assert recorder.stdout is not None
-        while "PLAYING" not in recorder.stdout.readline():
-            pass
-        with chromium(lan, None, run, env=pulse) as context:
-            page = context.new_page()
-            page.goto(url)
-            page.fill("#name", "bench")
-            page.click("#start")
-            try:
-                page.wait_for_function("window.airmic.state === 'streaming'", timeout=20_000)
-            except Exception:
-                sys.exit(f"the page did not stream: {page.text_content('#message')}")
-            time.sleep(1.0)
-            subprocess.run(["paplay", "--device=feed", str(sound)], env=pulse, check=True)
-            time.sleep(0.5)
-            view = page.evaluate("window.airmic.stats")
-            page.click("#start")
-            page.wait_for_function("window.airmic.state === 'idle'")
-        recorder.send_signal(signal.SIGINT)
-        recorder.wait(timeout=30)
-        receiver.stop()
+        recorder = Process(record_pair("feed.monitor", "airmic", run / "pair.wav"), run,
+                           "recorder", pulse)  # fmt: skip
+        try:
+            receiver.wait_for("phone page:")
+            url = re.search(r"phone page: (\S+)", receiver.stderr).group(1)  # type: ignore[union-attr]
+            recorder.wait_for("PLAYING")
+            with chromium(lan, None, run, env=pulse) as context:
+                page = context.new_page()
+                page.goto(url)
+                page.fill("#name", "bench")
+                page.click("#start")
+                try:
+                    page.wait_for_function("window.airmic.state === 'streaming'", timeout=20_000)
+                except Exception:
+                    message = page.text_content("#message")
+                    raise SystemExit(f"the page did not stream: {message}") from None
+                time.sleep(1.0)
+                subprocess.run(["paplay", "--device=feed", str(sound)], env=pulse, check=True)
+                time.sleep(0.5)
+                view = page.evaluate("window.airmic.stats")
+                page.click("#start")
+                page.wait_for_function("window.airmic.state === 'idle'")
+        finally:
+            recorder.stop(signal.SIGINT)
+            receiver.stop()
     return delays(run / "pair.wav", template), view
 
 

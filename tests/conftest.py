@@ -67,6 +67,14 @@ def private_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ["XDG_CONFIG_HOME"] = before
 
 
+@pytest.fixture(autouse=True)
+def reap_processes() -> Iterator[None]:
+    yield
+    from tests.processes import Process
+
+    Process.reap()
+
+
 @pytest.fixture
 def udp_port() -> int:
     return free_udp_port()

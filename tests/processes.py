@@ -7,12 +7,16 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import ClassVar
 
 from tests.conftest import command
 
 
 class Process:
-    """A program started with its output in files; always ended by `stop()` or `wait()`."""
+    """A program started with its output in files; ended by `stop()` or `wait()`, or after
+    the test by `reap()` (a failed assertion must not leave it running into the next test)."""
+
+    live: ClassVar[set[Process]] = set()
 
     def __init__(
         self, args: list[str], folder: Path, name: str, env: dict[str, str] | None = None
@@ -25,6 +29,7 @@ class Process:
         self.proc = subprocess.Popen(
             args, stdout=self._stdout, stderr=self._stderr, stdin=subprocess.DEVNULL, env=env
         )
+        Process.live.add(self)
 
     @property
     def stderr(self) -> str:
@@ -62,8 +67,18 @@ class Process:
             self._close()
 
     def _close(self) -> None:
+        Process.live.discard(self)
         self._stdout.close()
         self._stderr.close()
+
+    @classmethod
+    def reap(cls) -> None:
+        """End every process a test left running: SIGINT, then SIGKILL."""
+        for process in list(cls.live):
+            try:
+                process.stop(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.proc.wait(5)
 
 
 class ReceiverProcess(Process):

@@ -16,7 +16,7 @@ async def test_ending_a_publication_ends_its_stream_at_once(speech_samples):
     receiver = Receiver(ReceiverConfig(("127.0.0.1", 0), [NullSinkFactory()]))
     address = ("webrtc:kitchen", 1)
     receiver.whip.publications["1"] = Publication("1", "kitchen", RTCPeerConnection(), address)
-    receiver.whip.labels[address] = "kitchen"
+    receiver.whip.senders[address] = receiver.whip.publications["1"]
     udp = ("127.0.0.1", 40_000)
     for i, data in enumerate(datagrams(speech_samples[:4800])):
         receiver.demux.receive_rtp(RtpPacket.parse(data), address, i * 0.01)
