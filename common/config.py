@@ -14,8 +14,15 @@ def config_dir() -> Path:
 
 
 def write_private(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all (a crash leaves the old file), mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    path.chmod(0o600)  # a file that existed keeps its mode through O_CREAT
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        temporary.chmod(0o600)  # a leftover that existed keeps its mode through O_CREAT
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -15,6 +15,8 @@ from airmic.common.audio import RATE, Block, level_dbfs
 
 CONSOLE = Console(stderr=True)
 """The terminal both the status line and log messages go through, so they never interleave."""
+OUT = Console(soft_wrap=True)
+"""A command's result (a report, a listing): stdout, for pipes and scripts."""
 
 
 def meter(level_db: float, width: int = 20) -> Text:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import re
+import socket
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -51,6 +52,11 @@ examples:
       any Opus/RTP sender works too (ffmpeg, GStreamer's rtpopuspay)
   airmic-receive --preset earbuds --gain 34dB
       run the DSP chain here, for senders that cannot run it (ffmpeg, GStreamer)
+
+commands:
+  airmic-receive pair          show a one-time code that pairs a sender (airmic-send pair)
+  airmic-receive paired        list the paired senders
+  airmic-receive unpair NAME   revoke one
 
 exit codes: 0 done (Ctrl-C included), 1 error, 2 bad usage
 """
@@ -152,6 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace the page's access token: links and QR codes given out so far stop working",
     )
+    parser.add_argument(
+        "--name",
+        default=socket.gethostname(),
+        help="this receiver's name, as senders find it (default: the host name)",
+    )
+    parser.add_argument(
+        "--interface",
+        metavar="ADDR",
+        help="advertise (mDNS) on this interface's address only, and that address "
+        "(default: the --listen address; all interfaces if it is 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--no-advertise", action="store_true", help="do not advertise by mDNS/DNS-SD"
+    )
     parser.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
     parser.add_argument(
         "--list-sinks",
@@ -185,6 +205,9 @@ async def _main(args: argparse.Namespace) -> int:
             clock_ppm=args.clock_ppm,
             dsp=settings_from_args(args, default_preset=None),
             web=web_config(args),
+            name=args.name,
+            discovery=not args.no_advertise,
+            interface=args.interface,
         )
         await run_receiver(config, stop_event())
     return 0
@@ -209,6 +232,11 @@ def default_sink() -> SinkFactory:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["pair"], ["paired"], ["unpair"]):
+        from airmic.receiver import pairing_cli
+
+        return run(pairing_cli.main, pairing_cli.build_parser().parse_args(argv))
     args = build_parser().parse_args(argv)
     return run(_main, args)
 

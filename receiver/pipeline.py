@@ -1,5 +1,6 @@
 """The receiver's whole pipeline, wired in one place:
 
+mDNS/DNS-SD: advertises the receiver; HTTPS also takes pairings (SPAKE2)
 UDP socket ─────────────────────────────┐
 HTTPS: page, WHIP ─► WebRTC (aiortc) RTP ─┴► demux (validate, one session per SSRC and source)
            ─► session: jitter buffer ─► Opus decoder (FEC, concealment) ─► [DSP chain] ─► sinks
@@ -9,8 +10,10 @@ playout clock: every block, each session plays the next block into its sinks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,17 +21,21 @@ from typing import Any
 from rich.text import Text
 
 from airmic.common.audio import RATE
+from airmic.common.config import config_dir
 from airmic.common.delay import MODES, LatencyRange
 from airmic.common.dsp import PRESETS, DspSettings, build_chain
 from airmic.common.errors import DeviceError
+from airmic.common.identity import load_identity
 from airmic.common.log import OnceLogger
 from airmic.common.playout import BLOCK, Playout
 from airmic.common.status import StatusLine, meter
 from airmic.receiver.demux import Address, Demux, StreamKey
+from airmic.receiver.discovery import Advertiser, Announcement
+from airmic.receiver.pairing import PairingDesk
 from airmic.receiver.session import Session
 from airmic.receiver.sinks import SinkFactory
 from airmic.receiver.transport import listen
-from airmic.receiver.web import WebConfig, start_web
+from airmic.receiver.web import WebConfig, lan_address, start_web
 from airmic.receiver.whip import WhipEndpoint
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,10 @@ class ReceiverConfig:
     block: int = BLOCK  # the playout clock's beat
     dsp: DspSettings | None = None  # a DSP chain for every stream; None: none
     web: WebConfig | None = None  # the phone page and WHIP endpoint; None: none
+    name: str = field(default_factory=socket.gethostname)  # as senders see it
+    discovery: bool = True  # advertised by mDNS/DNS-SD
+    interface: str | None = None  # where mDNS goes; None: the --listen address (or all)
+    folder: Path = field(default_factory=config_dir)  # keys, pairings, certificate, token
 
 
 @dataclass
@@ -121,6 +132,14 @@ class Receiver:
                 return session.stats() | {"level_db": round(session.level_db, 1)}
         return None
 
+    async def close(self) -> None:
+        """End every stream (their sinks drained and closed), then write the stats."""
+        await self.whip.close()
+        for key in list(self.demux.sessions):
+            self.end_stream(key)
+        if self.config.stats_json:
+            self.config.stats_json.write_text(json.dumps(self.report(), indent=2) + "\n")
+
     def last_activity(self, since: float) -> float:
         return max([since, *(s.last_packet for s in self.demux.sessions.values())])
 
@@ -153,29 +172,34 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
     loop = asyncio.get_running_loop()
     receiver = Receiver(config)
     stop = stop or asyncio.Event()
-    transport = await listen(*config.listen, receiver.demux.receive)
-    log.info("listening on UDP %s:%d", *config.listen)
-    server = None
-    if config.web:
-        try:
-            server = await start_web(config.web, receiver.whip, receiver.publication_stats)
-        except BaseException:
-            transport.close()
-            raise
-        server.announce()
-    start = loop.time()
-    try:
+    identity = load_identity(config.folder)
+    async with contextlib.AsyncExitStack() as resources:  # closed in reverse order
+        resources.push_async_callback(receiver.close)  # last: streams drained, stats written
+        transport = await listen(*config.listen, receiver.demux.receive)
+        resources.callback(transport.close)
+        log.info("listening on UDP %s:%d", *config.listen)
+        web = None
+        if config.web:
+            desk = PairingDesk(config.folder, identity, config.name)
+            web = await start_web(
+                config.web, config.folder, receiver.whip, receiver.publication_stats, desk
+            )
+            resources.push_async_callback(web.close)
+            web.announce()
+        if config.discovery:
+            host = config.interface or config.listen[0]
+            announcement = Announcement(
+                config.name,
+                lan_address() if host in ("0.0.0.0", "") else host,
+                config.listen[1],
+                web.base if web else None,
+                identity.fingerprint,
+            )
+            interface = None if host in ("0.0.0.0", "") else host
+            advertiser = Advertiser.start(announcement, interface)
+            resources.push_async_callback(advertiser.close)
         with StatusLine(receiver.status):
-            await _playout(receiver, stop, start)
-    finally:
-        transport.close()
-        if server:
-            await server.close()
-        await receiver.whip.close()
-        for key in list(receiver.demux.sessions):
-            receiver.end_stream(key)
-        if config.stats_json:
-            config.stats_json.write_text(json.dumps(receiver.report(), indent=2) + "\n")
+            await _playout(receiver, stop, loop.time())
     return receiver
 
 

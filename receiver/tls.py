@@ -1,4 +1,4 @@
-"""The web page's HTTPS identity: a self-signed certificate made once and kept.
+"""The web page's HTTPS certificate: a self-signed certificate made once and kept.
 
 Phones accept it once (a LAN address has no public name a CA could vouch for); keeping it
 means they are asked only once, and its fingerprint, printed at start, lets the user check
@@ -28,7 +28,7 @@ VALID_DAYS = 3650
 
 
 @dataclass(frozen=True)
-class Identity:
+class Certificate:
     cert: Path
     key: Path
     fingerprint: str  # SHA-256 of the certificate, as browsers show it (AB:CD:...)
@@ -39,7 +39,7 @@ class Identity:
         return context
 
 
-def load_identity(folder: Path, addresses: list[str]) -> Identity:
+def load_certificate(folder: Path, addresses: list[str]) -> Certificate:
     """The certificate in `folder`, made now if missing or if it does not name one of
     `addresses` (the receiver moved to another network)."""
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
@@ -47,7 +47,7 @@ def load_identity(folder: Path, addresses: list[str]) -> Identity:
     if cert is None or not set(addresses) <= _names(cert):
         cert = _create(cert_path, key_path, addresses)
     der = cert.public_bytes(serialization.Encoding.DER)
-    return Identity(cert_path, key_path, fingerprint(der))
+    return Certificate(cert_path, key_path, fingerprint(der))
 
 
 def _read(cert_path: Path, key_path: Path) -> x509.Certificate | None:

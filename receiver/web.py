@@ -6,16 +6,18 @@ POST /whip?token=T        an SDP offer -> 201, the answer and the session's Loca
                           (&name=ROOM names the stream, &preset=NAME processes it)
 GET  /whip/ID?token=T     the receiver's view of that stream (JSON: delay, loss, level)
 DELETE /whip/ID?token=T   the end of that stream
+POST /pair, /pair/ID      a sender's pairing attempt (no token: the code is the proof)
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,13 @@ from typing import Any
 import segno
 from aiohttp import web
 
-from airmic.common.config import config_dir
 from airmic.common.dsp import PRESETS
 from airmic.common.errors import NetworkError
+from airmic.common.pairing import PairingError
 from airmic.common.status import CONSOLE
 from airmic.receiver.access import Access
-from airmic.receiver.tls import Identity, load_identity
+from airmic.receiver.pairing import PairingDesk
+from airmic.receiver.tls import Certificate, load_certificate
 from airmic.receiver.whip import MAX_OFFER, BadOffer, WhipEndpoint
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,6 @@ class WebConfig:
     host: str = "0.0.0.0"
     port: int = 5004
     tls: bool = True  # http only for 127.0.0.1, which browsers count as secure too
-    folder: Path = field(default_factory=config_dir)
     new_token: bool = False
 
     def public_host(self) -> str:
@@ -54,8 +56,14 @@ class WebConfig:
 @dataclass
 class WebServer:
     runner: web.AppRunner
-    url: str  # what the user opens, token included
+    base: str  # scheme, host and port
+    token: str
     fingerprint: str | None  # of the certificate
+
+    @property
+    def url(self) -> str:
+        """What the user opens: the page, with its token."""
+        return f"{self.base}/?token={self.token}"
 
     def announce(self) -> None:
         """The URL, its QR code and the certificate's fingerprint, on the terminal."""
@@ -71,21 +79,27 @@ class WebServer:
 
 
 async def start_web(
-    config: WebConfig, whip: WhipEndpoint, stream_stats: Callable[[str], dict[str, Any] | None]
+    config: WebConfig,
+    folder: Path,
+    whip: WhipEndpoint,
+    stream_stats: Callable[[str], dict[str, Any] | None],
+    desk: PairingDesk,
 ) -> WebServer:
-    access = Access.load(config.folder / "token", renew=config.new_token)
+    access = Access.load(folder / "token", renew=config.new_token)
     host = config.public_host()
-    identity = load_identity(config.folder / "tls", [host]) if config.tls else None
-    app = build_app(access, whip, stream_stats)
-    return await serve(app, config, host, identity, access.token)
+    certificate = load_certificate(folder / "tls", [host]) if config.tls else None
+    app = build_app(access, whip, stream_stats, desk)
+    return await serve(app, config, host, certificate, access.token)
 
 
 def build_app(
     access: Access,
     whip: WhipEndpoint,
     stream_stats: Callable[[str], dict[str, Any] | None],
+    desk: PairingDesk,
 ) -> web.Application:
-    """The routes; `stream_stats(publication id)` is the receiver's view of a stream."""
+    """The routes; `stream_stats(publication id)` is the receiver's view of a stream.
+    Pairing needs no token: the code proves itself (SPAKE2), and the desk limits attempts."""
     index = (PAGE / "index.html").read_bytes()  # read once: a few kB, never changed
     assets = {name: (PAGE / name).read_bytes() for name in ASSETS}
 
@@ -159,6 +173,28 @@ def build_app(
             raise web.HTTPNotFound()
         return web.Response(status=200)
 
+    async def pairing_message(request: web.Request) -> Any:
+        try:
+            return json.loads(await request.read())
+        except ValueError:
+            raise web.HTTPBadRequest(text="a pairing message is JSON\n") from None
+
+    async def pair(request: web.Request) -> web.StreamResponse:
+        start = await pairing_message(request)
+        try:
+            attempt_id, reply = desk.begin(start)
+        except PairingError as exc:
+            raise web.HTTPForbidden(text=f"{exc}\n") from None
+        return web.json_response(reply | {"next": f"/pair/{attempt_id}"})
+
+    async def pair_finish(request: web.Request) -> web.StreamResponse:
+        finish = await pairing_message(request)
+        try:
+            peer = desk.finish(request.match_info["id"], finish)
+        except PairingError as exc:
+            raise web.HTTPForbidden(text=f"{exc}\n") from None
+        return web.json_response({"name": peer.name})
+
     async def no_trickle(request: web.Request) -> web.StreamResponse:
         # The answer carries every candidate (aiortc gathers them first), so there is
         # nothing to trickle: RFC 9725 section 4.3.1 lets the server say so with 405.
@@ -172,16 +208,18 @@ def build_app(
     app.router.add_get("/whip/{id}", stats)
     app.router.add_delete("/whip/{id}", end)
     app.router.add_patch("/whip/{id}", no_trickle)
+    app.router.add_post("/pair", pair)
+    app.router.add_post("/pair/{id}", pair_finish)
     return app
 
 
 async def serve(
-    app: web.Application, config: WebConfig, shown: str, identity: Identity | None, token: str
+    app: web.Application, config: WebConfig, shown: str, certificate: Certificate | None, token: str
 ) -> WebServer:
     host, port = config.host, config.port
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    context = identity.context() if identity else None
+    context = certificate.context() if certificate else None
     site = web.TCPSite(runner, host, port, ssl_context=context)
     try:
         await site.start()
@@ -193,8 +231,8 @@ async def serve(
         ) from None
     bound = runner.addresses[0][1] if port == 0 else port
     scheme = "https" if context else "http"
-    url = f"{scheme}://{_host(shown)}:{bound}/?token={token}"
-    return WebServer(runner, url, identity.fingerprint if identity else None)
+    base = f"{scheme}://{_host(shown)}:{bound}"
+    return WebServer(runner, base, token, certificate.fingerprint if certificate else None)
 
 
 def lan_address() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import sys
 import textwrap
@@ -20,8 +21,12 @@ from airmic.common.dsp import PRESETS, add_dsp_options, settings_from_args
 from airmic.common.errors import UsageError
 from airmic.common.opus import FRAME_MS, OpusConfig
 from airmic.common.red import RED_PAYLOAD_TYPE
+from airmic.sender.discovery import choose, discover
+from airmic.sender.pairing import list_receivers, receivers
 from airmic.sender.pipeline import SenderConfig, run_sender
 from airmic.sender.webrtc import WhipTarget
+
+log = logging.getLogger(__name__)
 
 
 def _presets() -> str:
@@ -41,10 +46,14 @@ inputs:
   tone:FREQ           a sine wave, for checking a set-up
 
 commands:
+  airmic-send pair [RECEIVER] CODE   pair with a receiver, once (airmic-receive pair shows
+                                     the code)
   airmic-send probe [--input SPEC]   record a few seconds, say what the input needs and which
                                      preset and gain suit it (airmic-send probe --help)
 
 examples:
+  airmic-send
+      stream the default microphone to the paired receiver, found on the network
   airmic-send --to 192.168.1.20
       stream the default microphone to the receiver on 192.168.1.20, port {DEFAULT_PORT}
   airmic-send --to 127.0.0.1:{DEFAULT_PORT} --input file:speech.wav --loop
@@ -76,9 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--to",
-        metavar="HOST[:PORT]|LINK",
-        help=f"the receiver: its address for RTP/UDP (port {DEFAULT_PORT} if none is given), "
-        "or the link airmic-receive prints (https://HOST:PORT/?token=...) for WebRTC",
+        metavar="NAME|HOST[:PORT]|LINK",
+        help="the receiver: its name on the network, its address for RTP/UDP (port "
+        f"{DEFAULT_PORT} if none is given), or the link airmic-receive prints "
+        "(https://HOST:PORT/?token=...) for WebRTC; default: the paired receiver found",
+    )
+    parser.add_argument(
+        "--discover", action="store_true", help="list the receivers on the network and exit"
+    )
+    parser.add_argument(
+        "--interface",
+        metavar="ADDR",
+        help="look for receivers (mDNS) on this interface's address only (default: all)",
     )
     parser.add_argument(
         "--transport",
@@ -165,7 +183,9 @@ async def _main(args: argparse.Namespace) -> int:
     if args.list_devices:
         print(describe_devices())
         return 0
-    to = destination(args)
+    if args.discover:
+        return await list_receivers(args.interface)
+    to = await destination(args)
     if not 96 <= args.payload_type <= 127:
         raise UsageError("--payload-type must be a dynamic type, 96-127 (RFC 7587)")
     try:
@@ -192,10 +212,13 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def destination(args: argparse.Namespace) -> tuple[str, int] | WhipTarget:
-    """--to and --transport: an address for RTP/UDP, or a link for WebRTC."""
-    if args.to is None:
-        raise UsageError("where to? give the receiver with --to HOST[:PORT] (or its link)")
+async def destination(args: argparse.Namespace) -> tuple[str, int] | WhipTarget:
+    """--to and --transport: an address for RTP/UDP, or a link for WebRTC; with no --to, or
+    a name, the receiver found on the network (the paired one)."""
+    if args.to is None or _is_name(args.to):
+        found = choose(await discover(args.interface), receivers(), args.to)
+        log.info("found %s at %s:%d", found.name, found.address, found.port)
+        return found.address, found.port
     link = args.to.startswith(("https://", "http://"))
     if args.transport == "udp" and link:
         raise UsageError("RTP/UDP goes to an address: --to HOST[:PORT], not a link")
@@ -212,8 +235,17 @@ def destination(args: argparse.Namespace) -> tuple[str, int] | WhipTarget:
         raise UsageError(str(exc)) from None
 
 
+def _is_name(text: str) -> bool:
+    """A receiver's name rather than an address: no dots, colons or digits first."""
+    return not (text[0].isdigit() or "." in text or ":" in text or text.startswith("["))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pair"]:
+        from airmic.sender import pairing
+
+        return run(pairing.main, pairing.build_parser().parse_args(argv[1:]))
     if argv[:1] == ["probe"]:
         from airmic.sender import probe
 

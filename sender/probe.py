@@ -7,17 +7,14 @@ import argparse
 import shlex
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from airmic.common.audio import RATE, Block
 from airmic.common.cli import add_logging_options, positive_float
 from airmic.common.dsp.analysis import TARGET_DB, InputReport, Recommendation, analyse, recommend
-from airmic.common.status import LevelMeter, StatusLine
+from airmic.common.status import OUT, LevelMeter, StatusLine
 from airmic.sender.sources import open_source
-
-OUT = Console(soft_wrap=True)  # the report is the command's output: stdout
 
 EPILOG = """\
 While it records, clap once and talk as you will when streaming (a sentence or two). Then

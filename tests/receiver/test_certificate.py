@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 
 from airmic.receiver.access import Access
-from airmic.receiver.tls import load_identity
+from airmic.receiver.tls import load_certificate
 
 
 def mode(path) -> int:
@@ -13,10 +13,10 @@ def mode(path) -> int:
 
 
 def test_the_certificate_is_kept_until_the_address_changes(tmp_path):
-    first = load_identity(tmp_path, ["192.168.1.20"])
+    first = load_certificate(tmp_path, ["192.168.1.20"])
     assert mode(first.key) == 0o600
-    assert load_identity(tmp_path, ["192.168.1.20"]).fingerprint == first.fingerprint
-    moved = load_identity(tmp_path, ["10.0.0.5"])  # another network: a name it lacks
+    assert load_certificate(tmp_path, ["192.168.1.20"]).fingerprint == first.fingerprint
+    moved = load_certificate(tmp_path, ["10.0.0.5"])  # another network: a name it lacks
     assert moved.fingerprint != first.fingerprint
     assert len(moved.fingerprint.split(":")) == 32
 

@@ -1,0 +1,92 @@
+"""The receiver, findable by name: a DNS-SD service (RFC 6763) over mDNS (RFC 6762),
+`_airmic._udp.local.`, with python-zeroconf.
+
+TXT record: v (protocol version), name, web (the page's base URL, without its token), fp
+(the fingerprint of the receiver's identity key, which a paired sender knows it by).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+
+from zeroconf import InterfaceChoice, IPVersion, NonUniqueNameException, ServiceInfo
+from zeroconf.asyncio import AsyncZeroconf
+
+from airmic.common.errors import NetworkError
+
+log = logging.getLogger(__name__)
+
+SERVICE = "_airmic._udp.local."
+VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Announcement:
+    name: str
+    address: str  # where senders reach it (an IPv4 address)
+    port: int  # UDP
+    web: str | None  # the page's base URL
+    fingerprint: str  # of its identity key
+
+
+class Advertiser:
+    """Advertises one receiver until closed; mDNS only on `interface` (an address), or on
+    every interface with None. Registration (RFC 6762's probing takes about a second) runs
+    in the background: the receiver serves meanwhile, and serves on if it fails."""
+
+    def __init__(self, zeroconf: AsyncZeroconf, info: ServiceInfo) -> None:
+        self._zeroconf = zeroconf
+        self._info = info
+        self._registered = False
+        self._task = asyncio.create_task(self._register())
+
+    @classmethod
+    def start(cls, announcement: Announcement, interface: str | None) -> Advertiser:
+        properties = {"v": VERSION, "name": announcement.name, "fp": announcement.fingerprint}
+        if announcement.web:
+            properties["web"] = announcement.web
+        info = ServiceInfo(
+            SERVICE,
+            f"{_instance(announcement.name)}.{SERVICE}",
+            addresses=[socket.inet_aton(announcement.address)],
+            port=announcement.port,
+            properties=properties,
+            server=f"{_instance(socket.gethostname())}.local.",
+        )
+        try:
+            zeroconf = AsyncZeroconf(
+                interfaces=[interface] if interface else InterfaceChoice.All,
+                ip_version=IPVersion.V4Only,
+            )
+        except OSError as exc:
+            raise NetworkError(f"cannot multicast (mDNS) on {interface or 'the network'}: "
+                               f"{exc.strerror or exc}") from None  # fmt: skip
+        return cls(zeroconf, info)
+
+    async def _register(self) -> None:
+        try:
+            await self._zeroconf.async_register_service(self._info, allow_name_change=True)
+        except (NonUniqueNameException, OSError) as exc:
+            log.error("cannot advertise the receiver by mDNS: %s", exc)
+            return
+        self._registered = True
+        log.info(
+            "advertised as %r on %s (mDNS, %s)",
+            self._info.name.removesuffix(f".{SERVICE}"),
+            self._info.parsed_addresses()[0],
+            SERVICE.rstrip("."),
+        )
+
+    async def close(self) -> None:
+        self._task.cancel()
+        if self._registered:
+            await self._zeroconf.async_unregister_service(self._info)
+        await self._zeroconf.async_close()
+
+
+def _instance(name: str) -> str:
+    """A DNS label: at most 63 bytes, no dots."""
+    return name.replace(".", "-").encode()[:63].decode(errors="ignore") or "airmic"

@@ -1,0 +1,141 @@
+"""airmic-send pair [RECEIVER] CODE: pair this sender with a receiver, once, with the code
+`airmic-receive pair` shows; and airmic-send --discover, which lists the receivers found."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import urllib.parse
+
+import aiohttp
+from rich.table import Table
+
+from airmic.common.cli import DEFAULT_PORT, add_logging_options
+from airmic.common.config import config_dir
+from airmic.common.errors import NetworkError, UsageError
+from airmic.common.identity import load_identity
+from airmic.common.pairing import PairingError, SenderPairing, normalize_code
+from airmic.common.peers import Peer, Peers
+from airmic.common.status import OUT
+from airmic.sender.discovery import Found, choose, discover, paired_with
+
+RECEIVERS_FILE = "paired-receivers.json"
+
+
+def receivers() -> Peers:
+    return Peers(config_dir() / RECEIVERS_FILE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="airmic-send pair",
+        description="Pair with a receiver, once, with the code airmic-receive pair shows.",
+        epilog="RECEIVER is a name found on the network (airmic-send --discover lists them), "
+        "an address (HOST[:PORT]) or the receiver's link; with none, the one receiver found. "
+        "The code is checked without being sent (SPAKE2): someone listening learns nothing.",
+    )
+    parser.add_argument(
+        "words",
+        nargs="+",
+        metavar="[RECEIVER] CODE",
+        help="which receiver (default: the one found), and the 6 digits airmic-receive pair shows",
+    )
+    parser.add_argument(
+        "--name", default=socket.gethostname(), help="this sender's name on the receiver"
+    )
+    parser.add_argument(
+        "--interface", metavar="ADDR", help="look for receivers (mDNS) on this interface only"
+    )
+    add_logging_options(parser)
+    return parser
+
+
+async def main(args: argparse.Namespace) -> int:
+    if len(args.words) > 2:
+        raise UsageError("airmic-send pair [RECEIVER] CODE: too many words")
+    *receiver, code = args.words
+    try:
+        code = normalize_code(code)
+    except PairingError as exc:
+        raise UsageError(str(exc)) from None
+    web = await pairing_address(receiver[0] if receiver else None, args.interface)
+    peer = await pair(web, code, args.name)
+    OUT.print(f"paired with {peer.name} (its key {peer.fingerprint[:23]}…)")
+    return 0
+
+
+async def pairing_address(receiver: str | None, interface: str | None) -> str:
+    """The receiver's web address, where pairing goes."""
+    if receiver and receiver.startswith(("https://", "http://")):
+        parts = urllib.parse.urlsplit(receiver)
+        return f"{parts.scheme}://{parts.netloc}"
+    if receiver and (receiver[0].isdigit() or receiver.startswith("[") or ":" in receiver):
+        host, _, port = receiver.rpartition(":") if ":" in receiver else (receiver, "", "")
+        return f"https://{host or receiver}:{port or DEFAULT_PORT}"
+    found = choose_for_pairing(await discover(interface), receiver)
+    if not found.web:
+        raise UsageError(f"{found.name} serves no web page (--web off): pairing goes through it")
+    return found.web
+
+
+def choose_for_pairing(found: list[Found], name: str | None) -> Found:
+    if name is None and len(found) == 1:
+        return found[0]
+    if name is None and found:
+        names = ", ".join(f.name for f in found)
+        raise UsageError(f"several receivers ({names}): airmic-send pair NAME CODE")
+    return choose(found, receivers(), name)
+
+
+async def pair(web: str, code: str, name: str) -> Peer:
+    """Run the exchange with the receiver at `web`; keep it as paired."""
+    attempt = SenderPairing(code, load_identity(config_dir()), name)
+    # The certificate is not checked (it is self-signed, and not yet trusted): the exchange
+    # itself proves who is at the other end, through the code.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        reply = await _post(http, f"{web}/pair", attempt.start())
+        finish, paired = attempt.finish(reply)
+        if not isinstance(reply.get("next"), str) or not reply["next"].startswith("/pair/"):
+            raise PairingError("malformed pairing message (no next step)")
+        await _post(http, web + reply["next"], finish, quiet=paired is None)
+    if paired is None:
+        raise NetworkError("wrong code (or not the receiver that shows it): try again")
+    return receivers().add(paired.name, paired.key)
+
+
+async def _post(http: aiohttp.ClientSession, url: str, message: dict, quiet: bool = False) -> dict:
+    try:
+        async with http.post(url, json=message, ssl=False) as response:
+            text = await response.text()
+            if response.status == 403 and not quiet:
+                raise NetworkError(f"the receiver refused: {text.strip()}")
+            if response.status != 200:
+                if quiet:
+                    return {}
+                raise NetworkError(f"the receiver answered {response.status}: {text.strip()}")
+            body = json.loads(text)
+    except aiohttp.ClientConnectorError as exc:
+        raise NetworkError(f"cannot reach {url}: {exc.os_error.strerror or exc}") from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise NetworkError(f"pairing with {url} failed: {exc or 'no answer'}") from None
+    except ValueError:
+        raise NetworkError(f"{url} is not an airmic receiver (its answer is not JSON)") from None
+    if not isinstance(body, dict):
+        raise NetworkError(f"{url} is not an airmic receiver")
+    return body
+
+
+async def list_receivers(interface: str | None) -> int:
+    """airmic-send --discover."""
+    found = await discover(interface)
+    if not found:
+        OUT.print("no receiver found (is airmic-receive running, on this network?)")
+        return 1
+    table = Table("receiver", "address", "paired", "page", box=None, pad_edge=False)
+    known = receivers()
+    for f in found:
+        paired = "yes" if paired_with(f, known) else "no"
+        table.add_row(f.name, f"{f.address}:{f.port}", paired, f.web or "-")
+    OUT.print(table)
+    return 0

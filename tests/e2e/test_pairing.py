@@ -1,0 +1,134 @@
+"""Discovery and pairing between real processes, each side with its own config folder: the
+sender finds the receiver by name (mDNS on loopback, and from another network namespace),
+pairs with the code, and then streams with no address given, across restarts."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+import soundfile
+
+from tests.audio_match import match
+from tests.conftest import command
+from tests.netns import namespace
+from tests.processes import Process, ReceiverProcess
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def homes(tmp_path):
+    """Separate config folders (keys, pairings) for the receiver and the sender."""
+    return tuple({**os.environ, "XDG_CONFIG_HOME": str(tmp_path / side)} for side in ("r", "s"))
+
+
+def receiver(folder, port, env, *extra, name="studio"):
+    folder.mkdir(exist_ok=True)
+    process = ReceiverProcess(folder, port, "--name", name, *extra, idle=None, env=env)
+    process.wait_for("advertised as")
+    return process
+
+
+def sender(folder, env, *args, name="sender", interface="127.0.0.1"):
+    line = [command("airmic-send"), *args, "--interface", interface]
+    return Process(line, folder, name, env)
+
+
+def open_window(folder, env) -> tuple[Process, str]:
+    window = Process([command("airmic-receive"), "pair"], folder, "window", env)
+    window.wait_for("airmic-send pair")
+    return window, re.search(r"airmic-send pair (\d{6})", window.stdout + window.stderr)[1]
+
+
+def test_the_sender_finds_the_receiver_on_loopback(tmp_path, udp_port, homes):
+    receiving, sending = homes
+    studio = receiver(tmp_path, udp_port, receiving)
+    listing = sender(tmp_path, sending, "--discover")
+    assert listing.wait() == 0, listing.stderr
+    row = next(line for line in listing.stdout.splitlines() if line.startswith("studio"))
+    assert f"127.0.0.1:{udp_port}" in row and " no " in row  # found, not paired
+    assert f"https://127.0.0.1:{udp_port}" in row
+    assert studio.stop() == 0
+
+
+def test_pairing_then_streaming_with_no_address(tmp_path, udp_port, homes, speech, speech_samples):
+    receiving, sending = homes
+    studio = receiver(tmp_path / "first", udp_port, receiving)
+    unpaired = sender(tmp_path, sending, "--input", "tone:440", name="unpaired")
+    assert unpaired.wait() == 2 and "not paired yet" in unpaired.stderr
+
+    window, code = open_window(tmp_path, receiving)
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    refused = sender(tmp_path, sending, "pair", wrong, "--name", "laptop", name="wrong")
+    assert refused.wait() == 1 and "wrong code" in refused.stderr
+    time.sleep(1.1)  # attempts are at least a second apart
+    paired = sender(tmp_path, sending, "pair", "studio", code, "--name", "laptop", name="pair")
+    assert paired.wait() == 0, paired.stderr
+    assert "paired with studio" in paired.stdout
+    assert window.wait() == 0 and "paired with laptop" in window.stdout
+    listed = Process([command("airmic-receive"), "paired"], tmp_path, "paired", receiving)
+    assert listed.wait() == 0 and "laptop" in listed.stdout
+    assert studio.stop() == 0
+
+    # Both sides restart: the pairing is kept, and the sender needs no address.
+    studio = receiver(tmp_path / "second", udp_port, receiving)
+    streaming = sender(tmp_path, sending, "--input", f"file:{speech}", name="stream")
+    assert streaming.wait() == 0, streaming.stderr
+    assert f"found studio at 127.0.0.1:{udp_port}" in streaming.stderr
+    time.sleep(0.5)
+    assert studio.stop() == 0
+    out, _ = soundfile.read(tmp_path / "second" / "out.wav", dtype="float32")
+    assert match(speech_samples, out, max_lag=len(out)).correlation > 0.95
+
+
+def test_the_window_closes_after_three_failed_attempts(tmp_path, udp_port, homes):
+    receiving, sending = homes
+    studio = receiver(tmp_path, udp_port, receiving)
+    window, code = open_window(tmp_path, receiving)
+    for n in range(3):
+        wrong = f"{(int(code) + 1 + n) % 10**6:06d}"
+        attempt = sender(tmp_path, sending, "pair", wrong, name=f"wrong{n}")
+        assert attempt.wait() == 1 and "wrong code" in attempt.stderr
+        time.sleep(1.1)
+    assert window.wait() == 1 and "closed after 3 failed attempts" in window.stdout
+    late = sender(tmp_path, sending, "pair", code, name="late")  # even the right code
+    assert late.wait() == 1 and "no pairing window" in late.stderr
+    assert studio.stop() == 0
+    assert "paired with" not in studio.stderr
+
+
+def test_unpair_revokes_a_sender(tmp_path, udp_port, homes):
+    receiving, sending = homes
+    studio = receiver(tmp_path, udp_port, receiving)
+    window, code = open_window(tmp_path, receiving)
+    assert sender(tmp_path, sending, "pair", code, "--name", "laptop").wait() == 0
+    assert window.wait() == 0
+    unpair = Process([command("airmic-receive"), "unpair", "laptop"], tmp_path, "unpair", receiving)
+    assert unpair.wait() == 0 and "unpaired laptop" in unpair.stdout
+    listed = Process([command("airmic-receive"), "paired"], tmp_path, "paired", receiving)
+    assert listed.wait() == 0 and "laptop" not in listed.stdout
+    again = Process([command("airmic-receive"), "unpair", "laptop"], tmp_path, "again", receiving)
+    assert again.wait() == 2 and "no paired sender" in again.stderr
+    assert studio.stop() == 0
+
+
+def test_the_sender_finds_the_receiver_from_another_namespace(tmp_path, udp_port, homes, speech):
+    """The sender on another "machine" (a network namespace joined by a veth pair): mDNS
+    crosses the pair, and the sender finds the receiver's LAN address by itself."""
+    receiving, sending = homes
+    with namespace() as lan:
+        studio = receiver(tmp_path, udp_port, receiving, "--listen", f"{lan.host_ip}:{udp_port}")
+        line = [command("airmic-send"), "--discover", "--interface", lan.ip]
+        listing = Process(lan.run(*line), tmp_path, "discover", sending)
+        assert listing.wait() == 0, listing.stderr
+        assert f"{lan.host_ip}:{udp_port}" in listing.stdout
+        line = [command("airmic-send"), "--to", "studio", "--interface", lan.ip,
+                "--input", f"file:{speech}", "--duration", "2"]  # fmt: skip
+        named = Process(lan.run(*line), tmp_path, "named", sending)
+        assert named.wait() == 0, named.stderr
+        assert studio.stop() == 0
+    (stream,) = studio.stats()["streams"]
+    assert stream["stream"].startswith(lan.ip) and stream["received"] >= 190
