@@ -31,6 +31,13 @@ class Drop(enum.StrEnum):
     PAYLOAD_TYPE = "payload_type"
     BAD_OPUS = "bad_opus"
     BAD_RED = "bad_red"
+    # encrypted streams (common/srtp.py, receiver/guard.py)
+    FORGED = "forged"  # SRTP that does not authenticate: modified, or not from the sender
+    REPLAYED = "replayed"  # SRTP seen before
+    UNPAIRED = "unpaired"  # a handshake from a sender this receiver is not paired with
+    NO_SESSION = "no_session"  # SRTP from an address that did no handshake (or revoked)
+    PLAIN = "plain"  # unencrypted RTP, refused without --insecure
+    BAD_HANDSHAKE = "bad_handshake"
 
 
 class DroppedPacket(ValueError):

@@ -48,8 +48,10 @@ examples:
   airmic-receive --listen 127.0.0.1:6000 --sink wav:out.wav --exit-after-idle 2 \\
                  --stats-json stats.json
       for scripts: exit 2 s after the last stream stops, write per-stream counters
+  airmic-receive --insecure
   ffmpeg -re -i talk.mp3 -c:a libopus -f rtp rtp://127.0.0.1:{DEFAULT_PORT}
-      any Opus/RTP sender works too (ffmpeg, GStreamer's rtpopuspay)
+      any Opus/RTP sender works too (ffmpeg, GStreamer's rtpopuspay), unencrypted: only
+      with --insecure
   airmic-receive --preset earbuds --gain 34dB
       run the DSP chain here, for senders that cannot run it (ffmpeg, GStreamer)
 
@@ -172,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-advertise", action="store_true", help="do not advertise by mDNS/DNS-SD"
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="also take plain, unencrypted RTP from anyone on the network (for ffmpeg and "
+        "GStreamer senders); paired senders stay encrypted",
+    )
     parser.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
     parser.add_argument(
         "--list-sinks",
@@ -208,6 +216,7 @@ async def _main(args: argparse.Namespace) -> int:
             name=args.name,
             discovery=not args.no_advertise,
             interface=args.interface,
+            insecure=args.insecure,
         )
         await run_receiver(config, stop_event())
     return 0

@@ -17,6 +17,7 @@ from aiortc.rtp import RtpPacket
 
 from airmic.common.log import OnceLogger
 from airmic.common.rtp import DroppedPacket, MediaPacket, media_from_rtp, parse_media
+from airmic.receiver.guard import Guard
 from airmic.receiver.session import Session
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ class Demux:
         self,
         open_session: Callable[[StreamKey, float], Session],
         max_streams: int = 16,
+        guard: Guard | None = None,
     ) -> None:
         self._open_session = open_session
+        self.guard = guard  # handshakes and SRTP; None: plain RTP only
         self.max_streams = max_streams
         self.sessions: dict[StreamKey, Session] = {}
         self.dropped = OnceLogger(log)
@@ -43,6 +46,15 @@ class Demux:
 
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         """Take one datagram from `addr`."""
+        if self.guard is not None:
+            try:
+                plain = self.guard.admit(data, addr, now)
+            except DroppedPacket as exc:
+                self._drop(exc.reason, addr, str(exc), exc.ssrc)
+                return
+            if plain is None:
+                return  # a handshake, answered
+            data = plain
         self._take(parse_media, data, addr, now)
 
     def receive_rtp(self, rtp: RtpPacket, addr: Address, now: float) -> None:

@@ -31,7 +31,8 @@ from airmic.common.playout import BLOCK, Playout
 from airmic.common.status import StatusLine, meter
 from airmic.receiver.demux import Address, Demux, StreamKey
 from airmic.receiver.discovery import Advertiser, Announcement
-from airmic.receiver.pairing import PairingDesk
+from airmic.receiver.guard import Guard
+from airmic.receiver.pairing import PairingDesk, senders
 from airmic.receiver.session import Session
 from airmic.receiver.sinks import SinkFactory
 from airmic.receiver.transport import listen
@@ -58,6 +59,7 @@ class ReceiverConfig:
     discovery: bool = True  # advertised by mDNS/DNS-SD
     interface: str | None = None  # where mDNS goes; None: the --listen address (or all)
     folder: Path = field(default_factory=config_dir)  # keys, pairings, certificate, token
+    insecure: bool = False  # also take plain RTP from anyone (ffmpeg, GStreamer)
 
 
 @dataclass
@@ -67,7 +69,10 @@ class Receiver:
     finished: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.demux = Demux(self._open_session, self.config.max_streams)
+        self.identity = load_identity(self.config.folder)
+        self.guard = Guard(self.identity, senders(self.config.folder), self.config.insecure)
+        self.demux = Demux(self._open_session, self.config.max_streams, self.guard)
+        self._revocation_check = 0.0
         self.whip = WhipEndpoint(
             self.demux.receive_rtp, self.end_streams_from, self.config.max_streams
         )
@@ -76,7 +81,13 @@ class Receiver:
     def _open_session(self, key: StreamKey, now: float) -> Session:
         (host, port), ssrc = key
         sender = self.whip.senders.get((host, port))
-        name = f"{sender.label} (WebRTC)" if sender else f"{host}:{port}/{ssrc:08x}"
+        keyed = self.guard.keyed.get((host, port))
+        if sender is not None:
+            name = f"{sender.label} (WebRTC)"
+        elif keyed is not None:
+            name = f"{keyed.peer.name} ({host}:{port})"
+        else:
+            name = f"{host}:{port}/{ssrc:08x}"
         sinks = []
         for factory in self.config.sinks:
             try:
@@ -91,10 +102,16 @@ class Receiver:
         chain = build_chain(dsp, self.config.block) if dsp else None
         if chain is not None:
             log.info("stream %s: DSP %s", name, chain.describe())
-        return Session(name, Playout(self.config.latency), sinks, now, chain)
+        session = Session(name, Playout(self.config.latency), sinks, now, chain)
+        session.encrypted = keyed is not None or sender is not None
+        return session
 
     def tick(self, now: float) -> None:
         """The playout clock's beat: the block that plays from `now` on, for each stream."""
+        if now - self._revocation_check >= 1.0:  # `airmic-receive unpair` cuts at once
+            self._revocation_check = now
+            for address in self.guard.revoked():
+                self.end_streams_from(address)
         for key, session in list(self.demux.sessions.items()):
             session.play(now, self.config.block)
             if now - session.last_packet > self.config.stream_timeout:
@@ -172,15 +189,20 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
     loop = asyncio.get_running_loop()
     receiver = Receiver(config)
     stop = stop or asyncio.Event()
-    identity = load_identity(config.folder)
+    if config.insecure:
+        log.warning(
+            "INSECURE: plain RTP is accepted from anyone on the network, unencrypted "
+            "(--insecure); paired senders still stream encrypted"
+        )
     async with contextlib.AsyncExitStack() as resources:  # closed in reverse order
         resources.push_async_callback(receiver.close)  # last: streams drained, stats written
         transport = await listen(*config.listen, receiver.demux.receive)
         resources.callback(transport.close)
+        receiver.guard.send = transport.sendto  # handshake answers
         log.info("listening on UDP %s:%d", *config.listen)
         web = None
         if config.web:
-            desk = PairingDesk(config.folder, identity, config.name)
+            desk = PairingDesk(config.folder, receiver.identity, config.name)
             web = await start_web(
                 config.web, config.folder, receiver.whip, receiver.publication_stats, desk
             )
@@ -193,7 +215,7 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
                 lan_address() if host in ("0.0.0.0", "") else host,
                 config.listen[1],
                 web.base if web else None,
-                identity.fingerprint,
+                receiver.identity.fingerprint,
             )
             interface = None if host in ("0.0.0.0", "") else host
             advertiser = Advertiser.start(announcement, interface)

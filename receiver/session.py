@@ -33,6 +33,7 @@ class Session:
         self.samples_played = 0
         self.level_db = -120.0  # of the last block played, for the status line
         self.last_packet = now
+        self.encrypted = False  # SRTP from a paired sender (or DTLS-SRTP, for WebRTC)
 
     def push(self, packet: MediaPacket, now: float) -> None:
         self.last_packet = now
@@ -79,6 +80,7 @@ class Session:
         current = delay.current
         return {
             "stream": self.name,
+            "encrypted": self.encrypted,
             "sinks": [sink.description for sink in self.sinks],
             "dsp": self.dsp.describe() if self.dsp is not None else None,
             "payload_type": self.payload_type,

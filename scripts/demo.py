@@ -1,5 +1,7 @@
 """The airmic demo: a speech sample streamed from airmic-send to airmic-receive on this
-machine, over real UDP on 127.0.0.1, then a summary of what arrived.
+machine, over real UDP on 127.0.0.1, then a summary of what arrived. The two pair first,
+as two machines would (a one-time code), so the stream is encrypted; each keeps its keys
+in a folder of its own under --out, away from this user's real pairings.
 
     scripts/demo [--input SPEC] [--frame-ms N] [--low-latency] [--out FOLDER]
 """
@@ -8,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +49,30 @@ def wait_until_bound(port: int, receiver: subprocess.Popen[bytes]) -> None:
     raise SystemExit("airmic-receive did not start")
 
 
+def pair(homes: dict[str, dict[str, str]]) -> None:
+    """airmic-receive pair shows a code; airmic-send pair CODE uses it."""
+    console = Console()
+    console.print("[bold]Pairing[/]: airmic-receive pair, then airmic-send pair CODE")
+    window = subprocess.Popen([BIN / "airmic-receive", "pair"], env=homes["receiver"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert window.stdout is not None
+    code = None
+    for line in window.stdout:
+        print(f"  {line}", end="")
+        found = re.search(r"airmic-send pair (\d{6})", line)
+        if found:
+            code = found[1]
+            break
+    if code is None:
+        raise SystemExit("airmic-receive pair showed no code")
+    sender = [BIN / "airmic-send", "pair", code, "--name", "demo-sender", "--interface",
+              "127.0.0.1"]  # fmt: skip
+    paired = subprocess.run(sender, env=homes["sender"])
+    print(f"  {window.communicate(timeout=30)[0]}", end="")
+    if paired.returncode or window.returncode:
+        raise SystemExit("pairing failed")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", help="what to send (default: a speech sample made here)")
@@ -65,36 +94,26 @@ def main() -> int:
     received.unlink(missing_ok=True)
     port = free_port()
 
-    console.print(f"[bold]Starting airmic-receive[/] on 127.0.0.1:{port}")
+    homes = {side: {**os.environ, "XDG_CONFIG_HOME": str(args.out / f"{side}-config")}
+             for side in ("receiver", "sender")}  # fmt: skip
+    console.print(f"[bold]Starting airmic-receive[/] on 127.0.0.1:{port} (named 'demo')")
     receiver = subprocess.Popen(
-        [
-            BIN / "airmic-receive",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--sink",
-            f"wav:{received}",
-            "--exit-after-idle",
-            "1.5",
-            "--stats-json",
-            str(stats),
-        ],
-    )
+        [BIN / "airmic-receive", "--listen", f"127.0.0.1:{port}", "--name", "demo",
+         "--sink", f"wav:{received}", "--stats-json", str(stats)],
+        env=homes["receiver"],
+    )  # fmt: skip
     try:
         wait_until_bound(port, receiver)
-        console.print(f"[bold]Starting airmic-send[/] with {spec}")
-        sender = [
-            BIN / "airmic-send",
-            "--to",
-            f"127.0.0.1:{port}",
-            "--input",
-            spec,
-            "--frame-ms",
-            args.frame_ms,
-        ]
+        pair(homes)
+        console.print(f"[bold]Starting airmic-send[/] with {spec}: no address, it finds 'demo'")
+        sender = [BIN / "airmic-send", "--interface", "127.0.0.1", "--input", spec,
+                  "--frame-ms", args.frame_ms]  # fmt: skip
         if args.low_latency:
             sender.append("--low-latency")
-        if subprocess.run(sender).returncode:
+        if subprocess.run(sender, env=homes["sender"]).returncode:
             return 1
+        time.sleep(0.5)  # the last packets play out
+        receiver.send_signal(signal.SIGINT)
         if receiver.wait(timeout=30):
             return 1
     finally:

@@ -22,8 +22,9 @@ from airmic.common.errors import UsageError
 from airmic.common.opus import FRAME_MS, OpusConfig
 from airmic.common.red import RED_PAYLOAD_TYPE
 from airmic.sender.discovery import choose, discover
-from airmic.sender.pairing import list_receivers, receivers
+from airmic.sender.pairing import list_receivers
 from airmic.sender.pipeline import SenderConfig, run_sender
+from airmic.sender.secure import receivers
 from airmic.sender.webrtc import WhipTarget
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--discover", action="store_true", help="list the receivers on the network and exit"
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plain, unencrypted RTP, for receivers that are not airmic (ffmpeg, GStreamer) "
+        "or run with --insecure; by default the stream is encrypted for a paired receiver",
     )
     parser.add_argument(
         "--interface",
@@ -206,6 +213,7 @@ async def _main(args: argparse.Namespace) -> int:
         payload_type=args.payload_type,
         redundancy=args.redundancy,
         duration=args.duration,
+        insecure=args.insecure,
         dsp=settings_from_args(args),
     )
     await run_sender(config, stop_event())

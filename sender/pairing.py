@@ -16,15 +16,10 @@ from airmic.common.config import config_dir
 from airmic.common.errors import NetworkError, UsageError
 from airmic.common.identity import load_identity
 from airmic.common.pairing import PairingError, SenderPairing, normalize_code
-from airmic.common.peers import Peer, Peers
+from airmic.common.peers import Peer
 from airmic.common.status import OUT
 from airmic.sender.discovery import Found, choose, discover, paired_with
-
-RECEIVERS_FILE = "paired-receivers.json"
-
-
-def receivers() -> Peers:
-    return Peers(config_dir() / RECEIVERS_FILE)
+from airmic.sender.secure import receivers
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ class SenderConfig:
     redundancy: int = 1  # copies of earlier packets in each packet (RFC 2198; UDP only)
     duration: float | None = None  # seconds of audio to send; None: until the source ends
     dsp: DspSettings | None = None  # None: no processing at all
+    insecure: bool = False  # plain RTP, for peers that are not airmic receivers
 
 
 @dataclass
@@ -57,7 +58,7 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
     link = await (  # to the receiver
         WhipLink.open(config.to)
         if isinstance(config.to, WhipTarget)
-        else RtpLink.open(config.to, config.payload_type, config.redundancy)
+        else RtpLink.open(config.to, config.payload_type, config.redundancy, not config.insecure)
     )
     report = SenderReport()
 

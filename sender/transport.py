@@ -11,8 +11,10 @@ import logging
 import socket
 
 from airmic.common.errors import NetworkError
+from airmic.common.handshake import is_handshake
 from airmic.common.log import OnceLogger
 from airmic.common.rtp import Packetizer
+from airmic.sender.secure import SecureChannel
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,11 @@ Address = tuple[str, int]
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.problems = OnceLogger(log)
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)  # handshake answers
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if is_handshake(data) and not self.inbox.full():  # nothing else is expected back
+            self.inbox.put_nowait(data)
 
     def error_received(self, exc: Exception) -> None:
         # ECONNREFUSED after an ICMP port-unreachable: nobody listens there (yet).
@@ -51,6 +58,11 @@ class UdpTransport:
         return cls(transport, protocol)
 
     @property
+    def inbox(self) -> asyncio.Queue[bytes]:
+        """The receiver's handshake datagrams (a connected socket takes only its own)."""
+        return self._protocol.inbox
+
+    @property
     def errors(self) -> int:
         return sum(self._protocol.problems.counts.values())
 
@@ -69,28 +81,46 @@ class RtpLink:
 
     dropped = 0  # a datagram is always sent
 
-    def __init__(self, transport: UdpTransport, packetizer: Packetizer, description: str) -> None:
+    def __init__(
+        self,
+        transport: UdpTransport,
+        packetizer: Packetizer,
+        description: str,
+        channel: SecureChannel | None,
+    ) -> None:
         self._transport = transport
         self._packetizer = packetizer
+        self._channel = channel
         self.description = description
 
     @classmethod
-    async def open(cls, to: Address, payload_type: int, redundancy: int) -> RtpLink:
+    async def open(
+        cls, to: Address, payload_type: int, redundancy: int, secure: bool = True
+    ) -> RtpLink:
+        """With `secure`, after a handshake with the receiver: SRTP to a paired receiver."""
         packetizer = Packetizer(payload_type, redundancy=redundancy)
-        description = (
-            f"RTP/UDP to {to[0]}:{to[1]} ({redundancy} redundant, SSRC {packetizer.ssrc:08x})"
-        )
-        return cls(await UdpTransport.open(*to), packetizer, description)
+        transport = await UdpTransport.open(*to)
+        try:
+            channel = await SecureChannel.open(transport, f"{to[0]}:{to[1]}") if secure else None
+        except BaseException:
+            transport.close()
+            raise
+        kind = f"SRTP to {channel.peer.name} at" if channel and channel.peer else "plain RTP to"
+        description = f"{kind} {to[0]}:{to[1]} ({redundancy} redundant, SSRC {packetizer.ssrc:08x})"
+        return cls(transport, packetizer, description, channel)
 
     @property
     def sent_bytes(self) -> int:
         return self._transport.sent_bytes
 
     def send(self, payload: bytes, samples: int) -> None:
-        self._transport.send(self._packetizer.packetize(payload, samples))
+        rtp = self._packetizer.packetize(payload, samples)
+        self._transport.send(self._channel.protect(rtp) if self._channel else rtp)
 
     def status(self) -> str:
-        return ""  # plain RTP hears nothing back
+        return ""  # RTP hears nothing back
 
     async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
         self._transport.close()

@@ -92,6 +92,7 @@ class ReceiverProcess(Process):
         idle: float | None = 2.0,
         sinks: tuple[str, ...] | None = None,
         env: dict[str, str] | None = None,
+        secure: bool = False,
     ) -> None:
         self.folder = folder
         self.stats_path = folder / "stats.json"
@@ -107,6 +108,8 @@ class ReceiverProcess(Process):
             args += ["--sink", sink]
         if idle is not None:
             args += ["--exit-after-idle", str(idle)]
+        if not secure:  # plain RTP, as ffmpeg, GStreamer and send() below send it
+            args.append("--insecure")
         super().__init__(args, folder, "receiver", env)
         self.wait_for("listening on")
 
@@ -117,4 +120,7 @@ class ReceiverProcess(Process):
 def send(
     port: int, *args: str, folder: Path, name: str = "sender", env: dict[str, str] | None = None
 ) -> Process:
-    return Process([command("airmic-send"), "--to", f"127.0.0.1:{port}", *args], folder, name, env)
+    """airmic-send to a receiver on 127.0.0.1, in plain RTP: these tests are about the audio
+    path; the encrypted one is tested with paired identities (e2e/test_secure.py)."""
+    line = [command("airmic-send"), "--to", f"127.0.0.1:{port}", "--insecure", *args]
+    return Process(line, folder, name, env)

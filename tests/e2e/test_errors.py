@@ -66,7 +66,7 @@ def test_unknown_host():
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["airmic-send", "--input", "tone:440"], ["--to"]),
+        (["airmic-send", "--to", "127.0.0.1", "--transport", "webrtc"], ["link", "token"]),
         (["airmic-send", "--to", "127.0.0.1", "--input", "mp3:x"], ["unknown input", "file:PATH"]),
         (["airmic-send", "--to", "127.0.0.1", "--frame-ms", "7"], ["--frame-ms", "invalid choice"]),
         (["airmic-send", "--to", "127.0.0.1:99999"], ["out of range"]),

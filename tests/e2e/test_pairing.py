@@ -27,7 +27,8 @@ def homes(tmp_path):
 
 def receiver(folder, port, env, *extra, name="studio"):
     folder.mkdir(exist_ok=True)
-    process = ReceiverProcess(folder, port, "--name", name, *extra, idle=None, env=env)
+    process = ReceiverProcess(folder, port, "--name", name, *extra, idle=None, env=env,
+                              secure=True)  # fmt: skip
     process.wait_for("advertised as")
     return process
 
@@ -41,6 +42,11 @@ def open_window(folder, env) -> tuple[Process, str]:
     window = Process([command("airmic-receive"), "pair"], folder, "window", env)
     window.wait_for("airmic-send pair")
     return window, re.search(r"airmic-send pair (\d{6})", window.stdout + window.stderr)[1]
+
+
+def test_no_receiver_found_is_a_clear_error(tmp_path, homes):
+    alone = sender(tmp_path, homes[1], "--input", "tone:440")
+    assert alone.wait() == 1 and "no receiver found" in alone.stderr
 
 
 def test_the_sender_finds_the_receiver_on_loopback(tmp_path, udp_port, homes):
@@ -120,13 +126,14 @@ def test_the_sender_finds_the_receiver_from_another_namespace(tmp_path, udp_port
     crosses the pair, and the sender finds the receiver's LAN address by itself."""
     receiving, sending = homes
     with namespace() as lan:
-        studio = receiver(tmp_path, udp_port, receiving, "--listen", f"{lan.host_ip}:{udp_port}")
+        studio = receiver(tmp_path, udp_port, receiving, "--listen", f"{lan.host_ip}:{udp_port}",
+                          "--insecure")  # discovery only: no pairing here  # fmt: skip
         line = [command("airmic-send"), "--discover", "--interface", lan.ip]
         listing = Process(lan.run(*line), tmp_path, "discover", sending)
         assert listing.wait() == 0, listing.stderr
         assert f"{lan.host_ip}:{udp_port}" in listing.stdout
         line = [command("airmic-send"), "--to", "studio", "--interface", lan.ip,
-                "--input", f"file:{speech}", "--duration", "2"]  # fmt: skip
+                "--input", f"file:{speech}", "--duration", "2", "--insecure"]  # fmt: skip
         named = Process(lan.run(*line), tmp_path, "named", sending)
         assert named.wait() == 0, named.stderr
         assert studio.stop() == 0

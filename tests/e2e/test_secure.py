@@ -1,0 +1,131 @@
+"""Encrypted streams between paired identities, attacked: a relay in the middle replays and
+modifies packets (dropped and counted, the stream plays on and matches its input), an
+unpaired sender is refused, and an unpaired-while-streaming sender is cut at once."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+
+import pytest
+import soundfile
+
+from airmic.common.identity import load_identity
+from airmic.common.peers import Peers
+from tests.audio_match import match
+from tests.conftest import command
+from tests.processes import Process, ReceiverProcess
+
+pytestmark = pytest.mark.e2e
+REPLAYED, MODIFIED = range(100, 120), range(200, 220)
+
+
+@pytest.fixture
+def homes(tmp_path):
+    """Config folders for a receiver ("studio") and a sender ("laptop") paired with each
+    other (the pairing itself is tested in test_pairing.py), and an unpaired stranger's."""
+    envs = [{**os.environ, "XDG_CONFIG_HOME": str(tmp_path / s)} for s in ("r", "s", "x")]
+    folders = [tmp_path / side / "airmic" for side in ("r", "s")]
+    studio, laptop = (load_identity(folder) for folder in folders)
+    Peers(folders[0] / "paired-senders.json").add("laptop", laptop.public)
+    Peers(folders[1] / "paired-receivers.json").add("studio", studio.public)
+    return envs
+
+
+class Relay(threading.Thread):
+    """A UDP relay on 127.0.0.1 between a sender and a receiver that sends some media
+    packets twice (replays) and a modified copy of others (forgeries), for a bounded time."""
+
+    def __init__(self, port: int, seconds: float = 30.0) -> None:
+        super().__init__(daemon=True)
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.back.connect(("127.0.0.1", port))
+        self.port = self.front.getsockname()[1]
+        self.seconds = seconds
+        self.stopped = threading.Event()
+        self.media = 0
+
+    def run(self) -> None:
+        sender = None
+        deadline = threading.Timer(self.seconds, self.stopped.set)
+        deadline.start()
+        while not self.stopped.is_set():
+            ready, _, _ = select.select([self.front, self.back], [], [], 0.05)
+            if self.front in ready:
+                data, sender = self.front.recvfrom(2048)
+                if data[0] >> 6 == 2 and self.media in MODIFIED:  # before the original: an
+                    self.back.send(data[:20] + bytes([data[20] ^ 0x40]) + data[21:])  # index
+                self.back.send(data)  # seen already would make it a replay
+                if data[0] >> 6 == 2 and self.media in REPLAYED:
+                    self.back.send(data)
+                self.media += data[0] >> 6 == 2  # SRTP (not a handshake)
+            if self.back in ready and sender is not None:
+                self.front.sendto(self.back.recv(2048), sender)
+        deadline.cancel()
+        self.front.close()
+        self.back.close()
+
+
+def airmic_send(folder, port, env, *args, name="sender"):
+    line = [command("airmic-send"), "--to", f"127.0.0.1:{port}", *args]
+    return Process(line, folder, name, env)
+
+
+def test_replayed_and_modified_packets_are_dropped(tmp_path, udp_port, homes, speech,
+                                                  speech_samples):  # fmt: skip
+    studio_env, laptop_env, _ = homes
+    studio = ReceiverProcess(tmp_path, udp_port, env=studio_env, secure=True)
+    relay = Relay(udp_port)
+    relay.start()
+    sender = airmic_send(tmp_path, relay.port, laptop_env, "--input", f"file:{speech}")
+    assert sender.wait() == 0, sender.stderr
+    assert "encrypted (SRTP, AES-128-GCM) with studio" in sender.stderr
+    assert studio.wait() == 0, studio.stderr
+    relay.stopped.set()
+
+    stats = studio.stats()
+    (stream,) = stats["streams"]
+    print(f"\ndropped by the receiver: {stats['dropped']}; stream: {stream['received']} "
+          f"packets, {stream['lost']} lost")  # fmt: skip
+    assert stream["encrypted"] and stream["stream"].startswith("laptop")
+    assert stats["dropped"]["replayed"] == len(REPLAYED)
+    assert stats["dropped"]["forged"] == len(MODIFIED)
+    assert stream["lost"] == 0
+    out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    assert match(speech_samples, out, max_lag=len(out)).correlation > 0.95
+
+
+def test_an_unpaired_sender_is_refused(tmp_path, udp_port, homes):
+    studio_env, _, stranger_env = homes
+    studio = ReceiverProcess(tmp_path, udp_port, env=studio_env, secure=True, idle=None)
+    stranger = airmic_send(tmp_path, udp_port, stranger_env, "--input", "tone:440")
+    assert stranger.wait() == 1
+    assert "does not know this sender: pair first" in stranger.stderr
+    plain = airmic_send(tmp_path, udp_port, stranger_env, "--input", "tone:440",
+                        "--duration", "1", "--insecure", name="plain")  # fmt: skip
+    assert plain.wait() == 0  # it sends, and the receiver drops every packet
+    assert studio.stop() == 0
+    stats = studio.stats()
+    assert stats["streams"] == []
+    assert stats["dropped"]["unpaired"] >= 1 and stats["dropped"]["no_session"] >= 90
+
+
+def test_unpairing_cuts_a_running_stream(tmp_path, udp_port, homes, speech):
+    studio_env, laptop_env, _ = homes
+    studio = ReceiverProcess(tmp_path, udp_port, env=studio_env, secure=True, idle=None)
+    sender = airmic_send(tmp_path, udp_port, laptop_env, "--input", f"file:{speech}", "--loop")
+    studio.wait_for("laptop (127.0.0.1", timeout=20)
+    unpair = Process([command("airmic-receive"), "unpair", "laptop"], tmp_path, "unpair",
+                     studio_env)  # fmt: skip
+    assert unpair.wait() == 0
+    assert sender.wait(timeout=20) == 1
+    assert "no longer accepts this sender" in sender.stderr
+    studio.wait_for("was unpaired: its stream is cut")
+    assert studio.stop() == 0
+    stats = studio.stats()
+    assert len(stats["streams"]) == 1
+    assert stats["dropped"]["unpaired"] >= 1  # its handshake, tried again, is refused
