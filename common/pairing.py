@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spake2 import SPAKE2_A, SPAKE2_B
-from spake2.spake2 import SPAKEError
 
 from airmic.common.errors import AirmicError
 from airmic.common.identity import Identity
@@ -115,7 +114,7 @@ class SenderPairing:
         mac, name = _field(reply, "mac", 32), _name(reply)
         try:
             shared = self._spake.finish(theirs)
-        except SPAKEError:
+        except Exception:  # spake2 raises SPAKEError, ValueError, NotOnCurve... for bad input
             raise PairingError("malformed pairing message (its SPAKE2 part)") from None
         mine = self._identity.public
         proof = _mac(shared, "sender", self._mine, theirs, mine, key)
@@ -133,7 +132,7 @@ class ReceiverPairing:
         self._mine = self._spake.start()
         try:
             self._shared = self._spake.finish(self._theirs)
-        except SPAKEError:
+        except Exception:  # spake2 raises SPAKEError, ValueError, NotOnCurve... for bad input
             raise PairingError("malformed pairing message (its SPAKE2 part)") from None
         self._key = identity.public
         mac = _mac(self._shared, "receiver", self._theirs, self._mine, self._key)

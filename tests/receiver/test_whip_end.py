@@ -13,7 +13,7 @@ from tests.receiver.test_session import datagrams
 
 
 async def test_ending_a_publication_ends_its_stream_at_once(speech_samples):
-    receiver = Receiver(ReceiverConfig(("127.0.0.1", 0), [NullSinkFactory()]))
+    receiver = Receiver(ReceiverConfig(("127.0.0.1", 0), [NullSinkFactory()], insecure=True))
     address = ("webrtc:kitchen", 1)
     receiver.whip.publications["1"] = Publication("1", "kitchen", RTCPeerConnection(), address)
     receiver.whip.senders[address] = receiver.whip.publications["1"]
