@@ -1,5 +1,7 @@
 """SRTP for one direction of one stream: AEAD_AES_128_GCM (RFC 7714) through pylibsrtp,
-which also keeps the replay window (RFC 3711 section 3.3.2)."""
+which also keeps the replay window (RFC 3711 section 3.3.2). airmic's UDP streams carry no
+RTCP (the receiver's clock follows the packets' timestamps), so there is none to protect;
+anything on the port that does not authenticate as SRTP is dropped."""
 
 from __future__ import annotations
 
@@ -19,9 +21,6 @@ class Protector:
 
     def protect(self, rtp: bytes) -> bytes:
         return self._session.protect(rtp)
-
-    def protect_rtcp(self, rtcp: bytes) -> bytes:
-        return self._session.protect_rtcp(rtcp)
 
 
 class Unprotector:

@@ -169,14 +169,18 @@ class Receiver:
         }
 
     def status(self) -> Text:
-        if not self.demux.sessions:
-            return Text(f"listening on {self.config.listen[0]}:{self.config.listen[1]}, no stream")
         lines = []
+        if self.config.insecure:
+            lines.append(Text("INSECURE: plain RTP accepted from anyone", style="bold red"))
+        if not self.demux.sessions:
+            where = f"listening on {self.config.listen[0]}:{self.config.listen[1]}, no stream"
+            return Text("\n").join([*lines, Text(where)])
         for session in self.demux.sessions.values():
             s = session.playout.jitter.stats
             line = meter(session.level_db, width=12)
             line.append(
-                f"  {session.name}  {session.samples_played / RATE:6.1f} s  "
+                f"  {session.name} ({'encrypted' if session.encrypted else 'plain'})"
+                f"  {session.samples_played / RATE:6.1f} s  "
                 f"{s.repaired} repaired, {s.lost} lost ({s.recovered} by FEC), {s.late} late"
             )
             lines.append(line)
