@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 WINDOW_FILE = "pairing-window.json"
 SENDERS_FILE = "paired-senders.json"
+PAGE_LINK = "page-link"
+"""The running receiver's phone page (with its token), for `pair` to show to phones."""
 
 
 def senders(folder: Path) -> Peers:

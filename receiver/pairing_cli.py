@@ -14,7 +14,8 @@ from airmic.common.config import config_dir
 from airmic.common.errors import UsageError
 from airmic.common.pairing import MAX_ATTEMPTS, WINDOW_SECONDS, new_code
 from airmic.common.status import OUT
-from airmic.receiver.pairing import close_window, open_window, read_window, senders
+from airmic.receiver.pairing import PAGE_LINK, close_window, open_window, read_window, senders
+from airmic.receiver.web import qr_code
 
 POLL = 0.2
 
@@ -24,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="airmic-receive",
         description="Pair senders with this receiver, list them, or revoke one.",
         epilog="A sender pairs once, with a 6-digit code shown here; from then on its streams "
-        "are accepted (and encrypted). Phones need no pairing: the QR code airmic-receive "
-        "shows at start carries their access.",
+        "are accepted (and encrypted). Phones need no code: the QR code (of the page's link, "
+        "with its token) is their pairing.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     pair = commands.add_parser(
@@ -73,10 +74,17 @@ async def pair(folder: Path, seconds: float) -> int:
     """Open a window, show its code, and wait for the running receiver's outcome."""
     code = new_code()
     open_window(folder, code, seconds)
+    try:
+        link = (folder / PAGE_LINK).read_text()
+    except OSError:
+        link = None  # no receiver running, or without its web page
+    if link:
+        OUT.print(qr_code(link), end="", highlight=False)
+        OUT.print(f"phones: scan this, or open {link}\n", highlight=False)
     OUT.print(
         f"pairing code: [bold]{code[:3]} {code[3:]}[/bold]  (valid {seconds / 60:g} minutes, "
         f"{MAX_ATTEMPTS} attempts)\n"
-        f"on the sender:  airmic-send pair {code}\n"
+        f"laptops: airmic-send pair {code}\n"
         "(airmic-receive must be running: it takes the attempt)"
     )
     deadline = time.time() + seconds

@@ -21,7 +21,7 @@ from typing import Any
 from rich.text import Text
 
 from airmic.common.audio import RATE
-from airmic.common.config import config_dir
+from airmic.common.config import config_dir, write_private
 from airmic.common.delay import MODES, LatencyRange
 from airmic.common.dsp import PRESETS, DspSettings, build_chain
 from airmic.common.errors import DeviceError
@@ -32,7 +32,7 @@ from airmic.common.status import StatusLine, meter
 from airmic.receiver.demux import Address, Demux, StreamKey
 from airmic.receiver.discovery import Advertiser, Announcement
 from airmic.receiver.guard import Guard
-from airmic.receiver.pairing import PairingDesk, senders
+from airmic.receiver.pairing import PAGE_LINK, PairingDesk, senders
 from airmic.receiver.session import Session
 from airmic.receiver.sinks import SinkFactory
 from airmic.receiver.transport import listen
@@ -212,6 +212,8 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
             )
             resources.push_async_callback(web.close)
             web.announce()
+            write_private(config.folder / PAGE_LINK, web.url.encode())  # for `pair`
+            resources.callback((config.folder / PAGE_LINK).unlink, missing_ok=True)
         if config.discovery:
             host = config.interface or config.listen[0]
             announcement = Announcement(

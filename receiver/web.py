@@ -67,15 +67,20 @@ class WebServer:
 
     def announce(self) -> None:
         """The URL, its QR code and the certificate's fingerprint, on the terminal."""
-        qr = io.StringIO()
-        segno.make(self.url, error="l").terminal(out=qr, compact=True)
-        CONSOLE.print(qr.getvalue(), end="", highlight=False)
+        CONSOLE.print(qr_code(self.url), end="", highlight=False)
         log.info("phone page: %s", self.url)
         if self.fingerprint:
             log.info("its certificate's SHA-256 fingerprint: %s", self.fingerprint)
 
     async def close(self) -> None:
         await self.runner.cleanup()
+
+
+def qr_code(text: str) -> str:
+    """`text` as a QR code for the terminal (half-block characters)."""
+    qr = io.StringIO()
+    segno.make(text, error="l").terminal(out=qr, compact=True)
+    return qr.getvalue()
 
 
 async def start_web(

@@ -67,6 +67,7 @@ def test_pairing_then_streaming_with_no_address(tmp_path, udp_port, homes, speec
     assert unpaired.wait() == 2 and "not paired yet" in unpaired.stderr
 
     window, code = open_window(tmp_path, receiving)
+    assert f"phones: scan this, or open https://127.0.0.1:{udp_port}/?token=" in window.stdout
     wrong = f"{(int(code) + 1) % 10**6:06d}"
     refused = sender(tmp_path, sending, "pair", wrong, "--name", "laptop", name="wrong")
     assert refused.wait() == 1 and "wrong code" in refused.stderr

@@ -8,6 +8,7 @@ import os
 import select
 import socket
 import threading
+import time
 
 import pytest
 import soundfile
@@ -26,11 +27,14 @@ REPLAYED, MODIFIED = range(100, 120), range(200, 220)
 def homes(tmp_path):
     """Config folders for a receiver ("studio") and a sender ("laptop") paired with each
     other (the pairing itself is tested in test_pairing.py), and an unpaired stranger's."""
-    envs = [{**os.environ, "XDG_CONFIG_HOME": str(tmp_path / s)} for s in ("r", "s", "x")]
-    folders = [tmp_path / side / "airmic" for side in ("r", "s")]
-    studio, laptop = (load_identity(folder) for folder in folders)
+    sides = ("r", "s", "x", "d")  # studio, laptop, a stranger, and "desk", paired too
+    envs = [{**os.environ, "XDG_CONFIG_HOME": str(tmp_path / side)} for side in sides]
+    folders = [tmp_path / side / "airmic" for side in sides]
+    studio, laptop, _, desk = (load_identity(folder) for folder in folders)
     Peers(folders[0] / "paired-senders.json").add("laptop", laptop.public)
-    Peers(folders[1] / "paired-receivers.json").add("studio", studio.public)
+    Peers(folders[0] / "paired-senders.json").add("desk", desk.public)
+    for folder in (folders[1], folders[3]):
+        Peers(folder / "paired-receivers.json").add("studio", studio.public)
     return envs
 
 
@@ -77,7 +81,7 @@ def airmic_send(folder, port, env, *args, name="sender"):
 
 def test_replayed_and_modified_packets_are_dropped(tmp_path, udp_port, homes, speech,
                                                   speech_samples):  # fmt: skip
-    studio_env, laptop_env, _ = homes
+    studio_env, laptop_env, *_ = homes
     studio = ReceiverProcess(tmp_path, udp_port, env=studio_env, secure=True)
     relay = Relay(udp_port)
     relay.start()
@@ -100,7 +104,7 @@ def test_replayed_and_modified_packets_are_dropped(tmp_path, udp_port, homes, sp
 
 
 def test_an_unpaired_sender_is_refused(tmp_path, udp_port, homes):
-    studio_env, _, stranger_env = homes
+    studio_env, _, stranger_env, _ = homes
     studio = ReceiverProcess(tmp_path, udp_port, env=studio_env, secure=True, idle=None)
     stranger = airmic_send(tmp_path, udp_port, stranger_env, "--input", "tone:440")
     assert stranger.wait() == 1
@@ -114,18 +118,31 @@ def test_an_unpaired_sender_is_refused(tmp_path, udp_port, homes):
     assert stats["dropped"]["unpaired"] >= 1 and stats["dropped"]["no_session"] >= 90
 
 
-def test_unpairing_cuts_a_running_stream(tmp_path, udp_port, homes, speech):
-    studio_env, laptop_env, _ = homes
+def test_unpairing_cuts_a_running_stream(tmp_path, udp_port, homes, speech, speech_samples):
+    """Two paired senders; one is unpaired while both stream: it is cut and refused, the
+    other plays on and still matches its input."""
+    studio_env, laptop_env, _, desk_env = homes
     studio = ReceiverProcess(tmp_path, udp_port, env=studio_env, secure=True, idle=None)
-    sender = airmic_send(tmp_path, udp_port, laptop_env, "--input", f"file:{speech}", "--loop")
+    laptop = airmic_send(tmp_path, udp_port, laptop_env, "--input", "tone:440", name="laptop")
     studio.wait_for("laptop (127.0.0.1", timeout=20)
+    desk = airmic_send(tmp_path, udp_port, desk_env, "--input", f"file:{speech}", name="desk")
+    studio.wait_for("desk (127.0.0.1", timeout=20)
     unpair = Process([command("airmic-receive"), "unpair", "laptop"], tmp_path, "unpair",
                      studio_env)  # fmt: skip
     assert unpair.wait() == 0
-    assert sender.wait(timeout=20) == 1
-    assert "no longer accepts this sender" in sender.stderr
+    assert laptop.wait(timeout=20) == 1
+    assert "no longer accepts this sender" in laptop.stderr
     studio.wait_for("was unpaired: its stream is cut")
+    assert desk.wait() == 0, desk.stderr
+    time.sleep(0.5)
     assert studio.stop() == 0
     stats = studio.stats()
-    assert len(stats["streams"]) == 1
-    assert stats["dropped"]["unpaired"] >= 1  # its handshake, tried again, is refused
+    print(f"\ndropped by the receiver: {stats['dropped']}")
+    streams = {s["stream"].split()[0]: s for s in stats["streams"]}
+    assert set(streams) == {"laptop", "desk"}
+    assert stats["dropped"]["no_session"] >= 1  # the cut sender's packets, after the cut
+    assert stats["dropped"]["unpaired"] >= 1  # its handshake, tried again, refused
+    assert streams["desk"]["lost"] == 0
+    out = streams["desk"]["sinks"][0].removeprefix("wav:")
+    played, _ = soundfile.read(out, dtype="float32")
+    assert match(speech_samples, played, max_lag=len(played)).correlation > 0.95
