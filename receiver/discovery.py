@@ -12,15 +12,12 @@ import logging
 import socket
 from dataclasses import dataclass
 
-from zeroconf import InterfaceChoice, IPVersion, NonUniqueNameException, ServiceInfo
+from zeroconf import NonUniqueNameException, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
-from airmic.common.errors import NetworkError
+from airmic.common.mdns import SERVICE, VERSION, open_mdns
 
 log = logging.getLogger(__name__)
-
-SERVICE = "_airmic._udp.local."
-VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -56,15 +53,7 @@ class Advertiser:
             properties=properties,
             server=f"{_instance(socket.gethostname())}.local.",
         )
-        try:
-            zeroconf = AsyncZeroconf(
-                interfaces=[interface] if interface else InterfaceChoice.All,
-                ip_version=IPVersion.V4Only,
-            )
-        except OSError as exc:
-            raise NetworkError(f"cannot multicast (mDNS) on {interface or 'the network'}: "
-                               f"{exc.strerror or exc}") from None  # fmt: skip
-        return cls(zeroconf, info)
+        return cls(open_mdns(interface), info)
 
     async def _register(self) -> None:
         try:

@@ -27,30 +27,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.bench_mic import RATE, chirps, onsets, setups  # noqa: E402
+from scripts.bench_mic import chirps, delays, setups  # noqa: E402
 from scripts.bench_mic import measure as measure_udp  # noqa: E402
 from tests.chromium import chromium  # noqa: E402
 from tests.conftest import free_udp_port  # noqa: E402
 from tests.netns import namespace  # noqa: E402
 from tests.processes import Process, ReceiverProcess  # noqa: E402
 from tests.pulse import pactl, private_pulseaudio, record_pair  # noqa: E402
-
-
-def delays(pair: Path, template: np.ndarray) -> np.ndarray:
-    """Each chirp's delay from the first channel to the second, in ms."""
-    both = soundfile.read(pair, dtype="float32")[0]
-    played, heard = onsets(both[:, 0], template), onsets(both[:, 1], template)
-    found = []
-    for start in played:
-        later = heard[(heard >= start) & (heard < start + RATE // 2)]
-        if len(later):
-            found.append((later[0] - start) / RATE * 1000)
-    return np.array(found)
 
 
 def measure_browser(latency: str, sound: Path, template: np.ndarray, pulse, folder: Path):

@@ -217,6 +217,7 @@ def run_airmic_live(trace, latency: str, folder: Path, pulse: dict[str, str]):
         receiver = subprocess.Popen(
             [
                 BIN / "airmic-receive",
+                "--insecure",  # the traces replay plain RTP
                 "--listen",
                 f"127.0.0.1:{port}",
                 "--sink",

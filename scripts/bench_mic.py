@@ -50,9 +50,11 @@ class Setup:
 
 
 def setups(port: int, capture: str) -> list[Setup]:
-    airmic_send = [str(BIN / "airmic-send"), "--to", f"127.0.0.1:{port}", "--input", capture]
+    # Plain RTP, like GStreamer's (SRTP adds microseconds, nothing a chirp could show).
+    airmic_send = [str(BIN / "airmic-send"), "--to", f"127.0.0.1:{port}", "--input", capture,
+                   "--insecure"]  # fmt: skip
     airmic_receive = [str(BIN / "airmic-receive"), "--listen", f"127.0.0.1:{port}", "-q",
-                      "--stats-json", str(STATS)]  # fmt: skip
+                      "--stats-json", str(STATS), "--insecure"]  # fmt: skip
 
     def gst_send(frame_ms: int, buffer_us: int, extra: str = "") -> list[str]:
         return (
@@ -108,6 +110,18 @@ def onsets(audio: np.ndarray, template: np.ndarray) -> np.ndarray:
     return peaks
 
 
+def delays(pair: Path, template: np.ndarray) -> np.ndarray:
+    """Each chirp's delay from the first channel of `pair` to the second, in ms."""
+    both = soundfile.read(pair, dtype="float32")[0]
+    played, heard = onsets(both[:, 0], template), onsets(both[:, 1], template)
+    found = []
+    for start in played:
+        later = heard[(heard >= start) & (heard < start + RATE // 2)]
+        if len(later):
+            found.append((later[0] - start) / RATE * 1000)
+    return np.array(found)
+
+
 def measure(setup: Setup, sound: Path, template: np.ndarray, pulse, folder: Path) -> np.ndarray:
     pair = folder / "pair.wav"
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
@@ -130,19 +144,13 @@ def measure(setup: Setup, sound: Path, template: np.ndarray, pulse, folder: Path
     for process in (sender, receiver, recorder):
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
-    both = soundfile.read(pair, dtype="float32")[0]
-    played, heard = onsets(both[:, 0], template), onsets(both[:, 1], template)
-    delays = []
-    for start in played:
-        later = heard[(heard >= start) & (heard < start + RATE // 2)]
-        if len(later):
-            delays.append((later[0] - start) / RATE * 1000)
+    found = delays(pair, template)
     if STATS.exists():  # airmic: what its jitter buffer held, for the breakdown
         stream = json.loads(STATS.read_text())["streams"][0]
         print(f"    jitter buffer: delay {stream['delay_ms']} ms, target {stream['target_ms']} ms",
               file=sys.stderr)  # fmt: skip
         STATS.unlink()
-    return np.array(delays)
+    return found
 
 
 def main() -> int:

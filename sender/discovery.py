@@ -8,15 +8,15 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf import IPVersion, ServiceStateChange
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
 from airmic.common.errors import NetworkError, UsageError
+from airmic.common.mdns import SERVICE, open_mdns
 from airmic.common.peers import Peers
 
 log = logging.getLogger(__name__)
 
-SERVICE = "_airmic._udp.local."
 LISTEN = 1.5
 """Seconds spent listening for answers."""
 
@@ -34,14 +34,7 @@ class Found:
 async def discover(interface: str | None, seconds: float = LISTEN) -> list[Found]:
     """The receivers that answer within `seconds`, by name. mDNS only on `interface` (an
     address), or on every interface with None."""
-    try:
-        zeroconf = AsyncZeroconf(
-            interfaces=[interface] if interface else InterfaceChoice.All,
-            ip_version=IPVersion.V4Only,
-        )
-    except OSError as exc:
-        raise NetworkError(f"cannot multicast (mDNS) on {interface or 'the network'}: "
-                           f"{exc.strerror or exc}") from None  # fmt: skip
+    zeroconf = open_mdns(interface)
     names: set[str] = set()
 
     def changed(name: str, state_change: ServiceStateChange, **_: object) -> None:
