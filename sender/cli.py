@@ -223,10 +223,14 @@ async def _main(args: argparse.Namespace) -> int:
 async def destination(args: argparse.Namespace) -> tuple[str, int] | WhipTarget:
     """--to and --transport: an address for RTP/UDP, or a link for WebRTC; with no --to, or
     a name, the receiver found on the network (the paired one)."""
-    if args.to is None or _is_name(args.to):
-        found = choose(await discover(args.interface), receivers(), args.to)
-        log.info("found %s at %s:%d", found.name, found.address, found.port)
-        return found.address, found.port
+    if args.to is None or (_is_name(args.to) and args.transport != "webrtc"):
+        everyone = await discover(args.interface)
+        named = args.to is not None and any(f.name.lower() == args.to.lower() for f in everyone)
+        if args.to is None or named:
+            found = choose(everyone, receivers(), args.to)
+            log.info("found %s at %s:%d", found.name, found.address, found.port)
+            return found.address, found.port
+        # no receiver of that name: a host name (localhost, pc) as before
     link = args.to.startswith(("https://", "http://"))
     if args.transport == "udp" and link:
         raise UsageError("RTP/UDP goes to an address: --to HOST[:PORT], not a link")

@@ -16,7 +16,8 @@ from scipy import signal
 from tests.audio_match import match
 from tests.chromium import chromium
 from tests.netns import namespace
-from tests.processes import ReceiverProcess
+from tests.processes import Process, ReceiverProcess
+from tests.pulse import record_source
 
 pytestmark = pytest.mark.browser
 RATE = 48_000
@@ -30,9 +31,16 @@ def lan():
         yield ns
 
 
-def start_receiver(folder, port, lan, *extra):
+def start_receiver(folder, port, lan, *extra, sinks=None, env=None):
     receiver = ReceiverProcess(
-        folder, port, "--web", f"https://{lan.host_ip}:{port}", *extra, idle=None
+        folder,
+        port,
+        "--web",
+        f"https://{lan.host_ip}:{port}",
+        *extra,
+        idle=None,
+        sinks=sinks,
+        env=env,
     )
     receiver.wait_for("phone page:")
     url = re.search(r"phone page: (\S+)", receiver.stderr).group(1)
@@ -135,3 +143,28 @@ def test_the_page_streams_through_5_percent_loss(tmp_path, udp_port, lan, speech
     assert stream["recovered"] + stream["concealed"] == stream["lost"]
     assert result.longest_gap <= 6  # no silent stretch longer than 60 ms
     assert result.correlation >= 0.85
+
+
+def test_the_page_streams_into_the_virtual_mic(tmp_path, udp_port, lan, speech, pulse):
+    """The whole way a phone is used: page, WebRTC, receiver, the "AirMic" microphone, and
+    an app recording it (parecord)."""
+    receiver, url = start_receiver(tmp_path, udp_port, lan, sinks=("virtual",), env=pulse)
+    recorded = tmp_path / "mic.wav"
+    recorder = Process(record_source("airmic", recorded), tmp_path, "parecord", pulse)
+    with chromium(lan, speech, tmp_path) as context:
+        page = open_page(context, url, "kitchen")
+        time.sleep(8)
+        stop_page(page)
+        receiver.wait_for("(kitchen) closed")
+    assert recorder.stop() == 0, recorder.stderr
+    assert receiver.stop() == 0, receiver.stderr
+    (stream,) = receiver.stats()["streams"]
+    assert stream["stream"] == "kitchen (WebRTC)" and stream["lost"] == 0
+    out, _ = soundfile.read(recorded, dtype="float32")
+    heard = heard_part(out)
+    assert len(heard) > 6 * RATE
+    speech_samples, _ = soundfile.read(speech, dtype="float32")
+    result = match(looped_reference(speech_samples, heard), heard)
+    print(f"\nrecorded from the virtual mic: correlation {result.correlation:.4f}, longest gap "
+          f"{result.longest_gap} frames")  # fmt: skip
+    assert result.correlation >= 0.9 and result.longest_gap <= 1

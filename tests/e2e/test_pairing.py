@@ -49,6 +49,13 @@ def test_no_receiver_found_is_a_clear_error(tmp_path, homes):
     assert alone.wait() == 1 and "no receiver found" in alone.stderr
 
 
+def test_a_name_no_receiver_has_is_a_host_name(tmp_path, homes):
+    """--to NAME looks for a receiver of that name, then for a host (localhost, pc)."""
+    line = ("--to", "no-such-host", "--input", "tone:440", "--insecure")
+    alone = sender(tmp_path, homes[1], *line)
+    assert alone.wait() == 1 and "cannot resolve 'no-such-host'" in alone.stderr
+
+
 def test_the_sender_finds_the_receiver_on_loopback(tmp_path, udp_port, homes):
     receiving, sending = homes
     studio = receiver(tmp_path, udp_port, receiving)
