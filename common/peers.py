@@ -44,6 +44,13 @@ class Peers:
                 f"{self.path} is unreadable ({exc!r}): remove it and pair again"
             ) from None
 
+    def stamp(self) -> int | None:
+        """Changes whenever the file does (its modification time); None: no file."""
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return None
+
     def find(self, key: bytes) -> Peer | None:
         return next((peer for peer in self.all() if peer.key == key), None)
 

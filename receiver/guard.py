@@ -57,7 +57,8 @@ class Guard:
         self.send: Callable[[bytes, Address], None] = lambda data, addr: None
         self.keyed: OrderedDict[Address, Keyed] = OrderedDict()
         self._hellos: OrderedDict[bytes, tuple[Address, bytes]] = OrderedDict()
-        self._asked: dict[Address, float] = {}
+        self._asked: OrderedDict[Address, float] = OrderedDict()  # when WHO went out
+        self._paired_stamp: int | None = None  # the paired list as last read
 
     def admit(self, data: bytes, addr: Address, now: float) -> bytes | None:
         """The plain RTP in `data`; None for a handshake (answered here). Raises
@@ -73,6 +74,9 @@ class Guard:
             return data  # plain RTP allowed; or not RTP at all, for the parser to name
         if now - self._asked.get(addr, -WHO_INTERVAL) >= WHO_INTERVAL:
             self._asked[addr] = now  # perhaps this receiver restarted: handshake again
+            self._asked.move_to_end(addr)
+            if len(self._asked) > HELLOS:  # a flood from many addresses stays bounded
+                self._asked.popitem(last=False)
             self.send(who(), addr)
         raise DroppedPacket(
             Drop.NO_SESSION,
@@ -80,7 +84,12 @@ class Guard:
         )
 
     def revoked(self) -> list[Address]:
-        """Forget the keys of senders no longer paired; their addresses."""
+        """Forget the keys of senders no longer paired; their addresses. Called every second
+        on the playout clock: the file is read only when it changed and a stream is keyed."""
+        stamp = self.senders.stamp()
+        if not self.keyed or stamp == self._paired_stamp:
+            return []
+        self._paired_stamp = stamp
         keys = {peer.key for peer in self.senders.all()}
         gone = [addr for addr, keyed in self.keyed.items() if keyed.peer.key not in keys]
         for addr in gone:

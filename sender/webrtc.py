@@ -108,7 +108,6 @@ class WhipLink:
     def __init__(self, target: WhipTarget, http: aiohttp.ClientSession) -> None:
         self.target = target
         self.description = f"WebRTC to {target.host} (DTLS-SRTP)"
-        self.sent = 0
         self.sent_bytes = 0  # RTP, before SRTP
         self.dropped = 0  # while not connected
         self._http = http
@@ -147,7 +146,6 @@ class WhipLink:
             self.dropped += 1
             return
         self._track.put(packet)
-        self.sent += 1
         self.sent_bytes += RTP_HEADER + len(payload)
 
     def status(self) -> str:
