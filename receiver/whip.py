@@ -132,7 +132,9 @@ class WhipEndpoint:
         # jitter buffer and decoder (see the module's docstring).
         async def handle(rtp: RtpPacket, arrival_time_ms: int) -> None:
             publication.ssrcs.add(rtp.ssrc)
-            reported.setdefault(rtp.ssrc, StreamStatistics(RATE)).add(rtp)
+            if rtp.ssrc not in reported:
+                reported[rtp.ssrc] = StreamStatistics(RATE)
+            reported[rtp.ssrc].add(rtp)
             self._deliver(rtp, publication.address, loop.time())
 
         receiver._handle_rtp_packet = handle  # type: ignore[method-assign, assignment]

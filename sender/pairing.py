@@ -100,15 +100,15 @@ async def pair(web: str, code: str, name: str) -> Peer:
 
 
 async def _post(http: aiohttp.ClientSession, url: str, message: dict, quiet: bool = False) -> dict:
+    """The receiver's JSON answer. Raises NetworkError; `quiet`: a refusal answers {}."""
     try:
         async with http.post(url, json=message, ssl=False) as response:
             text = await response.text()
-            if response.status == 403 and not quiet:
-                raise NetworkError(f"the receiver refused: {text.strip()}")
+            if response.status != 200 and quiet:
+                return {}
             if response.status != 200:
-                if quiet:
-                    return {}
-                raise NetworkError(f"the receiver answered {response.status}: {text.strip()}")
+                refused = "refused" if response.status == 403 else f"answered {response.status}"
+                raise NetworkError(f"the receiver {refused}: {text.strip()}")
             body = json.loads(text)
     except aiohttp.ClientConnectorError as exc:
         raise NetworkError(f"cannot reach {url}: {exc.os_error.strerror or exc}") from None

@@ -89,16 +89,21 @@ def stop_page(page):
     return stats
 
 
-def compare(stream, speech):
-    """How well the stream's WAV file matches the looped speech."""
-    out, _ = soundfile.read(stream["sinks"][0].removeprefix("wav:"), dtype="float32")
+def compare(recording, speech, what):
+    """How well a recording (WAV) matches the looped speech."""
+    out, _ = soundfile.read(recording, dtype="float32")
     heard = heard_part(out)
     assert len(heard) > 6 * RATE
     speech_samples, _ = soundfile.read(speech, dtype="float32")
     result = match(looped_reference(speech_samples, heard), heard)
-    print(f"{stream['stream']}: correlation {result.correlation:.4f}, longest gap "
-          f"{result.longest_gap} frames, {stream['received']} packets")  # fmt: skip
+    print(f"\n{what}: correlation {result.correlation:.4f}, longest gap "
+          f"{result.longest_gap} frames")  # fmt: skip
     return result
+
+
+def compare_stream(stream, speech):
+    """How well a stream's WAV sink matches the looped speech."""
+    return compare(stream["sinks"][0].removeprefix("wav:"), speech, stream["stream"])
 
 
 def test_two_phones_stream_into_the_receiver(tmp_path, udp_port, lan, speech):
@@ -119,7 +124,7 @@ def test_two_phones_stream_into_the_receiver(tmp_path, udp_port, lan, speech):
     assert streams["hall (WebRTC)"]["dsp"] is None  # the receiver's own setting: none
     for view, stream in zip(views, streams.values(), strict=True):
         assert view["lost"] == 0 and stream["lost"] == 0
-        assert compare(stream, speech).correlation >= 0.9
+        assert compare_stream(stream, speech).correlation >= 0.9
 
 
 def test_the_page_streams_through_5_percent_loss(tmp_path, udp_port, lan, speech):
@@ -132,7 +137,7 @@ def test_the_page_streams_through_5_percent_loss(tmp_path, udp_port, lan, speech
         receiver.wait_for("(kitchen) closed")
     assert receiver.stop() == 0, receiver.stderr
     (stream,) = receiver.stats()["streams"]
-    result = compare(stream, speech)
+    result = compare_stream(stream, speech)
     dropped, datagrams = lan.udp_lost()
     sent = stream["received"] + stream["lost"]
     print(f"dropped {dropped} of {datagrams} datagrams; lost {stream['lost']} of {sent} packets "
@@ -160,11 +165,5 @@ def test_the_page_streams_into_the_virtual_mic(tmp_path, udp_port, lan, speech, 
     assert receiver.stop() == 0, receiver.stderr
     (stream,) = receiver.stats()["streams"]
     assert stream["stream"] == "kitchen (WebRTC)" and stream["lost"] == 0
-    out, _ = soundfile.read(recorded, dtype="float32")
-    heard = heard_part(out)
-    assert len(heard) > 6 * RATE
-    speech_samples, _ = soundfile.read(speech, dtype="float32")
-    result = match(looped_reference(speech_samples, heard), heard)
-    print(f"\nrecorded from the virtual mic: correlation {result.correlation:.4f}, longest gap "
-          f"{result.longest_gap} frames")  # fmt: skip
+    result = compare(recorded, speech, "recorded from the virtual mic")
     assert result.correlation >= 0.9 and result.longest_gap <= 1
