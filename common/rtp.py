@@ -43,10 +43,13 @@ class Drop(enum.StrEnum):
 class DroppedPacket(ValueError):
     """A datagram that is not an RTP packet carrying Opus; `reason` says why."""
 
-    def __init__(self, reason: Drop, detail: str, ssrc: int | None = None) -> None:
+    def __init__(
+        self, reason: Drop, detail: str, ssrc: int | None = None, reply: bytes | None = None
+    ) -> None:
         super().__init__(detail)
         self.reason = reason
         self.ssrc = ssrc  # the stream it claims to belong to, once the RTP header parsed
+        self.reply = reply  # a datagram for the source (why it was refused, or a request)
 
 
 @dataclass(frozen=True, slots=True)

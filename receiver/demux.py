@@ -2,8 +2,8 @@
 
 A new stream is believed only after two packets in sequence (RFC 3550 section 6.2.1 and
 appendix A.1): a flood of garbage or of random "RTP" cannot open streams. Every dropped
-datagram is counted by reason and logged once per reason. Sans-I/O: runs on the loop's
-thread, given `now`.
+datagram is counted by reason and logged once per reason. Sans-I/O, given `now`; one
+thread at a time (the receiver holds a lock around it).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from aiortc.rtp import RtpPacket
 
 from airmic.common.log import OnceLogger
 from airmic.common.rtp import DroppedPacket, MediaPacket, media_from_rtp, parse_media
-from airmic.receiver.guard import Guard
+from airmic.receiver.guard import Answer, Guard
 from airmic.receiver.session import Session
 
 log = logging.getLogger(__name__)
@@ -41,21 +41,23 @@ class Demux:
         self.guard = guard  # handshakes and SRTP; None: plain RTP only
         self.max_streams = max_streams
         self.sessions: dict[StreamKey, Session] = {}
+        self.opened = 0  # streams opened so far
         self.dropped = OnceLogger(log)
         self._probation: OrderedDict[StreamKey, MediaPacket] = OrderedDict()
 
-    def receive(self, data: bytes, addr: Address, now: float) -> None:
-        """Take one datagram from `addr`."""
+    def receive(self, data: bytes, addr: Address, now: float) -> bytes | None:
+        """Take one datagram from `addr`; what to send back to it, if anything."""
         if self.guard is not None:
             try:
                 plain = self.guard.admit(data, addr, now)
             except DroppedPacket as exc:
                 self._drop(exc.reason, addr, str(exc), exc.ssrc)
-                return
-            if plain is None:
-                return  # a handshake, answered
+                return exc.reply
+            if isinstance(plain, Answer):
+                return plain.data  # a handshake, answered
             data = plain
         self._take(parse_media, data, addr, now)
+        return None
 
     def receive_rtp(self, rtp: RtpPacket, addr: Address, now: float) -> None:
         """Take one RTP packet that a WebRTC connection decrypted and parsed."""
@@ -95,6 +97,7 @@ class Demux:
             return None
         session = self._open_session(key, now)
         self.sessions[key] = session
+        self.opened += 1
         session.push(first, now)
         return session
 

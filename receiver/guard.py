@@ -4,14 +4,14 @@ A datagram is a handshake (a sender's HELLO: checked against the paired senders,
 with a WELCOME and fresh SRTP keys, or a REFUSE), SRTP from an address that handshook
 (authenticated and decrypted: forged and replayed packets go no further), or plain RTP,
 taken only with --insecure. What is refused raises DroppedPacket, for the demux to count
-and log once per reason, before any decoding. Sans-I/O but for `send`.
+and log once per reason, before any decoding; what the sender must hear back (a WELCOME,
+a REFUSE, a request to handshake again) is returned, for the caller to send. Sans-I/O.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from airmic.common.handshake import (
@@ -40,6 +40,13 @@ WHO_INTERVAL = 1.0
 """Seconds between two requests to the same address to handshake again."""
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A handshake's answer, for the caller to send back to where the hello came from."""
+
+    data: bytes
+
+
 @dataclass
 class Keyed:
     """An address that handshook: its sender, its keys, and newer keys not yet used."""
@@ -54,33 +61,33 @@ class Guard:
         self.identity = identity
         self.senders = senders
         self.insecure = insecure
-        self.send: Callable[[bytes, Address], None] = lambda data, addr: None
         self.keyed: OrderedDict[Address, Keyed] = OrderedDict()
         self._hellos: OrderedDict[bytes, tuple[Address, bytes]] = OrderedDict()
         self._asked: OrderedDict[Address, float] = OrderedDict()  # when WHO went out
         self._paired_stamp: int | None = None  # the paired list as last read
 
-    def admit(self, data: bytes, addr: Address, now: float) -> bytes | None:
-        """The plain RTP in `data`; None for a handshake (answered here). Raises
-        DroppedPacket."""
+    def admit(self, data: bytes, addr: Address, now: float) -> bytes | Answer:
+        """The plain RTP in `data`, or a handshake's answer. Raises DroppedPacket (with a
+        reply for the source when it must hear one)."""
         if is_handshake(data):
-            self._handshake(data, addr)
-            return None
+            return self._handshake(data, addr)
         keyed = self.keyed.get(addr)
         if keyed is not None:
             self.keyed.move_to_end(addr)
             return self._unprotect(keyed, data)
         if self.insecure or not data or data[0] >> 6 != 2:
             return data  # plain RTP allowed; or not RTP at all, for the parser to name
+        request = None
         if now - self._asked.get(addr, -WHO_INTERVAL) >= WHO_INTERVAL:
             self._asked[addr] = now  # perhaps this receiver restarted: handshake again
             self._asked.move_to_end(addr)
             if len(self._asked) > HELLOS:  # a flood from many addresses stays bounded
                 self._asked.popitem(last=False)
-            self.send(who(), addr)
+            request = who()
         raise DroppedPacket(
             Drop.NO_SESSION,
             "not a paired sender's encrypted stream (plain RTP needs --insecure on both sides)",
+            reply=request,
         )
 
     def revoked(self) -> list[Address]:
@@ -97,7 +104,7 @@ class Guard:
             del self.keyed[addr]
         return gone
 
-    def _handshake(self, data: bytes, addr: Address) -> None:
+    def _handshake(self, data: bytes, addr: Address) -> Answer:
         try:
             hello = parse(data)
         except BadHandshake as exc:
@@ -108,12 +115,14 @@ class Guard:
         if seen is not None:
             if seen[0] != addr:
                 raise DroppedPacket(Drop.REPLAYED, "a hello seen before, from elsewhere")
-            self.send(seen[1], addr)  # the welcome was lost: the same one again
-            return
+            return Answer(seen[1])  # the welcome was lost: the same one again
         peer = self.senders.find(hello.sender)
         if peer is None:
-            self.send(refuse(Refusal.UNPAIRED), addr)
-            raise DroppedPacket(Drop.UNPAIRED, "a handshake from a sender not paired here")
+            raise DroppedPacket(
+                Drop.UNPAIRED,
+                "a handshake from a sender not paired here",
+                reply=refuse(Refusal.UNPAIRED),
+            )
         answer, master = welcome(self.identity, hello)
         self._hellos[hello.nonce] = (addr, answer)
         if len(self._hellos) > HELLOS:
@@ -126,7 +135,7 @@ class Guard:
             if len(self.keyed) > KEYED:
                 self.keyed.popitem(last=False)
             log.info("encrypted stream from %s:%d: sender %r", *addr, peer.name)
-        self.send(answer, addr)
+        return Answer(answer)
 
     def _unprotect(self, keyed: Keyed, data: bytes) -> bytes:
         try:

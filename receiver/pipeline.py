@@ -1,10 +1,14 @@
 """The receiver's whole pipeline, wired in one place:
 
 mDNS/DNS-SD: advertises the receiver; HTTPS also takes pairings (SPAKE2)
-UDP socket ─────────────────────────────┐
-HTTPS: page, WHIP ─► WebRTC (aiortc) RTP ─┴► demux (validate, one session per SSRC and source)
-           ─► session: jitter buffer ─► Opus decoder (FEC, concealment) ─► [DSP chain] ─► sinks
-playout clock: every block, each session plays the next block into its sinks
+UDP socket (its own thread) ─► guard (handshakes, SRTP) ─┐
+HTTPS: page, WHIP ─► WebRTC (aiortc) RTP (the event loop) ─┴► demux (validate; one session
+    per SSRC and source) ─► the session's inbox
+the output's clock (the virtual mic's server, a sound card, or the paced clock for files),
+    every block: inbox ─► jitter buffer ─► Opus decoder (FEC, concealment) ─► delay and
+    drift control ─► [DSP chain] ─► the stream's files, and mixed into the output
+the event loop, a few times a second: streams that went silent or were unpaired end; the
+    finisher thread drains and closes them
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ import contextlib
 import json
 import logging
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiortc.rtp import RtpPacket
 from rich.text import Text
 
-from airmic.common.audio import RATE
 from airmic.common.config import config_dir, write_private
 from airmic.common.delay import MODES, LatencyRange
 from airmic.common.dsp import PRESETS, DspSettings, build_chain
@@ -33,13 +39,19 @@ from airmic.receiver.demux import Address, Demux, StreamKey
 from airmic.receiver.discovery import Advertiser, Announcement
 from airmic.receiver.guard import Guard
 from airmic.receiver.pairing import PAGE_LINK, PairingDesk, senders
-from airmic.receiver.session import Session
+from airmic.receiver.player import Feed, Output, PacedClock, Player, StreamSink
+from airmic.receiver.session import Metrics, Origin, Session
 from airmic.receiver.sinks import SinkFactory
 from airmic.receiver.transport import listen
 from airmic.receiver.web import WebConfig, lan_address, start_web
 from airmic.receiver.whip import WhipEndpoint
 
 log = logging.getLogger(__name__)
+
+TICK = 0.1
+"""Seconds between two housekeeping passes on the event loop."""
+CLOSE_TIMEOUT = 5.0
+"""Seconds the receiver waits at exit for its streams to finish."""
 
 
 @dataclass
@@ -62,106 +74,173 @@ class ReceiverConfig:
     insecure: bool = False  # also take plain RTP from anyone (ffmpeg, GStreamer)
 
 
-@dataclass
 class Receiver:
-    config: ReceiverConfig
-    demux: Demux = field(init=False)
-    finished: list[dict[str, Any]] = field(default_factory=list)
+    """The receiver's core and its streams.
 
-    def __post_init__(self) -> None:
-        self.identity = load_identity(self.config.folder)
-        self.guard = Guard(self.identity, senders(self.config.folder), self.config.insecure)
-        self.demux = Demux(self._open_session, self.config.max_streams, self.guard)
-        self._revocation_check = 0.0
-        self.whip = WhipEndpoint(
-            self.demux.receive_rtp, self.end_streams_from, self.config.max_streams
-        )
+    The guard, the demux and the sessions sit behind one lock: the UDP thread and the
+    event loop (WebRTC packets, the housekeeping tick) both feed them. Each stream gets a
+    player, driven by the clock of its first output (the virtual mic's server, a sound
+    card) or by the paced clock (files only); a stream that ends is drained and closed on
+    the finisher thread, and its figures land in `finished`.
+    """
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        self.config = config
+        self.identity = load_identity(config.folder)
+        self.guard = Guard(self.identity, senders(config.folder), config.insecure)
+        self.demux = Demux(self._open_session, config.max_streams, self.guard)
+        self.whip = WhipEndpoint(self.receive_rtp, self.end_streams_from, config.max_streams)
         self.sink_errors = OnceLogger(log)  # sinks that would not open, by spec
+        self.finished: list[dict[str, Any]] = []
+        self.clock = PacedClock(config.block, config.clock_ppm)  # for files and null
+        self._lock = threading.Lock()
+        self._players: dict[StreamKey, Player] = {}
+        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="finisher")
+        self._all_finished = threading.Condition()
+        self._revocation_check = 0.0
+
+    def receive(self, data: bytes, addr: Address, now: float) -> bytes | None:
+        """A datagram from the UDP socket (its thread); what to answer, if anything."""
+        with self._lock:
+            return self.demux.receive(data, addr, now)
+
+    def receive_rtp(self, rtp: RtpPacket, addr: Address, now: float) -> None:
+        """A packet that a WebRTC connection decrypted (the event loop)."""
+        with self._lock:
+            self.demux.receive_rtp(rtp, addr, now)
 
     def _open_session(self, key: StreamKey, now: float) -> Session:
+        """A new stream (under the lock): its session, its sinks opened, its player started."""
         (host, port), ssrc = key
         sender = self.whip.senders.get((host, port))
         keyed = self.guard.keyed.get((host, port))
         if sender is not None:
-            name = f"{sender.label} (WebRTC)"
+            origin = Origin(f"{sender.label} (WebRTC)", True, "webrtc")
         elif keyed is not None:
-            name = f"{keyed.peer.name} ({host}:{port})"
+            origin = Origin(f"{keyed.peer.name} ({host}:{port})", True)
         else:
-            name = f"{host}:{port}/{ssrc:08x}"
-        sinks = []
-        for factory in self.config.sinks:
-            try:
-                sinks.append(factory.open(self.config.block))
-            except DeviceError as exc:  # e.g. the sound server went away: the others play on
-                self.sink_errors.report(
-                    factory.spec, "stream %s: no %s: %s", name, factory.spec, exc
-                )
-        log.info("stream %s started -> %s", name, ", ".join(s.description for s in sinks))
+            origin = Origin(f"{host}:{port}/{ssrc:08x}", False)
+        sinks, outputs = self._open_sinks(origin.name)
+        names = [sink.description for sink in sinks] + [o.description for o in outputs]
+        log.info("stream %s started -> %s", origin.name, ", ".join(names))
         # A browser's sender may name its transducer (the page's "plugged in" choice).
         dsp = PRESETS[sender.preset] if sender and sender.preset else self.config.dsp
         chain = build_chain(dsp, self.config.block) if dsp else None
         if chain is not None:
-            log.info("stream %s: DSP %s", name, chain.describe())
-        session = Session(name, Playout(self.config.latency), sinks, now, chain)
-        session.encrypted = keyed is not None or sender is not None
+            log.info("stream %s: DSP %s", origin.name, chain.describe())
+        session = Session(origin, Playout(self.config.latency), now, chain, tuple(names))
+        player = Player(session, sinks, self._finisher, self._ended)
+        self._players[key] = player
+        for output in outputs[1:]:  # the first output's clock pulls; the others get a copy
+            feed = Feed(session)
+            player.feeds.append(feed)
+            output.attach(feed)
+        (outputs[0] if outputs else self.clock).attach(player)
         return session
 
-    def tick(self, now: float) -> None:
-        """The playout clock's beat: the block that plays from `now` on, for each stream."""
-        if now - self._revocation_check >= 1.0:  # `airmic-receive unpair` cuts at once
-            self._revocation_check = now
-            for address in self.guard.revoked():
-                self.end_streams_from(address)
-        for key, session in list(self.demux.sessions.items()):
-            session.play(now, self.config.block)
-            if now - session.last_packet > self.config.stream_timeout:
-                self.end_stream(key)
+    def _open_sinks(self, name: str) -> tuple[list[StreamSink], list[Output]]:
+        sinks: list[StreamSink] = []
+        outputs: list[Output] = []
+        for factory in self.config.sinks:
+            try:
+                opened = factory.open(name)
+            except DeviceError as exc:  # e.g. the sound server went away: the others play on
+                self.sink_errors.report(
+                    factory.spec, "stream %s: no %s: %s", name, factory.spec, exc
+                )
+                continue
+            if isinstance(opened, Output):
+                outputs.append(opened)
+            else:
+                sinks.append(opened)
+        return sinks, outputs
 
-    def end_stream(self, key: StreamKey) -> None:
-        session = self.demux.close(key)
-        session.close()
-        stats = session.stats()
-        self.finished.append(stats)
+    def tick(self, now: float) -> None:
+        """Housekeeping, a few times a second: streams silent too long, or unpaired, end."""
+        with self._lock:
+            if now - self._revocation_check >= 1.0:  # `airmic-receive unpair` cuts at once
+                self._revocation_check = now
+                for address in self.guard.revoked():
+                    self._end_from(address)
+            for key, session in list(self.demux.sessions.items()):
+                if now - session.last_packet > self.config.stream_timeout:
+                    self._end(key)
+
+    def end_streams_from(self, address: Address) -> None:
+        with self._lock:
+            self._end_from(address)
+
+    def _end_from(self, address: Address) -> None:
+        for key in [key for key in self.demux.sessions if key[0] == address]:
+            self._end(key)
+
+    def _end(self, key: StreamKey) -> None:
+        self.demux.close(key)
+        self._players.pop(key).stop()  # its driver lets go of it; the finisher closes it
+
+    def _ended(self, metrics: Metrics) -> None:
+        """A stream is drained and closed (the finisher's thread)."""
+        stats = metrics.as_dict()
         log.info(
             "stream %s ended: %.1f s, %d packets, %d repaired from copies, "
-            "%d lost (%d recovered by FEC), %d late",
-            session.name,
-            stats["seconds"],
+            "%d lost (%d recovered by FEC), %d late, %d gaps at the outputs (%.0f ms)",
+            metrics.stream,
+            metrics.seconds,
             stats["received"],
             stats["repaired"],
             stats["lost"],
             stats["recovered"],
             stats["late"],
+            metrics.gaps,
+            metrics.gap_ms,
         )
-
-    def end_streams_from(self, address: Address) -> None:
-        for key in [key for key in self.demux.sessions if key[0] == address]:
-            self.end_stream(key)
+        with self._all_finished:
+            self.finished.append(stats)
+            self._all_finished.notify_all()
 
     def publication_stats(self, publication_id: str) -> dict[str, Any] | None:
         """The stream a WebRTC publication plays, seen from here (None before it starts)."""
         publication = self.whip.publications.get(publication_id)
         if publication is None:
             return None
-        for ssrc in publication.ssrcs:
-            session = self.demux.sessions.get((publication.address, ssrc))
+        with self._lock:
+            sessions = [
+                self.demux.sessions.get((publication.address, s)) for s in publication.ssrcs
+            ]
+        for session in sessions:
             if session is not None:
-                return session.stats() | {"level_db": round(session.level_db, 1)}
+                return session.metrics.as_dict()
         return None
 
     async def close(self) -> None:
-        """End every stream (their sinks drained and closed), then write the stats."""
+        """End every stream (drained, their sinks closed), then write the stats."""
         await self.whip.close()
-        for key in list(self.demux.sessions):
-            self.end_stream(key)
+        with self._lock:
+            for key in list(self.demux.sessions):
+                self._end(key)
+        if not await asyncio.to_thread(self.wait_finished, self.demux.opened, CLOSE_TIMEOUT):
+            log.warning("%d streams did not finish", self.demux.opened - len(self.finished))
+        await asyncio.to_thread(self.clock.close)
+        self._finisher.shutdown(wait=False)
         if self.config.stats_json:
             self.config.stats_json.write_text(json.dumps(self.report(), indent=2) + "\n")
 
+    def wait_finished(self, streams: int, timeout: float) -> bool:
+        """Blocks until `streams` streams have finished; False after `timeout` (an output
+        that is stuck on its device)."""
+        with self._all_finished:
+            return self._all_finished.wait_for(lambda: len(self.finished) >= streams, timeout)
+
     def last_activity(self, since: float) -> float:
-        return max([since, *(s.last_packet for s in self.demux.sessions.values())])
+        with self._lock:
+            return max([since, *(s.last_packet for s in self.demux.sessions.values())])
+
+    def live(self) -> list[Metrics]:
+        with self._lock:
+            return [session.metrics for session in self.demux.sessions.values()]
 
     def report(self) -> dict[str, Any]:
-        live = [s.stats() for s in self.demux.sessions.values()]
+        live = [metrics.as_dict() for metrics in self.live()]
         return {
             "streams": self.finished + live,
             "dropped": dict(self.demux.dropped.counts),
@@ -169,20 +248,23 @@ class Receiver:
         }
 
     def status(self) -> Text:
+        """The status line (rich's refresh thread)."""
         lines = []
         if self.config.insecure:
             lines.append(Text("INSECURE: plain RTP accepted from anyone", style="bold red"))
-        if not self.demux.sessions:
+        streams = self.live()
+        if not streams:
             where = f"listening on {self.config.listen[0]}:{self.config.listen[1]}, no stream"
             return Text("\n").join([*lines, Text(where)])
-        for session in self.demux.sessions.values():
-            s = session.playout.jitter.stats
-            line = meter(session.level_db, width=12)
+        for m in streams:
+            line = meter(m.level_db, width=12)
             line.append(
-                f"  {session.name} ({'encrypted' if session.encrypted else 'plain'})"
-                f"  {session.samples_played / RATE:6.1f} s  "
-                f"{s.repaired} repaired, {s.lost} lost ({s.recovered} by FEC), {s.late} late"
+                f"  {m.stream} ({'encrypted' if m.encrypted else 'plain'})"
+                f"  {m.seconds:6.1f} s  {m.jitter['repaired']} repaired, "
+                f"{m.jitter['lost']} lost ({m.jitter['recovered']} by FEC), "
+                f"{m.jitter['late']} late"
             )
+            line.append(f", mic gaps {m.gaps}", style="bold red" if m.gaps else "")
             lines.append(line)
         return Text("\n").join(lines)
 
@@ -200,9 +282,8 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
         )
     async with contextlib.AsyncExitStack() as resources:  # closed in reverse order
         resources.push_async_callback(receiver.close)  # last: streams drained, stats written
-        transport = await listen(*config.listen, receiver.demux.receive)
+        transport = listen(*config.listen, receiver.receive)
         resources.callback(transport.close)
-        receiver.guard.send = transport.sendto  # handshake answers
         log.info("listening on UDP %s:%d", *config.listen)
         web = None
         if config.web:
@@ -227,26 +308,20 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
             advertiser = Advertiser.start(announcement, interface)
             resources.push_async_callback(advertiser.close)
         with StatusLine(receiver.status):
-            await _playout(receiver, stop, loop.time())
+            await _housekeeping(receiver, stop, loop.time())
     return receiver
 
 
-async def _playout(receiver: Receiver, stop: asyncio.Event, start: float) -> None:
-    """A paced clock for the file and null sinks: block k plays at start + k * block (or a
-    little faster or slower, with `clock_ppm`, as a sound card's crystal would), whenever
-    the loop gets to it; a late wake-up plays the blocks it missed, so it never slips."""
+async def _housekeeping(receiver: Receiver, stop: asyncio.Event, start: float) -> None:
+    """Ends streams that went silent or were unpaired, and the receiver when idle. The
+    audio does not wait on this: each stream's output pulls it on its own clock."""
     loop = asyncio.get_running_loop()
     idle_limit = receiver.config.exit_after_idle
-    beat = receiver.config.block / RATE / (1 + receiver.config.clock_ppm * 1e-6)
-    k = 0
     while not stop.is_set():
-        now = start + k * beat
-        if now > loop.time():
-            await asyncio.sleep(now - loop.time())
-            continue
-        # Blocks keep their schedule; their pull is timed by the clock, like a device's.
-        receiver.tick(loop.time())
-        k += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), TICK)
+        now = loop.time()
+        receiver.tick(now)
         if idle_limit is not None and now - receiver.last_activity(start) > idle_limit:
             log.info("no stream for %g s: exiting", idle_limit)
             return

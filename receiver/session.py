@@ -1,96 +1,186 @@
-"""One received stream: its playout (jitter buffer, decoder, delay and drift control) and
-its sinks. Runs on the event loop's thread.
+"""One received stream: its inbox, its playout (jitter buffer, decoder, delay and drift
+control, DSP) and the figures it publishes.
+
+Two threads meet here, and only through a queue: the network side `push`es packets (a
+deque append, safe from any thread), and the thread of the clock that drives the stream
+(its output's) `read`s the next block, which first moves the inbox into the playout. The
+playout is touched by that one thread only; everyone else reads the frozen `Metrics` it
+publishes a few times a second.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from airmic.common.audio import RATE, level_dbfs
+from airmic.common.audio import RATE, Block, level_dbfs
 from airmic.common.dsp import Chain
 from airmic.common.playout import Playout
 from airmic.common.rtp import MediaPacket
-from airmic.receiver.sinks import Sink
 
 log = logging.getLogger(__name__)
 
+INBOX = 1000
+"""Packets held for a driver that stopped pulling (10 s of 10 ms frames); older ones go."""
+PUBLISH = 0.25
+"""Seconds between two metrics snapshots."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a stream comes from, as the receiver learned it when the stream opened."""
+
+    name: str
+    encrypted: bool  # SRTP from a paired sender, or DTLS-SRTP (WebRTC)
+    transport: str = "udp"  # or "webrtc"
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """A stream's figures at one moment: what the status line, the page and the stats
+    file show. `gaps` are the blocks a listener missed at the stream's outputs."""
+
+    stream: str
+    encrypted: bool
+    transport: str
+    sinks: tuple[str, ...] = ()
+    dsp: str | None = None
+    payload_type: int | None = None
+    jitter: dict[str, int] = field(default_factory=dict)
+    malformed: int = 0
+    drops: int = 0
+    inserts: int = 0
+    drift_ppm: float = 0.0
+    delay_ms: float | None = None
+    target_ms: float = 0.0
+    latency: str = ""
+    seconds: float = 0.0
+    level_db: float = -120.0
+    gaps: int = 0  # underruns and dropped blocks at the outputs (the mic, a device)
+    gap_ms: float = 0.0  # their length
+    overflow: int = 0  # packets the inbox dropped while its driver was stuck
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(data.pop("jitter"))
+        data["sinks"] = list(self.sinks)
+        return data
+
 
 class Session:
-    """Plays one stream (one SSRC from one address) into its sinks."""
+    """Plays one stream (one SSRC from one address)."""
 
     def __init__(
-        self, name: str, playout: Playout, sinks: list[Sink], now: float, dsp: Chain | None = None
+        self,
+        origin: Origin,
+        playout: Playout,
+        now: float,
+        dsp: Chain | None = None,
+        sinks: tuple[str, ...] = (),
     ) -> None:
-        self.name = name
+        self.origin = origin
+        self.sinks = sinks  # their descriptions
         self.playout = playout
-        self.sinks = sinks
         self.dsp = dsp  # for senders that cannot run it themselves (browsers, ffmpeg)
-        self.malformed = 0  # datagrams of this stream refused before the jitter buffer
-        self.payload_type: int | None = None
-        self.samples_played = 0
-        self.level_db = -120.0  # of the last block played, for the status line
-        self.last_packet = now
-        self.encrypted = False  # SRTP from a paired sender (or DTLS-SRTP, for WebRTC)
+        self.last_packet = now  # written by the network side
+        self.malformed = 0  # datagrams of this stream refused before the inbox (network side)
+        self.gaps = 0  # counted by the outputs, on the driver's thread
+        self.gap_ms = 0.0
+        self._inbox: collections.deque[tuple[MediaPacket, float]] = collections.deque()
+        self._overflow = 0
+        self._payload_type: int | None = None
+        self._samples = 0
+        self._level_db = -120.0
+        self._published = -PUBLISH
+        self.metrics = self._snapshot(now)
+
+    @property
+    def name(self) -> str:
+        return self.origin.name
 
     def push(self, packet: MediaPacket, now: float) -> None:
+        """A packet arrived at `now` (any thread; never blocks)."""
         self.last_packet = now
-        self.payload_type = packet.payload_type
-        self.playout.push(packet, now)
+        self._inbox.append((packet, now))
+        if len(self._inbox) > INBOX:  # the driver is stuck: keep the newest
+            self._inbox.popleft()
+            self._overflow += 1
 
-    def play(self, now: float, samples: int) -> None:
-        """Give each sink the `samples` that play from `now` on (the sink clock's beat)."""
+    def read(self, samples: int, now: float) -> Block | None:
+        """The `samples` that play from `now` on the driving clock; None while the stream
+        has nothing to play (before it starts, in a pause). The driver's thread only."""
+        self._take_inbox()
         block = self.playout.pull(samples, now)
-        if block is None or (self.playout.waiting and not block.any()):
-            # Idle, or silence while the network is late: a file keeps it only if the
-            # stream goes on, so a stream that stopped does not end in silence.
-            for sink in self.sinks:
-                sink.idle(samples)
-            return
-        if self.dsp is not None:
-            block = self.dsp.process(block)
-        self.samples_played += len(block)
-        self.level_db = level_dbfs(block)
-        if self.samples_played % RATE < samples and log.isEnabledFor(logging.DEBUG):
-            p = self.playout
-            log.debug(
-                "%s: delay %s ms, target %.1f ms, ratio %.6f, drift %.0f ppm, waits %s",
-                self.name,
-                p.delay.current and round(p.delay.current * 1000, 1),
-                p.target(now) * 1000,
-                p.ratio,
-                p.stats.drift_ppm,
-                np.round(np.quantile(p.delay.waits, [0, 0.01, 0.5, 1]) * 1000, 1),
-            )
-        for sink in self.sinks:
-            sink.write(block)
+        if block is not None and self.playout.waiting and not block.any():
+            block = None  # silence while the network is late: not part of the stream
+        if block is not None:
+            if self.dsp is not None:
+                block = self.dsp.process(block)
+            self._samples += len(block)
+            self._level_db = level_dbfs(block)
+        if now - self._published >= PUBLISH:
+            self.metrics = self._snapshot(now)
+        return block
 
-    def close(self) -> None:
-        """Play out what is still buffered, then close the sinks."""
+    def gap(self, seconds: float) -> None:
+        """An output missed `seconds` of this stream (the driver's thread)."""
+        self.gaps += 1
+        self.gap_ms += seconds * 1000
+
+    def drain(self, now: float) -> Block:
+        """Everything still buffered, decoded at once (the end: lose nothing), and the
+        final metrics published. The driver's thread, or the one it handed the stream to."""
+        self._take_inbox()
         rest = self.playout.drain()
-        for sink in self.sinks:
-            if len(rest):
-                sink.write(rest)
-            sink.close()
+        if self.dsp is not None and len(rest):
+            rest = self.dsp.process(rest)
+        self._samples += len(rest)
+        self.metrics = self._snapshot(now)
+        return rest
 
-    def stats(self) -> dict[str, Any]:
-        delay = self.playout.delay
-        current = delay.current
-        return {
-            "stream": self.name,
-            "encrypted": self.encrypted,
-            "sinks": [sink.description for sink in self.sinks],
-            "dsp": self.dsp.describe() if self.dsp is not None else None,
-            "payload_type": self.payload_type,
-            **self.playout.jitter.stats.as_dict(),
-            "malformed": self.malformed + self.playout.malformed,
-            "drops": self.playout.stats.drops,
-            "inserts": self.playout.stats.inserts,
-            "drift_ppm": round(self.playout.stats.drift_ppm, 1),
-            "delay_ms": None if current is None else round(current * 1000, 1),
-            "target_ms": round(self.playout.target(self.last_packet) * 1000, 1),
-            "latency": str(delay.latency),
-            "seconds": round(self.samples_played / RATE, 3),
-        }
+    def _take_inbox(self) -> None:
+        inbox = self._inbox
+        while inbox:
+            packet, at = inbox.popleft()
+            self._payload_type = packet.payload_type
+            self.playout.push(packet, at)
+
+    def _snapshot(self, now: float) -> Metrics:
+        self._published = now
+        playout = self.playout
+        current = playout.delay.current
+        if log.isEnabledFor(logging.DEBUG) and current is not None:
+            log.debug(
+                "%s: delay %.1f ms, target %.1f ms, ratio %.6f, drift %.0f ppm, waits %s",
+                self.name,
+                current * 1000,
+                playout.target(now) * 1000,
+                playout.ratio,
+                playout.stats.drift_ppm,
+                np.round(np.quantile(playout.delay.waits, [0, 0.01, 0.5, 1]) * 1000, 1),
+            )
+        return Metrics(
+            stream=self.origin.name,
+            encrypted=self.origin.encrypted,
+            transport=self.origin.transport,
+            sinks=self.sinks,
+            dsp=self.dsp.describe() if self.dsp is not None else None,
+            payload_type=self._payload_type,
+            jitter=playout.jitter.stats.as_dict(),
+            malformed=self.malformed + playout.malformed,
+            drops=playout.stats.drops,
+            inserts=playout.stats.inserts,
+            drift_ppm=round(playout.stats.drift_ppm, 1),
+            delay_ms=None if current is None else round(current * 1000, 1),
+            target_ms=round(playout.target(now) * 1000, 1),
+            latency=str(playout.delay.latency),
+            seconds=round(self._samples / RATE, 3),
+            level_db=round(self._level_db, 1),
+            gaps=self.gaps,
+            gap_ms=round(self.gap_ms, 1),
+            overflow=self._overflow,
+        )

@@ -1,47 +1,89 @@
 """Where received audio goes: WAV files, a sound device, or nowhere.
 
-A sink is opened per stream. The session calls `write(block)` with the stream's audio and
-`idle(samples)` while the stream has nothing to play (before it starts, or in a pause).
-All calls come from the event loop's thread.
+A file (or null) is a sink of one stream's own, opened when the stream starts: it is
+written `write(block)` with the stream's audio and `idle(samples)` while the stream has
+nothing to play, on the beat of the clock that drives the stream. A sound device is an
+output with a clock of its own, shared by the streams that attach to it (see
+`airmic.receiver.player`).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import math
+import queue
+import threading
+import time
 import wave
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from airmic.common.audio import RATE, Block, to_int16
 from airmic.common.devices import find_device, sounddevice
 from airmic.common.errors import DeviceError, UsageError
+from airmic.common.margin import Margin
+from airmic.common.playout import BLOCK
+from airmic.receiver.player import Output, Pulled, StreamSink, mix, retire_stopped
 
 log = logging.getLogger(__name__)
 
 
-class Sink(Protocol):
-    description: str
-
-    def write(self, block: Block) -> None: ...
-
-    def idle(self, samples: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
 class SinkFactory(Protocol):
-    """Opens one sink of its kind for each stream, which will be written `block` samples at
-    a time; closed when the receiver exits."""
+    """One `--sink`: opens what each stream plays into, from start to exit. `open` returns
+    a sink of the stream's own (a file) or the shared output the stream attaches to (the
+    virtual mic, a sound card); it raises DeviceError when that cannot be had now."""
 
     spec: str
 
-    def open(self, block: int) -> Sink: ...
+    def open(self, stream: str) -> StreamSink | Output: ...
 
     def close(self) -> None: ...
+
+
+class FileWriter:
+    """One thread that writes every file sink's audio: the clock that pulls a stream only
+    queues it, so a slow disk cannot stall a beat. Writes go out every `PERIOD` seconds
+    (batched: a kill loses at most that much)."""
+
+    PERIOD = 0.05
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[WavSink, bytes | None]] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="file writer", daemon=True)
+        self._thread.start()
+
+    def put(self, sink: WavSink, data: bytes | None) -> None:
+        """Queue `data` for `sink` (None: close it)."""
+        self._queue.put((sink, data))
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.PERIOD):
+            self._write()
+        self._write()
+
+    def _write(self) -> None:
+        batches: dict[WavSink, list[bytes]] = {}
+        closing = []
+        while True:
+            try:
+                sink, data = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if data is None:
+                closing.append(sink)
+            else:
+                batches.setdefault(sink, []).append(data)
+        for sink, chunks in batches.items():
+            sink.write_now(b"".join(chunks))
+        for sink in closing:
+            sink.close_now()
 
 
 class WavSink:
@@ -49,18 +91,21 @@ class WavSink:
 
     The stdlib `wave` writer rewrites the header's sizes after each write (two 4-byte
     patches), where libsndfile only writes them on close. Pauses inside the stream are kept
-    as silence; silence before the first audio and after the last is not written.
+    as silence; silence before the first audio and after the last is not written. `write`
+    and `idle` run on the stream's beat and only queue; the file writer writes.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, writer: FileWriter) -> None:
         self.path = path
         self.description = f"wav:{path}"
         self.samples = 0
+        self._writer = writer
         self._pending_silence = 0
+        self._closed = threading.Event()
         try:
-            self._file = wave.open(str(path), "wb")  # noqa: SIM115 (closed by close())
+            self._file = wave.open(str(path), "wb")  # noqa: SIM115 (closed by close_now())
         except OSError as exc:
-            raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+            raise DeviceError(f"cannot write {path}: {exc.strerror}") from None
         self._file.setnchannels(1)
         self._file.setsampwidth(2)
         self._file.setframerate(RATE)
@@ -68,17 +113,33 @@ class WavSink:
 
     def write(self, block: Block) -> None:
         if self._pending_silence and self.samples:
-            self._file.writeframes(bytes(2 * self._pending_silence))
+            self._writer.put(self, bytes(2 * self._pending_silence))
             self.samples += self._pending_silence
         self._pending_silence = 0
-        self._file.writeframes(to_int16(block).astype("<i2").tobytes())
+        self._writer.put(self, to_int16(block).astype("<i2").tobytes())
         self.samples += len(block)
 
     def idle(self, samples: int) -> None:
         self._pending_silence += samples
 
     def close(self) -> None:
-        self._file.close()
+        """Wait until everything queued is written and the file closed."""
+        self._writer.put(self, None)
+        self._closed.wait()
+
+    def write_now(self, data: bytes) -> None:
+        """The writer's thread."""
+        try:
+            self._file.writeframes(data)
+        except OSError as exc:
+            log.warning("%s: %s", self.description, exc)
+
+    def close_now(self) -> None:
+        """The writer's thread."""
+        try:
+            self._file.close()
+        finally:
+            self._closed.set()
 
 
 class WavSinkFactory:
@@ -90,23 +151,23 @@ class WavSinkFactory:
         self._opened = 0
         if not path.parent.is_dir():
             raise UsageError(f"cannot write {path}: no folder {path.parent}")
+        self._writer = FileWriter()
 
-    def open(self, block: int) -> Sink:
+    def open(self, stream: str) -> StreamSink:
         self._opened += 1
         path = self.path
         if self._opened > 1:
             path = path.with_name(f"{path.stem}-{self._opened}{path.suffix or '.wav'}")
-        return WavSink(path)
+        return WavSink(path, self._writer)
 
     def close(self) -> None:
-        pass
+        self._writer.close()
 
 
 class NullSink:
     """Discards the audio (for measuring and testing)."""
 
-    def __init__(self) -> None:
-        self.description = "null"
+    description = "null"
 
     def write(self, block: Block) -> None:
         pass
@@ -121,39 +182,74 @@ class NullSink:
 class NullSinkFactory:
     spec = "null"
 
-    def open(self, block: int) -> Sink:
+    def open(self, stream: str) -> StreamSink:
         return NullSink()
 
     def close(self) -> None:
         pass
 
 
-class DeviceSink:
-    """A sound card output through sounddevice.
+class DeviceOutput:
+    """A sound card output through sounddevice, clocked by the card.
 
-    The loop writes blocks into a short queue; PortAudio's callback takes samples from it.
-    Playback starts, and restarts after an underrun, only once PREFILL seconds are queued,
-    so the jitter between the loop's clock and the device's is absorbed instead of heard. If
-    the device runs slow, the oldest block is dropped (counted) so latency cannot grow.
+    PortAudio's callback only copies queued blocks out (no decoding, no locks); a filler
+    thread keeps the queue `margin` blocks deep, pulling the attached streams and mixing
+    them, woken by the callback each time it takes a block. An underrun (the callback found
+    the queue empty) is a gap, counted for every stream playing, and deepens the margin.
+    The card runs only while a stream is attached.
     """
 
-    PREFILL = 0.02  # seconds
-    MAX_QUEUED = 0.08  # seconds
     LATENCY = 0.02  # seconds asked of PortAudio; "low" underruns through ALSA's pulse plugin
 
     def __init__(self, device: int | None, name: str, block: int) -> None:
-        sd = sounddevice()
         self.description = f"device:{name}"
-        self.prefill = max(1, math.ceil(self.PREFILL * RATE / block))  # in blocks
-        self.max_queued = math.ceil(self.MAX_QUEUED * RATE / block)
-        self.underruns = 0
-        self.overruns = 0
+        self.device = device
+        self.block = block
+        self.margin = Margin(least=2, most=16)
+        self.gaps = 0
+        self._underruns = 0  # counted by the callback, read by the filler
         self._queue: collections.deque[Block] = collections.deque()
         self._leftover = np.zeros(0, dtype=np.float32)
-        self._playing = False
+        self._pending: collections.deque[Pulled] = collections.deque()
+        self._wake = threading.Event()
+        self._closed = False
+        self._stream: Any = None
+        self._thread = threading.Thread(target=self._run, name=self.description, daemon=True)
+        self._thread.start()
+
+    def attach(self, pulled: Pulled) -> None:
+        self._pending.append(pulled)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join()
+        if self.gaps:
+            log.info("%s: %d underruns", self.description, self.gaps)
+
+    def _callback(self, outdata: np.ndarray, frames: int, time: object, status: object) -> None:
+        # PortAudio's thread: no locks, no logging; deque append/popleft are atomic.
+        out = outdata[:, 0]
+        filled = 0
+        while filled < frames:
+            if not len(self._leftover):
+                if not self._queue:
+                    self._underruns += 1
+                    break
+                self._leftover = self._queue.popleft()
+            n = min(frames - filled, len(self._leftover))
+            out[filled : filled + n] = self._leftover[:n]
+            self._leftover = self._leftover[n:]
+            filled += n
+        out[filled:] = 0
+        self._wake.set()
+
+    def _start(self) -> None:
+        sd = sounddevice()
         try:
             self._stream = sd.OutputStream(
-                device=device,
+                device=self.device,
                 samplerate=RATE,
                 channels=1,
                 dtype="float32",
@@ -162,56 +258,64 @@ class DeviceSink:
             )
             self._stream.start()
         except sd.PortAudioError as exc:
-            raise DeviceError(f"cannot open output {name!r}: {exc}") from None
+            raise DeviceError(f"cannot open output {self.description}: {exc}") from None
 
-    def _callback(self, outdata: np.ndarray, frames: int, time: object, status: object) -> None:
-        # PortAudio's thread: no locks, no logging; deque append/popleft are atomic.
-        out = outdata[:, 0]
-        if not self._playing and len(self._queue) >= self.prefill:
-            self._playing = True
-        filled = 0
-        while self._playing and filled < frames:
-            if not len(self._leftover):
-                if not self._queue:
-                    self._playing = False  # underrun: wait for PREFILL again
-                    self.underruns += 1
-                    break
-                self._leftover = self._queue.popleft()
-            n = min(frames - filled, len(self._leftover))
-            out[filled : filled + n] = self._leftover[:n]
-            self._leftover = self._leftover[n:]
-            filled += n
-        out[filled:] = 0
+    def _stop(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
+            self._stream = None
+        self._queue.clear()
+        self._leftover = np.zeros(0, dtype=np.float32)
 
-    def write(self, block: Block) -> None:
-        self._queue.append(block)
-        if len(self._queue) > self.max_queued:
-            self._queue.popleft()
-            self.overruns += 1
-
-    def idle(self, samples: int) -> None:
-        self.write(np.zeros(samples, dtype=np.float32))
-
-    def close(self) -> None:
-        self._stream.stop()
-        self._stream.close()
-        if self.underruns or self.overruns:
-            log.info(
-                "%s: %d underruns, %d overruns", self.description, self.underruns, self.overruns
-            )
+    def _run(self) -> None:
+        players: list[Pulled] = []
+        while not self._closed:
+            while self._pending:
+                players.append(self._pending.popleft())
+            players = retire_stopped(players)
+            if not players:
+                self._stop()  # the card rests while nothing plays
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            if self._stream is None:
+                try:
+                    self._start()
+                except DeviceError as exc:  # the streams' files play on, on no clock: end them
+                    log.warning("%s", exc)
+                    for player in players:
+                        player.stopping = True
+                    continue
+                self._underruns = 0
+            now = time.monotonic()
+            if self._underruns:
+                self._underruns, missed = 0, self._underruns
+                self.gaps += missed
+                self.margin.underrun(now)
+                for player in players:
+                    player.gap(missed * self.block / RATE)
+            if len(self._queue) >= self.margin.blocks:
+                self._wake.wait(self.block / RATE)
+                self._wake.clear()
+                continue
+            self._queue.append(mix([p.beat(self.block, now) for p in players], self.block))
+        self._stop()
+        for player in players + list(self._pending):
+            player.retire()
 
 
 class DeviceSinkFactory:
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, block: int = BLOCK) -> None:
         self.spec = f"device:{spec}"
         self.device = find_device(spec, "output")  # fail at start-up, not at the first stream
-        self.name = spec or "default"
+        self.output = DeviceOutput(self.device, spec or "default", block)
 
-    def open(self, block: int) -> Sink:
-        return DeviceSink(self.device, self.name, block)
+    def open(self, stream: str) -> Output:
+        return self.output
 
     def close(self) -> None:
-        pass
+        self.output.close()
 
 
 def parse_sink(spec: str) -> SinkFactory:

@@ -1,37 +1,78 @@
-"""The receiver's UDP socket: hands each datagram to a callback with its arrival time."""
+"""The receiver's UDP socket, read by a thread of its own.
+
+The event loop also runs the web server, WebRTC, mDNS and the status line; a stall there
+(a slow handshake, a garbage collection) must not hold a packet back, or every stream
+hears it as network jitter. The thread blocks in `recvfrom` (the GIL is released there)
+and hands each datagram to `handler(data, addr, now)`, stamped on the monotonic clock
+that `loop.time()` also reads; what the handler returns is sent back.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import errno
+import logging
 import socket
+import threading
+import time
 from collections.abc import Callable
 
 from airmic.common.errors import NetworkError
 
+log = logging.getLogger(__name__)
+
 RECEIVE_BUFFER = 1 << 20
 """Kernel buffer for incoming datagrams: a second of bursts at any sane bitrate."""
+MAX_DATAGRAM = 65_535
+POLL = 0.5
+"""Seconds between two looks at whether the listener was closed."""
 
-Handler = Callable[[bytes, tuple[str, int], float], None]
+Handler = Callable[[bytes, tuple[str, int], float], bytes | None]
+"""Takes a datagram, its source and arrival time; returns what to answer, if anything."""
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, handler: Handler, clock: Callable[[], float]) -> None:
+class UdpListener:
+    """Delivers each datagram to `handler` on the listener's thread; `sendto` from any."""
+
+    def __init__(self, sock: socket.socket, handler: Handler) -> None:
+        self._sock = sock
         self._handler = handler
-        self._clock = clock
+        self._closed = False
+        sock.settimeout(POLL)
+        self._thread = threading.Thread(target=self._run, name="udp", daemon=True)
+        self._thread.start()
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._handler(data, addr[:2], self._clock())
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self._sock.sendto(data, addr)
+        except OSError as exc:  # the answer is lost; the sender asks again
+            log.debug("cannot answer %s:%d: %s", *addr, exc)
 
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP errors for datagrams we never sent: nothing to do
+    def close(self) -> None:
+        self._closed = True
+        self._thread.join()
+        self._sock.close()
+
+    def _run(self) -> None:
+        while not self._closed:
+            try:
+                data, addr = self._sock.recvfrom(MAX_DATAGRAM)
+            except TimeoutError:
+                continue
+            except OSError:  # an ICMP error for an answer we sent: nothing to do
+                continue
+            try:
+                reply = self._handler(data, addr[:2], time.monotonic())
+            except Exception:  # a bug must not stop every stream: log it, read on
+                log.exception("a datagram from %s:%d could not be handled", *addr[:2])
+                continue
+            if reply is not None:
+                self.sendto(reply, addr)
 
 
-async def listen(host: str, port: int, handler: Handler) -> asyncio.DatagramTransport:
+def listen(host: str, port: int, handler: Handler) -> UdpListener:
     """Bind `host:port` and deliver datagrams to `handler(data, addr, now)`."""
-    loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise NetworkError(f"cannot listen on {host!r}: {exc.strerror}") from None
     family, kind, proto, _, address = infos[0]
@@ -47,7 +88,4 @@ async def listen(host: str, port: int, handler: Handler) -> asyncio.DatagramTran
                 "choose another with --listen HOST:PORT"
             ) from None
         raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: _Protocol(handler, loop.time), sock=sock
-    )
-    return transport
+    return UdpListener(sock, handler)

@@ -26,8 +26,10 @@ from typing import Any
 
 from airmic.common.devices import sounddevice
 from airmic.common.errors import DeviceError, UsageError
-from airmic.receiver.pulse_sink import PulseSink
-from airmic.receiver.sinks import DeviceSinkFactory, Sink, SinkFactory
+from airmic.common.playout import BLOCK
+from airmic.receiver.player import Output
+from airmic.receiver.pulse_sink import PulseOutput
+from airmic.receiver.sinks import DeviceSinkFactory, SinkFactory
 
 log = logging.getLogger(__name__)
 
@@ -148,19 +150,24 @@ def _alive(pid: int) -> bool:
 
 
 class VirtualMicSinkFactory:
-    """`virtual[:NAME]`: the mic exists from start to exit; each stream plays into it."""
+    """`virtual[:NAME]`: the mic exists from start to exit; every stream is mixed into it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, block: int = BLOCK) -> None:
         self.spec = f"virtual:{name}" if name else "virtual"
         self.mic = VirtualMic(name)
         self.mic.create()
+        try:
+            self.output = PulseOutput(self.mic.sink, f"{self.mic.description} feed", block)
+        except DeviceError:
+            self.mic.remove()
+            raise
+        self.output.description = f"virtual:{self.mic.source}"
 
-    def open(self, block: int) -> Sink:
-        sink = PulseSink(self.mic.sink, f"{self.mic.description} stream", block)
-        sink.description = f"virtual:{self.mic.source}"
-        return sink
+    def open(self, stream: str) -> Output:
+        return self.output
 
     def close(self) -> None:
+        self.output.close()
         try:
             self.mic.remove()
         except DeviceError as exc:  # the server went away first: nothing left to remove

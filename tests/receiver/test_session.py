@@ -11,7 +11,7 @@ from airmic.common.opus import OpusConfig, OpusEncoder
 from airmic.common.playout import Playout
 from airmic.common.rtp import Packetizer
 from airmic.receiver.demux import Demux
-from airmic.receiver.session import Session
+from airmic.receiver.session import Origin, Session
 from tests.audio_match import match
 
 
@@ -58,7 +58,7 @@ class Harness:
     def open(self, key, now):
         sink = ListSink()
         self.sinks[key[1]] = sink
-        return Session(str(key), Playout(parse_latency("40ms")), [sink], now)
+        return Session(Origin(str(key), encrypted=False), Playout(parse_latency("40ms")), now)
 
     def run(self, schedule: list[tuple[float, bytes, tuple[str, int]]], until: float) -> None:
         schedule = sorted(schedule, key=lambda s: s[0])
@@ -67,8 +67,12 @@ class Harness:
             while schedule and schedule[0][0] <= t:
                 at, data, addr = schedule.pop(0)
                 self.demux.receive(data, addr, at)
-            for session in self.demux.sessions.values():
-                session.play(t, 480)
+            for (_, ssrc), session in self.demux.sessions.items():
+                block = session.read(480, t)  # the sink's clock pulls
+                if block is None:
+                    self.sinks[ssrc].idle(480)
+                else:
+                    self.sinks[ssrc].write(block)
             t = round(t + 0.01, 6)
 
 

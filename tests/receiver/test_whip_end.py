@@ -3,6 +3,8 @@ stream at once, where a UDP stream ends only after its silence timeout."""
 
 from __future__ import annotations
 
+import asyncio
+
 from aiortc import RTCPeerConnection
 from aiortc.rtp import RtpPacket
 
@@ -25,6 +27,8 @@ async def test_ending_a_publication_ends_its_stream_at_once(speech_samples):
 
     assert await receiver.whip.end("1")
     receiver.tick(0.2)  # well inside the silence timeout
+    assert await asyncio.to_thread(receiver.wait_finished, 1, 5.0)  # drained off the loop
 
     assert {key[0] for key in receiver.demux.sessions} == {udp}  # the UDP stream plays on
     assert [s["stream"] for s in receiver.finished] == ["kitchen (WebRTC)"]
+    await receiver.close()
