@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -32,8 +34,8 @@ def level_dbfs(block: Block) -> float:
     """RMS level of a block in dBFS (-120 for digital silence)."""
     if len(block) == 0:
         return -120.0
-    rms = float(np.sqrt(np.mean(np.square(block, dtype=np.float64))))
-    return max(-120.0, 20.0 * np.log10(rms + 1e-12) + 3.0103)
+    power = float(np.dot(block, block)) / len(block)  # BLAS: a few times cheaper than mean()
+    return max(-120.0, 10.0 * math.log10(power + 1e-24) + 3.0103)
 
 
 class Reframer:

@@ -64,6 +64,9 @@ MARGIN = 0.002
 """Headroom kept above the lowest waits (seconds)."""
 SHORT = 1.0
 """Seconds of recent waits whose median is the buffer's current delay."""
+RECOMPUTE = 5
+"""Waits added before that median is taken again (a median of 100 waits costs more than
+the rest of a frame's playout; one every 50 ms follows the delay closely enough)."""
 
 
 class DelayEstimator:
@@ -75,12 +78,13 @@ class DelayEstimator:
         self._losses: deque[float] = deque()  # when packets were found lost
         self._shift = 0.0  # how much later playout runs than when the window began
         self._cache: tuple[float, float] | None = None  # (when, target)
-        self._current: float | None = None  # the median of the last second, until a new wait
+        self._current: float | None = None  # the last second's median, before the shift
+        self._stale = 0  # waits added since it was taken
 
     def add(self, now: float, wait: float) -> None:
         """Record that a packet played `wait` seconds after it arrived (negative: late)."""
         self._long.append((now, wait - self._shift))
-        self._current = None
+        self._stale += 1
         while self._long and self._long[0][0] < now - self.latency.window:
             self._long.popleft()
         if wait < 0:
@@ -100,18 +104,20 @@ class DelayEstimator:
     def shift(self, seconds: float) -> None:
         """Playout moved `seconds` later (audio inserted) or earlier (negative: dropped)."""
         self._shift += seconds
-        self._current = None
 
     @property
     def current(self) -> float | None:
         """The median wait of the last second: the delay the buffer adds now."""
         if not self._long:
             return None
-        if self._current is None:  # asked every block, changed by each packet: keep it
+        if self._current is None or self._stale >= RECOMPUTE:  # asked every block
             since = self._long[-1][0] - SHORT
-            recent = list(itertools.takewhile(lambda w: w[0] >= since, reversed(self._long)))
-            self._current = float(np.median([w for _, w in recent])) + self._shift
-        return self._current
+            recent = [
+                w for t, w in itertools.takewhile(lambda w: w[0] >= since, reversed(self._long))
+            ]
+            self._current = float(np.median(recent))
+            self._stale = 0
+        return self._current + self._shift
 
     def target(self, now: float, floor: float = 0.0) -> float:
         """The median wait that keeps all but `quantile` of the packets on time.

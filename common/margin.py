@@ -26,13 +26,13 @@ class Margin:
         self.blocks = min(self.most, self.blocks + 1)
         self._since = now
 
-    def shrink(self, now: float) -> bool:
-        """True when a calm spell has earned one block less (the output may then shrink at a
-        quiet moment, and says so by calling this again)."""
+    def due(self, now: float) -> bool:
+        """True when a calm spell has earned one block less: the output shrinks at its
+        next quiet moment, and says so with `shrink`."""
         if self._since is None:
             self._since = now
-        if self.blocks > self.least and now - self._since >= self.calm:
-            self.blocks -= 1
-            self._since = now
-            return True
-        return False
+        return self.blocks > self.least and now - self._since >= self.calm
+
+    def shrink(self, now: float) -> None:
+        self.blocks = max(self.least, self.blocks - 1)
+        self._since = now

@@ -190,7 +190,7 @@ class Playout:
 
     def _steer(self, now: float) -> None:
         """Resample by the clocks' ratio, corrected a little to hold the delay on target."""
-        drift = float(np.clip(self.drift.ratio, 1 - MAX_DRIFT, 1 + MAX_DRIFT))
+        drift = min(max(self.drift.ratio, 1 - MAX_DRIFT), 1 + MAX_DRIFT)
         self.stats.drift_ppm = (1 / drift - 1) * 1e6
         current = self.delay.current
         if current is None:
@@ -198,7 +198,7 @@ class Playout:
             return
         error = current - self.target(now)
         # ratio = output / input: below 1 the buffer empties faster, above 1 it fills.
-        self.ratio = drift * (1.0 - float(np.clip(KP * error, -MAX_CORRECTION, MAX_CORRECTION)))
+        self.ratio = drift * (1.0 - min(max(KP * error, -MAX_CORRECTION), MAX_CORRECTION))
 
     def _resample(self, pcm: Block) -> Block:
         return np.asarray(self._resampler.process(pcm, self.ratio), dtype=np.float32)

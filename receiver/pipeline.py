@@ -17,8 +17,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,15 +314,30 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
     return receiver
 
 
+def _test_stall() -> tuple[float, float] | None:
+    """AIRMIC_TEST_STALL=SECONDS/EVERY: block the event loop that long, that often (for the
+    tests that prove the audio does not depend on the loop)."""
+    spec = os.environ.get("AIRMIC_TEST_STALL")
+    if not spec:
+        return None
+    seconds, every = spec.split("/")
+    log.warning("test hook: the event loop stalls %s s every %s s", seconds, every)
+    return float(seconds), float(every)
+
+
 async def _housekeeping(receiver: Receiver, stop: asyncio.Event, start: float) -> None:
     """Ends streams that went silent or were unpaired, and the receiver when idle. The
     audio does not wait on this: each stream's output pulls it on its own clock."""
     loop = asyncio.get_running_loop()
     idle_limit = receiver.config.exit_after_idle
+    stall, stalled = _test_stall(), start
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), TICK)
         now = loop.time()
+        if stall and now - stalled >= stall[1]:  # the tests' stand-in for a stalled loop
+            stalled = now
+            time.sleep(stall[0])
         receiver.tick(now)
         if idle_limit is not None and now - receiver.last_activity(start) > idle_limit:
             log.info("no stream for %g s: exiting", idle_limit)

@@ -23,12 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from airmic.common.audio import RATE
+from airmic.common.audio import RATE, level_dbfs
 from airmic.common.errors import DeviceError
 from airmic.common.margin import Margin
 from airmic.receiver.player import PacedClock, Pulled, mix, retire_stopped
 
 log = logging.getLogger(__name__)
+
+QUIET_DB = -50.0
+"""A block this quiet may be cut short by a reopen without being heard."""
 
 
 class PulseOutput:
@@ -133,8 +136,9 @@ class PulseOutput:
                 self._reopen()
             blocks = [player.beat(self.block, now) for player in players]
             data = mix(blocks, self.block)
-            if empty_at is not None and not data.any() and self.margin.shrink(now):
-                self._reopen()  # a calm spell, and silence now: a smaller margin, unheard
+            if self.margin.due(now) and level_dbfs(data) < QUIET_DB:
+                self.margin.shrink(now)  # a calm spell, and a quiet block: unheard
+                self._reopen()
             self._stream.write(np.asarray(data, dtype="<f4").tobytes())
             empty_at = time.monotonic() + self._stream.get_latency() / 1e6
 

@@ -295,6 +295,8 @@ class DeviceOutput:
                 self.margin.underrun(now)
                 for player in players:
                     player.gap(missed * self.block / RATE)
+            if self.margin.due(now):
+                self.margin.shrink(now)  # the queue just runs one block shorter
             if len(self._queue) >= self.margin.blocks:
                 self._wake.wait(self.block / RATE)
                 self._wake.clear()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -183,3 +184,50 @@ def test_a_server_that_dies_under_the_receiver_is_survived(tmp_path, udp_port, p
     assert receiver.stats()["sink_errors"] == {"virtual": 1}
     second = soundfile.read(folder / "out-2.wav", dtype="float32")[0]
     assert len(second) > 1.5 * 48_000
+
+
+def gap_runs(reference: np.ndarray, aligned: np.ndarray, frame: int = 240) -> int:
+    """How many times the recording falls silent where the reference sounds (5 ms frames)."""
+    frames = len(reference) // frame
+    power = [(x[: frames * frame].reshape(frames, frame) ** 2).mean(axis=1)
+             for x in (reference, aligned)]  # fmt: skip
+    missing = (power[0] > 1e-4) & (power[1] < 0.01 * power[0])
+    return int(np.sum(missing[1:] & ~missing[:-1]) + missing[0])
+
+
+@pytest.mark.parametrize("load", ["stalled loop", "busy core"])
+def test_every_gap_at_the_mic_is_counted(tmp_path, udp_port, pulse, speech, load):
+    """The audio does not wait on the event loop: with the loop blocked 50 ms every 2 s
+    (a test hook), or one core taken by a spinning process, the mic's recording has no gap
+    the receiver did not count in its stats."""
+    env = {**pulse, "AIRMIC_TEST_STALL": "0.05/2"} if load == "stalled loop" else pulse
+    folder = tmp_path / "receiver"
+    folder.mkdir()
+    receiver = ReceiverProcess(folder, udp_port, idle=None, sinks=("virtual",), env=env)
+    receiver.wait_for("is ready")
+    hog = None
+    if load == "busy core":  # bounded: it ends by itself after 30 s
+        spin = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
+        hog = Process([sys.executable, "-c", spin], tmp_path, "hog")
+    recorded = tmp_path / "mic.wav"
+    recorder = Process(record_source("airmic", recorded), tmp_path, "parecord", pulse)
+    args = ["--input", f"file:{speech}", "--loop", "--duration", "12"]
+    sender = send(udp_port, *args, folder=tmp_path)
+    assert sender.wait() == 0, sender.stderr
+    subprocess.run(["sleep", "0.5"], check=True)
+    recorder.stop()
+    if hog is not None:
+        hog.stop(signal.SIGKILL)
+    assert receiver.stop() == 0, receiver.stderr
+
+    reference = np.tile(soundfile.read(speech, dtype="float32")[0], 2)[: 12 * 48_000]
+    out = soundfile.read(recorded, dtype="float32")[0]
+    result = match(reference, out, max_lag=len(out))
+    (stream,) = receiver.stats()["streams"]
+    heard = gap_runs(reference, result.aligned)
+    print(f"\n{load}: correlation {result.correlation:.4f}, {heard} gaps heard, "
+          f"{stream['gaps']} counted ({stream['gap_ms']} ms)")  # fmt: skip
+    assert result.correlation >= 0.9
+    assert heard <= stream["gaps"]  # every gap heard was counted
+    if load == "stalled loop":
+        assert stream["gaps"] == 0 and result.longest_gap == 0  # the loop is not the clock
