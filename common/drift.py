@@ -18,6 +18,9 @@ from airmic.common.rtp import unwrap
 
 BUCKET = 0.5  # seconds per lowest point
 MIN_POINTS = 6  # 3 s of history before the estimate is used
+SETTLE = 1.0
+"""Seconds of a sink's first pulls left out: a device that (re)starts takes a burst to fill
+its buffer, which would read as a sink running fast."""
 
 
 class _Envelope:
@@ -60,16 +63,28 @@ class DriftEstimator:
         self._sink = _Envelope(window)
         self._ts: int | None = None
         self._pulled = 0
+        self._sink_start: float | None = None  # the first pull since the sink (re)started
 
     def arrived(self, timestamp: int, now: float) -> None:
         """A packet with RTP `timestamp` arrived at `now`."""
         self._ts = timestamp if self._ts is None else unwrap(timestamp, self._ts, 32)
         self._sender.add(now, now - self._ts / RATE)  # transit: falls if the sender is fast
 
-    def pulled(self, samples: int, now: float) -> None:
-        """The sink took `samples` at `now`."""
-        self._sink.add(now, now - self._pulled / RATE)  # falls if the sink is fast
+    def pulled(self, samples: int, plays_at: float) -> None:
+        """The sink took `samples`, which it plays from `plays_at` on (the device's clock:
+        a device that pulls in bursts or ahead of time still plays one sample after the
+        other)."""
+        if self._sink_start is None:
+            self._sink_start = plays_at
+        if plays_at - self._sink_start >= SETTLE:
+            self._sink.add(plays_at, plays_at - self._pulled / RATE)  # falls if sink is fast
         self._pulled += samples
+
+    def restart_sink(self) -> None:
+        """The sink's timeline jumped (it ran dry, or was reopened): start its line afresh."""
+        self._sink.reset()
+        self._pulled = 0
+        self._sink_start = None
 
     def restart(self) -> None:
         """The sender's timeline restarted: its old points no longer line up."""

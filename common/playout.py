@@ -89,10 +89,12 @@ class Playout:
             self.drift.arrived(packet.timestamp, now)
             self._start_at = now + self.target(now)
 
-    def pull(self, samples: int, now: float) -> Block | None:
-        """The `samples` that play from `now` on; None while the stream is idle."""
+    def pull(self, samples: int, now: float, plays_at: float | None = None) -> Block | None:
+        """The `samples` the sink takes at `now`; None while the stream is idle. `plays_at`:
+        when the sink will play them, on its own clock, if it knows (default `now`)."""
         self._block = samples
-        self.drift.pulled(samples, now)  # the sink's clock runs whether or not we play
+        # The sink's clock runs whether or not we play.
+        self.drift.pulled(samples, now if plays_at is None else plays_at)
         if not self._playing:
             if self._start_at is None or self._start_at >= now + samples / RATE:
                 return None

@@ -45,9 +45,15 @@ class Pulled(Protocol):
 
     stopping: bool
 
-    def beat(self, samples: int, now: float) -> Block | None: ...
+    def beat(self, samples: int, now: float, plays_at: float) -> Block | None:
+        """The next `samples`, taken at `now`, played from `plays_at` on the output's
+        device clock (its thread)."""
 
-    def gap(self, seconds: float) -> None: ...
+    def gap(self, seconds: float) -> None:
+        """The output missed `seconds` (its thread); its timeline moved."""
+
+    def moved(self) -> None:
+        """The output's timeline moved, unheard (its thread)."""
 
     def retire(self) -> None: ...
 
@@ -81,9 +87,9 @@ class Player:
         self._finisher = finisher
         self._finished = finished
 
-    def beat(self, samples: int, now: float) -> Block | None:
+    def beat(self, samples: int, now: float, plays_at: float) -> Block | None:
         """The stream's next block, on the driver's thread."""
-        block = self.session.read(samples, now)
+        block = self.session.read(samples, now, plays_at)
         for sink in self.sinks:
             if block is None:
                 sink.idle(samples)
@@ -95,6 +101,10 @@ class Player:
 
     def gap(self, seconds: float) -> None:
         self.session.gap(seconds)
+        self.session.clock_moved()
+
+    def moved(self) -> None:
+        self.session.clock_moved()
 
     def stop(self) -> None:
         """End the stream (any thread): its driver stops pulling it at the next beat."""
@@ -138,7 +148,7 @@ class Feed:
             self._queued -= len(self._queue.popleft())
             self.session.gap(0)
 
-    def beat(self, samples: int, now: float) -> Block | None:
+    def beat(self, samples: int, now: float, plays_at: float) -> Block | None:
         if self._queued < samples:
             if self._started:
                 self.session.gap(samples / RATE)
@@ -154,6 +164,9 @@ class Feed:
 
     def gap(self, seconds: float) -> None:
         self.session.gap(seconds)
+
+    def moved(self) -> None:
+        pass  # the stream's clock is its driver's
 
     def retire(self) -> None:
         pass
@@ -196,15 +209,15 @@ class PacedClock:
                 self._wake.clear()
                 start, k = time.monotonic(), 0
                 continue
-            delay = start + k * self.beat - time.monotonic()
-            if delay > 0:
-                self._wake.wait(delay)  # an attach wakes it early: the loop comes back here
+            due = start + k * self.beat
+            if due > time.monotonic():
+                self._wake.wait(due - time.monotonic())  # an attach wakes it early
                 self._wake.clear()
                 continue
             now = time.monotonic()
             for player in players:
                 if not player.stopping:
-                    player.beat(self.block, now)
+                    player.beat(self.block, now, due)
             players = retire_stopped(players)
             k += 1
         for player in players + list(self._pending):

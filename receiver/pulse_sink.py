@@ -3,10 +3,12 @@
 One libpulse playback stream (the simple API, through pasimple) and one thread: it pulls
 every attached stream's next block, mixes them and writes the mix; `pa_simple_write`
 blocks while the server's buffer is full, so the server's clock paces the pulls. The
-buffer is the output's margin (`airmic.common.margin`): one 5 ms block on a quiet machine,
-a block more after each underrun, reopened smaller after a calm spell. An underrun is
-seen before each write (the server reports no audio queued) and counted for every stream
-that was playing, with its length.
+buffer is the output's margin (`airmic.common.margin`): two 5 ms blocks on a quiet machine,
+a block more after each underrun, a block less after a calm spell, applied by reopening the
+stream at the next quiet block (pa_simple cannot resize a stream). An underrun is
+seen after each write: the server's timeline (the time the queued audio ends, less the
+audio written) moved later by the time the server had nothing to play; it is counted for
+every stream that was playing, with its length.
 
 PortAudio reaches PulseAudio only through ALSA's pulse plugin, which costs about 25 ms from
 capture to playback on this path where libpulse directly costs 12 (measured with
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 
 QUIET_DB = -50.0
 """A block this quiet may be cut short by a reopen without being heard."""
+SLACK = 0.001
+"""Seconds of the server's timeline unaccounted for before a gap is counted (its latency
+reports wobble by a few tenths of a millisecond)."""
 
 
 class PulseOutput:
@@ -43,7 +48,7 @@ class PulseOutput:
         self.name = name
         self.block = block
         self.fallback: PacedClock | None = None  # the streams' clock if the server goes
-        self.margin = Margin()
+        self.margin = Margin(least=2)  # 5 ms alone underran now and then on an idle machine
         self.failed: str | None = None
         self.gaps = 0
         self._stream = self._open()  # fails here, at start, if the sink is missing
@@ -56,10 +61,14 @@ class PulseOutput:
 
     def attach(self, pulled: Pulled) -> None:
         with self._lock:
-            if self.failed is not None:
-                raise DeviceError(f"{self.description}: {self.failed}")
-            self._pending.append(pulled)
-        self._wake.set()
+            if self.failed is None:
+                self._pending.append(pulled)
+                self._wake.set()
+                return
+        if self.fallback is not None:  # failed since the stream opened: its files play on
+            self.fallback.attach(pulled)
+        else:
+            pulled.retire()
 
     def close(self) -> None:
         self._closed = True
@@ -78,6 +87,7 @@ class PulseOutput:
     def _open(self) -> Any:
         import pasimple
 
+        self._opened = self.margin.blocks
         size = self.margin.blocks * self.block * 4  # float32
         try:
             return pasimple.PaSimple(
@@ -90,7 +100,7 @@ class PulseOutput:
                 device_name=self.device,
                 tlength=size,
                 prebuf=size,
-                minreq=self.block * 2,
+                minreq=self.block,  # more than tlength: the server takes bursts
             )
         except pasimple.PaSimpleError as exc:
             raise DeviceError(f"cannot play into PulseAudio sink {self.device!r}: {exc}") from None
@@ -116,34 +126,85 @@ class PulseOutput:
 
     def _play(self, players: list[Pulled]) -> None:
         """Pull, mix, write, until closed: the server's clock paces each write."""
-        empty_at: float | None = None  # when the server's queue runs dry; None: not started
+        timeline = _Timeline()
         while not self._closed:
             while self._pending:
                 players.append(self._pending.popleft())
             players[:] = retire_stopped(players)
             if not players:
-                empty_at = None  # idle: the server's underrun now is no one's gap
+                if timeline.started:  # idle: the server's underrun now is no one's gap
+                    self._reopen()  # a stream left to run dry takes a burst when fed again
+                    timeline = _Timeline()
                 self._wake.wait()
                 self._wake.clear()
                 continue
             now = time.monotonic()
-            if empty_at is not None and self._stream.get_latency() == 0:
-                gap = max(now - empty_at, self.block / RATE)
+            blocks = [player.beat(self.block, now, timeline.plays_at(now)) for player in players]
+            data = mix(blocks, self.block)
+            if self._resize_due(now) and level_dbfs(data) < QUIET_DB:
+                self._reopen()  # at a quiet block: unheard
+                timeline = _Timeline()
+                for player in players:
+                    player.moved()
+            silence = 0
+            if not timeline.started or self._stream.get_latency() == 0:
+                # Started, or ran dry: the margin is filled with silence first, so that the
+                # next pulls come at the server's pace, not in a burst that the streams'
+                # jitter buffers could not serve.
+                silence = (self._opened - 1) * self.block
+                if silence:
+                    self._stream.write(bytes(4 * silence))
+            self._stream.write(np.asarray(data, dtype="<f4").tobytes())
+            queued = self._stream.get_latency() / 1e6
+            lost = timeline.wrote(silence + self.block, queued)
+            # It ran dry if its timeline moved and its buffer is not full even now (libpulse
+            # corrects its interpolated latency by a few ms now and then: not a gap).
+            if lost > SLACK and queued < (self._opened - 0.5) * self.block / RATE:
                 self.gaps += 1
                 self.margin.underrun(now)
+                log.debug("%s: ran dry %.1f ms; margin %d blocks", self.description, lost * 1e3,
+                          self.margin.blocks)  # fmt: skip
                 for player in players:
-                    player.gap(gap)
-                self._reopen()
-            blocks = [player.beat(self.block, now) for player in players]
-            data = mix(blocks, self.block)
-            if self.margin.due(now) and level_dbfs(data) < QUIET_DB:
-                self.margin.shrink(now)  # a calm spell, and a quiet block: unheard
-                self._reopen()
-            self._stream.write(np.asarray(data, dtype="<f4").tobytes())
-            empty_at = time.monotonic() + self._stream.get_latency() / 1e6
+                    player.gap(lost + silence / RATE)
+
+    def _resize_due(self, now: float) -> bool:
+        """Whether the stream's buffer should change to the margin's: it grew with an
+        underrun, or a calm spell earned a smaller one."""
+        if self.margin.due(now):
+            self.margin.shrink(now)
+        return self.margin.blocks != self._opened
 
     def _reopen(self) -> None:
-        """A new stream with the margin's buffer (pa_simple cannot resize one)."""
+        """A new stream with the margin's buffer. pa_simple cannot resize one, and a new
+        stream takes a few milliseconds to connect: only ever at a quiet block."""
         stream, self._stream = self._stream, None
         stream.close()
         self._stream = self._open()
+
+
+class _Timeline:
+    """Where a libpulse stream stands: what was written, and how much of the server's time
+    went by with nothing to play. The server plays what it has one sample after the other,
+    so the time at which sample 0 would have played, seen from the end of what is queued,
+    moves later only by the time it ran dry."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.written = 0  # samples
+        self.empty_at = 0.0  # when the server's queue runs dry
+        self._origin: float | None = None  # sample 0's time, gaps included
+
+    def plays_at(self, now: float) -> float:
+        """When a block pulled `now` will play."""
+        return max(now, self.empty_at) if self.started else now
+
+    def wrote(self, samples: int, latency: float) -> float:
+        """`samples` went out and `latency` seconds are now queued; the seconds the server
+        had nothing to play since the last write."""
+        self.started = True
+        self.written += samples
+        self.empty_at = time.monotonic() + latency
+        origin = self.empty_at - self.written / RATE
+        lost = 0.0 if self._origin is None else origin - self._origin
+        self._origin = origin
+        return lost

@@ -110,11 +110,12 @@ class Session:
             self._inbox.popleft()
             self._overflow += 1
 
-    def read(self, samples: int, now: float) -> Block | None:
-        """The `samples` that play from `now` on the driving clock; None while the stream
-        has nothing to play (before it starts, in a pause). The driver's thread only."""
+    def read(self, samples: int, now: float, plays_at: float | None = None) -> Block | None:
+        """The `samples` the driving output takes at `now` (and plays from `plays_at`, on
+        its device's clock); None while the stream has nothing to play (before it starts,
+        in a pause). The driver's thread only."""
         self._take_inbox()
-        block = self.playout.pull(samples, now)
+        block = self.playout.pull(samples, now, plays_at)
         if block is not None and self.playout.waiting and not block.any():
             block = None  # silence while the network is late: not part of the stream
         if block is not None:
@@ -127,9 +128,14 @@ class Session:
         return block
 
     def gap(self, seconds: float) -> None:
-        """An output missed `seconds` of this stream (the driver's thread)."""
+        """An output missed `seconds` of this stream."""
         self.gaps += 1
         self.gap_ms += seconds * 1000
+
+    def clock_moved(self) -> None:
+        """The driving output's timeline jumped (an underrun, a reopen): the drift against
+        it is measured afresh (the driver's thread)."""
+        self.playout.drift.restart_sink()
 
     def drain(self, now: float) -> Block:
         """Everything still buffered, decoded at once (the end: lose nothing), and the

@@ -301,7 +301,9 @@ class DeviceOutput:
                 self._wake.wait(self.block / RATE)
                 self._wake.clear()
                 continue
-            self._queue.append(mix([p.beat(self.block, now) for p in players], self.block))
+            plays_at = now + len(self._queue) * self.block / RATE  # after what is queued
+            blocks = [p.beat(self.block, now, plays_at) for p in players]
+            self._queue.append(mix(blocks, self.block))
         self._stop()
         for player in players + list(self._pending):
             player.retire()

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from airmic.common.errors import NetworkError
+from airmic.common.log import OnceLogger
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class UdpListener:
         self._sock = sock
         self._handler = handler
         self._closed = False
+        self._failures = OnceLogger(log, logging.ERROR)
         sock.settimeout(POLL)
         self._thread = threading.Thread(target=self._run, name="udp", daemon=True)
         self._thread.start()
@@ -62,8 +64,10 @@ class UdpListener:
                 continue
             try:
                 reply = self._handler(data, addr[:2], time.monotonic())
-            except Exception:  # a bug must not stop every stream: log it, read on
-                log.exception("a datagram from %s:%d could not be handled", *addr[:2])
+            except Exception as exc:  # a bug must not stop every stream: log it, read on
+                self._failures.report(
+                    type(exc).__name__, "a datagram from %s:%d: %r", *addr[:2], exc
+                )
                 continue
             if reply is not None:
                 self.sendto(reply, addr)

@@ -164,6 +164,8 @@ class VirtualMicSinkFactory:
         self.output.description = f"virtual:{self.mic.source}"
 
     def open(self, stream: str) -> Output:
+        if self.output.failed is not None:
+            raise DeviceError(f"the sound server went away ({self.output.failed})")
         return self.output
 
     def close(self) -> None:

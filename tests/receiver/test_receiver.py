@@ -34,7 +34,7 @@ class ClockedOutput:
             if pulled.stopping:
                 pulled.retire()
                 continue
-            block = pulled.beat(BLOCK, now)
+            block = pulled.beat(BLOCK, now, now)
             silence = np.zeros(BLOCK, dtype=np.float32)
             self.audio.setdefault(pulled.session.name, []).append(
                 silence if block is None else block
