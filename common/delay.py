@@ -74,7 +74,8 @@ class DelayEstimator:
 
     def __init__(self, latency: LatencyRange) -> None:
         self.latency = latency
-        self._long: deque[tuple[float, float]] = deque()  # (when, wait - shift at that time)
+        self._times: deque[float] = deque()  # when each wait was taken
+        self._waits: deque[float] = deque()  # each wait, less the shift at that time
         self._losses: deque[float] = deque()  # when packets were found lost
         self._shift = 0.0  # how much later playout runs than when the window began
         self._cache: tuple[float, float] | None = None  # (when, target)
@@ -83,10 +84,12 @@ class DelayEstimator:
 
     def add(self, now: float, wait: float) -> None:
         """Record that a packet played `wait` seconds after it arrived (negative: late)."""
-        self._long.append((now, wait - self._shift))
+        self._times.append(now)
+        self._waits.append(wait - self._shift)
         self._stale += 1
-        while self._long and self._long[0][0] < now - self.latency.window:
-            self._long.popleft()
+        while self._times[0] < now - self.latency.window:
+            self._times.popleft()
+            self._waits.popleft()
         if wait < 0:
             self._cache = None  # fast attack: a late packet changes the target at once
 
@@ -99,7 +102,7 @@ class DelayEstimator:
     @property
     def loss_rate(self) -> float:
         """The share of packets lost over the window."""
-        return len(self._losses) / max(1, len(self._losses) + len(self._long))
+        return len(self._losses) / max(1, len(self._losses) + len(self._waits))
 
     def shift(self, seconds: float) -> None:
         """Playout moved `seconds` later (audio inserted) or earlier (negative: dropped)."""
@@ -108,13 +111,12 @@ class DelayEstimator:
     @property
     def current(self) -> float | None:
         """The median wait of the last second: the delay the buffer adds now."""
-        if not self._long:
+        if not self._waits:
             return None
         if self._current is None or self._stale >= RECOMPUTE:  # asked every block
-            since = self._long[-1][0] - SHORT
-            recent = [
-                w for t, w in itertools.takewhile(lambda w: w[0] >= since, reversed(self._long))
-            ]
+            since = self._times[-1] - SHORT
+            count = sum(1 for _ in itertools.takewhile(since.__le__, reversed(self._times)))
+            recent = np.fromiter(itertools.islice(reversed(self._waits), count), np.float64)
             self._current = float(np.median(recent))
             self._stale = 0
         return self._current + self._shift
@@ -132,12 +134,12 @@ class DelayEstimator:
 
     def _spread(self) -> float:
         """How far the lowest waits fall below the median: the jitter to absorb."""
-        if len(self._long) < 10:
+        if len(self._waits) < 10:
             return 0.0
-        waits = np.fromiter((w for _, w in self._long), dtype=np.float64)
+        waits = np.fromiter(self._waits, np.float64, len(self._waits))
         return float(np.median(waits) - np.quantile(waits, self.latency.quantile))
 
     @property
     def waits(self) -> list[float]:
         """The waits in the window, as they would be at the current shift."""
-        return [w + self._shift for _, w in self._long]
+        return [w + self._shift for w in self._waits]

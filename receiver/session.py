@@ -94,7 +94,7 @@ class Session:
         self._overflow = 0
         self._payload_type: int | None = None
         self._samples = 0
-        self._level_db = -120.0
+        self._last: Block | None = None  # the last block played, for its level
         self._published = -PUBLISH
         self.metrics = self._snapshot(now)
 
@@ -122,7 +122,7 @@ class Session:
             if self.dsp is not None:
                 block = self.dsp.process(block)
             self._samples += len(block)
-            self._level_db = level_dbfs(block)
+            self._last = block
         if now - self._published >= PUBLISH:
             self.metrics = self._snapshot(now)
         return block
@@ -185,7 +185,7 @@ class Session:
             target_ms=round(playout.target(now) * 1000, 1),
             latency=str(playout.delay.latency),
             seconds=round(self._samples / RATE, 3),
-            level_db=round(self._level_db, 1),
+            level_db=round(level_dbfs(self._last), 1) if self._last is not None else -120.0,
             gaps=self.gaps,
             gap_ms=round(self.gap_ms, 1),
             overflow=self._overflow,

@@ -104,13 +104,16 @@ def airmic(n: int, payloads, reference, folder: Path) -> dict:
     out = folder / f"airmic-{n}"
     out.mkdir()
     receiver = subprocess.Popen(
-        [BIN / "airmic-receive", "--listen", f"127.0.0.1:{port}", "--insecure", "-q",
+        [BIN / "airmic-receive", "--listen", f"127.0.0.1:{port}", "--insecure",
          "--no-advertise", "--web", "off", "--max-streams", str(n), "--sink",
-         f"wav:{out}/stream.wav", "--exit-after-idle", "1"]
+         f"wav:{out}/stream.wav", "--exit-after-idle", "3"],
+        stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(2.0)  # imports and bind
+    assert receiver.stderr is not None
+    while "listening on" not in receiver.stderr.readline():
+        pass
     cpu = measured(receiver, payloads, [("127.0.0.1", port)] * n)
-    receiver.wait(timeout=60)
+    receiver.communicate(timeout=60)
     return {"cpu": cpu, "streams": [coverage(reference, load(f)) for f in files(out, n)]}
 
 
