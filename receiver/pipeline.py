@@ -131,16 +131,17 @@ class Receiver:
         if chain is not None:
             log.info("stream %s: DSP %s", origin.name, chain.describe())
         session = Session(origin, Playout(self.config.latency), now, chain, tuple(names))
-        player = Player(session, sinks, self._finisher, self._ended)
+        feeds = [Feed(session) for _ in outputs[1:]]  # the first output's clock pulls
+        player = Player(session, sinks, feeds, self._finisher, self._ended)
         self._players[key] = player
-        for output in outputs[1:]:  # the first output's clock pulls; the others get a copy
-            feed = Feed(session)
-            player.feeds.append(feed)
+        for output, feed in zip(outputs[1:], feeds, strict=True):
             output.attach(feed)
         (outputs[0] if outputs else self.clock).attach(player)
         return session
 
     def _open_sinks(self, name: str) -> tuple[list[StreamSink], list[Output]]:
+        """The stream's own sinks (creating a file: on the network thread, as the stream's
+        first packets must wait for it anyway) and the shared outputs it attaches to."""
         sinks: list[StreamSink] = []
         outputs: list[Output] = []
         for factory in self.config.sinks:

@@ -77,12 +77,13 @@ class Player:
         self,
         session: Session,
         sinks: list[StreamSink],
+        feeds: list[Feed],
         finisher: Executor,
         finished: Callable[[Metrics], None],
     ) -> None:
         self.session = session
         self.sinks = sinks
-        self.feeds: list[Feed] = []
+        self.feeds = feeds
         self.stopping = False  # set by anyone; the driver retires the player at its beat
         self._finisher = finisher
         self._finished = finished

@@ -2,9 +2,12 @@
 
 The event loop also runs the web server, WebRTC, mDNS and the status line; a stall there
 (a slow handshake, a garbage collection) must not hold a packet back, or every stream
-hears it as network jitter. The thread blocks in `recvfrom` (the GIL is released there)
-and hands each datagram to `handler(data, addr, now)`, stamped on the monotonic clock
-that `loop.time()` also reads; what the handler returns is sent back.
+hears it as network jitter. The thread blocks in `recvmsg` (the GIL is released there)
+and hands each datagram to `handler(data, addr, now)`, what the handler returns is sent
+back. `now` is when the datagram reached the host: on Linux the kernel's stamp of its
+arrival (SO_TIMESTAMPNS), so that this process being slow to read it (a busy core, the
+GIL) is not taken for the network's jitter; on the monotonic clock that `loop.time()`
+also reads.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +31,11 @@ RECEIVE_BUFFER = 1 << 20
 MAX_DATAGRAM = 65_535
 POLL = 0.5
 """Seconds between two looks at whether the listener was closed."""
+
+SO_TIMESTAMPNS = 35
+"""Linux's (asm-generic/socket.h; Python's socket module does not name it): each datagram
+comes with the kernel's CLOCK_REALTIME stamp of its arrival, a struct timespec."""
+STAMPED = sys.platform == "linux"
 
 Handler = Callable[[bytes, tuple[str, int], float], bytes | None]
 """Takes a datagram, its source and arrival time; returns what to answer, if anything."""
@@ -55,15 +65,16 @@ class UdpListener:
         self._sock.close()
 
     def _run(self) -> None:
+        room = socket.CMSG_SPACE(16)
         while not self._closed:
             try:
-                data, addr = self._sock.recvfrom(MAX_DATAGRAM)
+                data, ancillary, _, addr = self._sock.recvmsg(MAX_DATAGRAM, room)
             except TimeoutError:
                 continue
             except OSError:  # an ICMP error for an answer we sent: nothing to do
                 continue
             try:
-                reply = self._handler(data, addr[:2], time.monotonic())
+                reply = self._handler(data, addr[:2], arrival(ancillary))
             except Exception as exc:  # a bug must not stop every stream: log it, read on
                 self._failures.report(
                     type(exc).__name__, "a datagram from %s:%d: %r", *addr[:2], exc
@@ -71,6 +82,19 @@ class UdpListener:
                 continue
             if reply is not None:
                 self.sendto(reply, addr)
+
+
+def arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """When a datagram reached the host, on the monotonic clock: the kernel's stamp, moved
+    by the offset between the two clocks now (a stamp from a clock step is not trusted
+    beyond a second); without one, now."""
+    now = time.monotonic()
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack("qq", data[:16])
+            stamp = seconds + nanoseconds * 1e-9 - (time.time() - now)
+            return min(now, max(now - 1.0, stamp))
+    return now
 
 
 def listen(host: str, port: int, handler: Handler) -> UdpListener:
@@ -82,6 +106,8 @@ def listen(host: str, port: int, handler: Handler) -> UdpListener:
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    if STAMPED:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     try:
         sock.bind(address)
     except OSError as exc:
