@@ -48,7 +48,7 @@ class PulseOutput:
         self.name = name
         self.block = block
         self.fallback: PacedClock | None = None  # the streams' clock if the server goes
-        self.margin = Margin(least=2)  # 5 ms alone underran now and then on an idle machine
+        self.margin = Margin(least=2)  # 5 ms alone underran now and then, even idle
         self.failed: str | None = None
         self.gaps = 0
         self._stream = self._open()  # fails here, at start, if the sink is missing
