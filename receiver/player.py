@@ -173,22 +173,15 @@ class Feed:
         pass
 
 
-class PacedClock:
-    """The clock of streams that have no device to pull them (files, null): block k is
-    pulled at start + k * beat on the monotonic clock (or a little faster or slower, with
-    `ppm`, as a sound card's crystal would). A late wake-up pulls the blocks it missed, so
-    a file never has a gap. Its thread sleeps while no stream is attached."""
+class OutputThread:
+    """The thread of an output's clock, and the streams waiting for it to take them.
+    `attach` from any thread; `close` stops the clock and waits for its thread."""
 
-    description = "paced clock"
-
-    def __init__(self, block: int, ppm: float = 0.0) -> None:
-        self.block = block
-        self.beat = block / RATE / (1 + ppm * 1e-6)
+    def __init__(self, name: str) -> None:
         self._pending: collections.deque[Pulled] = collections.deque()
         self._wake = threading.Event()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="paced clock", daemon=True)
-        self._thread.start()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def attach(self, pulled: Pulled) -> None:
         self._pending.append(pulled)
@@ -200,26 +193,51 @@ class PacedClock:
         self._thread.join()
 
     def _run(self) -> None:
+        raise NotImplementedError
+
+    def _take(self, players: list[Pulled]) -> list[Pulled]:
+        """The streams attached since, added; the stopped ones handed to their finisher."""
+        while self._pending:
+            players.append(self._pending.popleft())
+        return retire_stopped(players)
+
+    def _sleep(self, timeout: float | None = None) -> None:
+        """Until `timeout`, or until a stream is attached or the output closed."""
+        self._wake.wait(timeout)
+        self._wake.clear()
+
+
+class PacedClock(OutputThread):
+    """The clock of streams that have no device to pull them (files, null): block k is
+    pulled at start + k * beat on the monotonic clock (or a little faster or slower, with
+    `ppm`, as a sound card's crystal would). A late wake-up pulls the blocks it missed, so
+    a file never has a gap. Its thread sleeps while no stream is attached."""
+
+    description = "paced clock"
+
+    def __init__(self, block: int, ppm: float = 0.0) -> None:
+        super().__init__("paced clock")
+        self.block = block
+        self.beat = block / RATE / (1 + ppm * 1e-6)
+        self._thread.start()
+
+    def _run(self) -> None:
         players: list[Pulled] = []
         start, k = time.monotonic(), 0
         while not self._closed:
-            while self._pending:
-                players.append(self._pending.popleft())
+            players = self._take(players)
             if not players:
-                self._wake.wait()
-                self._wake.clear()
+                self._sleep()
                 start, k = time.monotonic(), 0
                 continue
             due = start + k * self.beat
             if due > time.monotonic():
-                self._wake.wait(due - time.monotonic())  # an attach wakes it early
-                self._wake.clear()
+                self._sleep(due - time.monotonic())  # an attach wakes it early
                 continue
             now = time.monotonic()
             for player in players:
                 if not player.stopping:
                     player.beat(self.block, now, due)
-            players = retire_stopped(players)
             k += 1
         for player in players + list(self._pending):
             player.retire()

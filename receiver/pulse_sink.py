@@ -17,7 +17,6 @@ scripts/bench_mic.py's method): the virtual mic is fed this way.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -28,7 +27,7 @@ import numpy as np
 from airmic.common.audio import RATE, level_dbfs
 from airmic.common.errors import DeviceError
 from airmic.common.margin import Margin
-from airmic.receiver.player import PacedClock, Pulled, mix, retire_stopped
+from airmic.receiver.player import OutputThread, PacedClock, Pulled, mix
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +38,11 @@ SLACK = 0.001
 reports wobble by a few tenths of a millisecond)."""
 
 
-class PulseOutput:
+class PulseOutput(OutputThread):
     """Mixes the streams attached to it into the PulseAudio sink `device`."""
 
     def __init__(self, device: str, name: str, block: int) -> None:
+        super().__init__(f"pulse:{device}")
         self.description = f"pulse:{device}"
         self.device = device
         self.name = name
@@ -52,11 +52,7 @@ class PulseOutput:
         self.failed: str | None = None
         self.gaps = 0
         self._stream = self._open()  # fails here, at start, if the sink is missing
-        self._pending: collections.deque[Pulled] = collections.deque()
-        self._wake = threading.Event()
         self._lock = threading.Lock()  # attach against failing over
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name=self.description, daemon=True)
         self._thread.start()
 
     def attach(self, pulled: Pulled) -> None:
@@ -128,15 +124,12 @@ class PulseOutput:
         """Pull, mix, write, until closed: the server's clock paces each write."""
         timeline = _Timeline()
         while not self._closed:
-            while self._pending:
-                players.append(self._pending.popleft())
-            players[:] = retire_stopped(players)
+            players[:] = self._take(players)
             if not players:
                 if timeline.started:  # idle: the server's underrun now is no one's gap
                     self._reopen()  # a stream left to run dry takes a burst when fed again
                     timeline = _Timeline()
-                self._wake.wait()
-                self._wake.clear()
+                self._sleep()
                 continue
             now = time.monotonic()
             blocks = [player.beat(self.block, now, timeline.plays_at(now)) for player in players]

@@ -25,7 +25,7 @@ from airmic.common.devices import find_device, sounddevice
 from airmic.common.errors import DeviceError, UsageError
 from airmic.common.margin import Margin
 from airmic.common.playout import BLOCK
-from airmic.receiver.player import Output, Pulled, StreamSink, mix, retire_stopped
+from airmic.receiver.player import Output, OutputThread, Pulled, StreamSink, mix
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class NullSinkFactory:
         pass
 
 
-class DeviceOutput:
+class DeviceOutput(OutputThread):
     """A sound card output through sounddevice, clocked by the card.
 
     PortAudio's callback only copies queued blocks out (no decoding, no locks); a filler
@@ -202,6 +202,7 @@ class DeviceOutput:
     LATENCY = 0.02  # seconds asked of PortAudio; "low" underruns through ALSA's pulse plugin
 
     def __init__(self, device: int | None, name: str, block: int) -> None:
+        super().__init__(f"device:{name}")
         self.description = f"device:{name}"
         self.device = device
         self.block = block
@@ -210,21 +211,11 @@ class DeviceOutput:
         self._underruns = 0  # counted by the callback, read by the filler
         self._queue: collections.deque[Block] = collections.deque()
         self._leftover = np.zeros(0, dtype=np.float32)
-        self._pending: collections.deque[Pulled] = collections.deque()
-        self._wake = threading.Event()
-        self._closed = False
         self._stream: Any = None
-        self._thread = threading.Thread(target=self._run, name=self.description, daemon=True)
         self._thread.start()
 
-    def attach(self, pulled: Pulled) -> None:
-        self._pending.append(pulled)
-        self._wake.set()
-
     def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        self._thread.join()
+        super().close()
         if self.gaps:
             log.info("%s: %d underruns", self.description, self.gaps)
 
@@ -271,13 +262,10 @@ class DeviceOutput:
     def _run(self) -> None:
         players: list[Pulled] = []
         while not self._closed:
-            while self._pending:
-                players.append(self._pending.popleft())
-            players = retire_stopped(players)
+            players = self._take(players)
             if not players:
                 self._stop()  # the card rests while nothing plays
-                self._wake.wait()
-                self._wake.clear()
+                self._sleep()
                 continue
             if self._stream is None:
                 try:
@@ -298,8 +286,7 @@ class DeviceOutput:
             if self.margin.due(now):
                 self.margin.shrink(now)  # the queue just runs one block shorter
             if len(self._queue) >= self.margin.blocks:
-                self._wake.wait(self.block / RATE)
-                self._wake.clear()
+                self._sleep(self.block / RATE)  # the callback wakes it as it takes a block
                 continue
             plays_at = now + len(self._queue) * self.block / RATE  # after what is queued
             blocks = [p.beat(self.block, now, plays_at) for p in players]
