@@ -33,24 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from airmic.common.opus import OpusConfig, OpusEncoder  # noqa: E402
 from airmic.common.rtp import Packetizer  # noqa: E402
+from scripts.bench_cpu import cpu_seconds, free_port  # noqa: E402
 from scripts.make_speech import make_speech  # noqa: E402
 from tests.audio_match import match  # noqa: E402
 
 BIN = Path(sys.executable).parent
-TICKS = os.sysconf("SC_CLK_TCK")
 CAPS = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=96"
 FRAME = 480
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def encode(speech: np.ndarray, seconds: float) -> list[bytes]:
@@ -154,7 +143,8 @@ def load(path: Path) -> np.ndarray:
 def idle_cpu(seconds: float) -> float:
     port = free_port()
     receiver = subprocess.Popen(
-        [BIN / "airmic-receive", "--listen", f"127.0.0.1:{port}", "--sink", "null", "-q"]
+        [BIN / "airmic-receive", "--listen", f"127.0.0.1:{port}", "--sink", "null", "-q"],
+        stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(3.0)
