@@ -52,8 +52,8 @@ class Pulled(Protocol):
     def gap(self, seconds: float) -> None:
         """The output missed `seconds` (its thread); its timeline moved."""
 
-    def moved(self) -> None:
-        """The output's timeline moved, unheard (its thread)."""
+    def moved(self, seconds: float) -> None:
+        """The output's timeline moved `seconds` later, unheard (its thread)."""
 
     def retire(self) -> None: ...
 
@@ -102,10 +102,10 @@ class Player:
 
     def gap(self, seconds: float) -> None:
         self.session.gap(seconds)
-        self.session.clock_moved()
+        self.session.clock_moved(seconds)
 
-    def moved(self) -> None:
-        self.session.clock_moved()
+    def moved(self, seconds: float) -> None:
+        self.session.clock_moved(seconds)
 
     def stop(self) -> None:
         """End the stream (any thread): its driver stops pulling it at the next beat."""
@@ -166,7 +166,7 @@ class Feed:
     def gap(self, seconds: float) -> None:
         self.session.gap(seconds)
 
-    def moved(self) -> None:
+    def moved(self, seconds: float) -> None:
         pass  # the stream's clock is its driver's
 
     def retire(self) -> None:

@@ -135,10 +135,11 @@ class PulseOutput(OutputThread):
             blocks = [player.beat(self.block, now, timeline.plays_at(now)) for player in players]
             data = mix(blocks, self.block)
             if self._resize_due(now) and level_dbfs(data) < QUIET_DB:
+                dropped = self._stream.get_latency() / 1e6  # what closing it discards
                 self._reopen()  # at a quiet block: unheard
                 timeline = _Timeline()
-                for player in players:
-                    player.moved()
+                for player in players:  # later by the silence that primes the new one
+                    player.moved((self._opened - 1) * self.block / RATE - dropped)
             silence = 0
             if not timeline.started or self._stream.get_latency() == 0:
                 # Started, or ran dry: the margin is filled with silence first, so that the

@@ -132,9 +132,13 @@ class Session:
         self.gaps += 1
         self.gap_ms += seconds * 1000
 
-    def clock_moved(self) -> None:
-        """The driving output's timeline jumped (an underrun, a reopen): the drift against
-        it is measured afresh (the driver's thread)."""
+    def clock_moved(self, seconds: float) -> None:
+        """The driving output's timeline jumped `seconds` later (an underrun, a reopen;
+        negative: earlier), on the driver's thread. The playout runs that much later: a
+        step, not the network's jitter, so the delay control is told (it then comes back
+        down by dropping quiet frames), and the drift against the output is measured
+        afresh."""
+        self.playout.delay.shift(seconds)
         self.playout.drift.restart_sink()
 
     def drain(self, now: float) -> Block:

@@ -25,7 +25,7 @@ from airmic.common.devices import find_device, sounddevice
 from airmic.common.errors import DeviceError, UsageError
 from airmic.common.margin import Margin
 from airmic.common.playout import BLOCK
-from airmic.receiver.player import Output, OutputThread, Pulled, StreamSink, mix
+from airmic.receiver.player import Output, OutputThread, PacedClock, Pulled, StreamSink, mix
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +212,13 @@ class DeviceOutput(OutputThread):
         self._queue: collections.deque[Block] = collections.deque()
         self._leftover = np.zeros(0, dtype=np.float32)
         self._stream: Any = None
+        self.fallback: PacedClock | None = None  # the streams' clock if the card fails
         self._thread.start()
 
     def close(self) -> None:
         super().close()
+        if self.fallback is not None:
+            self.fallback.close()
         if self.gaps:
             log.info("%s: %d underruns", self.description, self.gaps)
 
@@ -270,10 +273,12 @@ class DeviceOutput(OutputThread):
             if self._stream is None:
                 try:
                     self._start()
-                except DeviceError as exc:  # the streams' files play on, on no clock: end them
+                except DeviceError as exc:  # the streams' files play on, on a paced clock
                     log.warning("%s", exc)
+                    self.fallback = self.fallback or PacedClock(self.block)
                     for player in players:
-                        player.stopping = True
+                        self.fallback.attach(player)
+                    players = []
                     continue
                 self._underruns = 0
             now = time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 
+import numpy as np
 import pytest
 import soundfile
 
@@ -57,3 +58,21 @@ def test_device_to_device_through_the_network(tmp_path, udp_port, pulse, speech,
         assert result.longest_gap <= 1
     (stream,) = receiver.stats()["streams"]
     assert stream["lost"] == 0
+
+
+def test_a_sound_card_that_cannot_start_leaves_the_files_playing(tmp_path, udp_port, pulse):
+    """The card is found at start, then its server goes away: the next stream cannot play
+    on it, says so once, and its file is still written whole on the paced clock."""
+    receiver = ReceiverProcess(
+        tmp_path, udp_port, idle=None, env=pulse, sinks=("device:pulse", f"wav:{tmp_path}/out.wav")
+    )
+    subprocess.run(["pulseaudio", "-k"], env=pulse, check=True, timeout=30)
+    sender = send(udp_port, "--input", "tone:440", "--duration", "2", folder=tmp_path)
+    assert sender.wait() == 0, sender.stderr
+    subprocess.run(["sleep", "0.5"], check=True)
+    assert receiver.stop() == 0, receiver.stderr
+    assert "cannot open output" in receiver.stderr and "Traceback" not in receiver.stderr
+    out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    assert len(out) > 1.8 * 48_000
+    spectrum = np.abs(np.fft.rfft(out))
+    assert abs(np.argmax(spectrum) * 48_000 / len(out) - 440) < 2
