@@ -246,4 +246,4 @@ def test_every_gap_at_the_mic_is_counted(tmp_path, udp_port, pulse, speech, load
     if load == "stalled loop":  # the loop is not the clock: its 6 stalls made no gap each
         assert stream["gaps"] < 3 and result.longest_gap <= 1
     if load == "frozen receiver":
-        assert heard >= 2 and stream["gaps"] >= 2 and stream["gap_ms"] >= 2 * 40
+        assert stream["gaps"] >= 2 and stream["gap_ms"] >= 2 * 40  # each freeze counted
