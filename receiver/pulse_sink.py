@@ -3,7 +3,7 @@
 One libpulse playback stream (the simple API, through pasimple) and one thread: it pulls
 every attached stream's next block, mixes them and writes the mix; `pa_simple_write`
 blocks while the server's buffer is full, so the server's clock paces the pulls. The
-buffer is the output's margin (`airmic.common.margin`): one 5 ms block on a quiet machine,
+buffer is the output's margin (`airmic.common.margin`): two 5 ms blocks on a quiet machine,
 a block more after each underrun, a block less after a calm spell, applied by reopening the
 stream at the next quiet block (pa_simple cannot resize a stream). An underrun is
 seen after each write: the server's timeline (the time the queued audio ends, less the
@@ -48,7 +48,7 @@ class PulseOutput(OutputThread):
         self.name = name
         self.block = block
         self.fallback: PacedClock | None = None  # the streams' clock if the server goes
-        self.margin = Margin(least=1)
+        self.margin = Margin(least=2)  # one block underran now and then late in a busy run
         self.failed: str | None = None
         self.gaps = 0
         self._stream = self._open()  # fails here, at start, if the sink is missing
