@@ -48,7 +48,9 @@ class PulseOutput(OutputThread):
         self.name = name
         self.block = block
         self.fallback: PacedClock | None = None  # the streams' clock if the server goes
-        self.margin = Margin(least=2)  # one block underran now and then late in a busy run
+        # Not one block: a write of the whole buffer returns only once the server has played
+        # it all, so the queue touched empty at every beat (gaps the timeline did not see).
+        self.margin = Margin(least=2)
         self.failed: str | None = None
         self.gaps = 0
         self._stream = self._open()  # fails here, at start, if the sink is missing
@@ -126,11 +128,13 @@ class PulseOutput(OutputThread):
         while not self._closed:
             players[:] = self._take(players)
             if not players:
-                if timeline.started:  # idle: the server's underrun now is no one's gap
-                    self._reopen()  # a stream left to run dry takes a burst when fed again
-                    timeline = _Timeline()
+                timeline = _Timeline()  # idle: the server's underrun now is no one's gap
                 self._sleep()
                 continue
+            if not timeline.started:
+                # A fresh stream: one left idle reports an empty queue for a while (a false
+                # underrun), and one left to run dry takes a burst when fed again.
+                self._reopen()
             now = time.monotonic()
             blocks = [player.beat(self.block, now, timeline.plays_at(now)) for player in players]
             data = mix(blocks, self.block)
@@ -141,7 +145,7 @@ class PulseOutput(OutputThread):
                 for player in players:  # later by the silence that primes the new one
                     player.moved((self._opened - 1) * self.block / RATE - dropped)
             silence = 0
-            if not timeline.started or self._stream.get_latency() == 0:
+            if not timeline.started or (timeline.reported and self._stream.get_latency() == 0):
                 # Started, or ran dry: the margin is filled with silence first, so that the
                 # next pulls come at the server's pace, not in a burst that the streams'
                 # jitter buffers could not serve.
@@ -198,7 +202,14 @@ class _Timeline:
         self.started = True
         self.written += samples
         self.empty_at = time.monotonic() + latency
+        if not self.reported and latency <= 0:
+            return 0.0  # no report from the server yet: a stale 0 is not a dry queue
         origin = self.empty_at - self.written / RATE
         lost = 0.0 if self._origin is None else origin - self._origin
         self._origin = origin
         return lost
+
+    @property
+    def reported(self) -> bool:
+        """Whether the server has reported this stream's queue since it started."""
+        return self._origin is not None
