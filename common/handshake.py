@@ -7,9 +7,12 @@ keys it yields (SRTP with AEAD_AES_128_GCM, RFC 3711 and 7714, through pylibsrtp
 
 Each side checks that the other's long-term key (Ed25519) is one it paired with and that
 it signed this exchange; the keys are fresh for each stream (forward secrecy: the identity
-keys only sign). A REFUSE (unsigned: it can only stop a handshake, never start one) tells a
-sender why it is turned away; a WHO is the receiver asking an unknown sender of SRTP to
-handshake again (after the receiver restarted).
+keys only sign). A REFUSE tells a sender why it is turned away: signed by the receiver over
+the very HELLO it answers, so that no one else can stop a sender, and no refusal of another
+hello (a replayed one, or one an attacker sent from the sender's address) can either. A WHO
+is the receiver asking an unknown sender of SRTP to handshake again (after the receiver
+restarted): unsigned, as a receiver that lost its keys may have lost nothing else, so a
+sender only ever answers it with a new handshake, and keeps its keys until one succeeds.
 
 Handshake datagrams share the media port: their first byte (0x41, 'A') can never begin an
 RTP or RTCP packet (version 2 puts 0b10 in its top bits). Sans-I/O.
@@ -70,36 +73,53 @@ class Welcome:
         return b"airmic welcome" + self.receiver + hello.signed + self.ephemeral
 
 
+@dataclass(frozen=True)
+class Refuse:
+    receiver: bytes
+    reason: Refusal
+    signature: bytes
+
+    def signed(self, hello: Hello) -> bytes:
+        return b"airmic refuse" + self.receiver + bytes([self.reason]) + hello.signed
+
+
 def is_handshake(data: bytes) -> bool:
     return data[:4] == MAGIC
 
 
-def parse(data: bytes) -> Hello | Welcome | Refusal | Kind:
-    """A handshake datagram: Hello, Welcome, a Refusal, or Kind.WHO. Raises BadHandshake."""
+def parse(data: bytes) -> Hello | Welcome | Refuse | Kind:
+    """A handshake datagram: Hello, Welcome, Refuse, or Kind.WHO, its form checked but not
+    its signature (whoever checks first looks the key up: unknown keys cost no signature
+    check). Raises BadHandshake."""
     if len(data) < 5 or not is_handshake(data):
         raise BadHandshake("not a handshake datagram")
     kind, body = data[4], data[5:]
     sizes = {Kind.HELLO: KEY * 2 + NONCE + SIGNATURE, Kind.WELCOME: KEY * 2 + SIGNATURE,
-             Kind.REFUSE: 1, Kind.WHO: 0}  # fmt: skip
+             Kind.REFUSE: KEY + 1 + SIGNATURE, Kind.WHO: 0}  # fmt: skip
     if kind not in sizes or len(body) != sizes[Kind(kind)]:
         raise BadHandshake(f"handshake datagram of kind {kind} and {len(body)} bytes")
     if kind == Kind.HELLO:
-        hello = Hello(body[:32], body[32:64], body[64:80], body[80:])
-        if not verify(hello.sender, hello.signature, hello.signed):
-            raise BadHandshake("a hello not signed by the key it carries")
-        return hello
+        return Hello(body[:32], body[32:64], body[64:80], body[80:])
     if kind == Kind.WELCOME:
         return Welcome(body[:32], body[32:64], body[64:])
     if kind == Kind.REFUSE:
         try:
-            return Refusal(body[0])
+            return Refuse(body[:32], Refusal(body[32]), body[33:])
         except ValueError:
-            raise BadHandshake(f"unknown refusal {body[0]}") from None
+            raise BadHandshake(f"unknown refusal {body[32]}") from None
     return Kind.WHO
 
 
-def refuse(reason: Refusal) -> bytes:
-    return MAGIC + bytes([Kind.REFUSE, reason])
+def signed_by_sender(hello: Hello) -> bool:
+    """Whether the hello is signed by the key it carries."""
+    return verify(hello.sender, hello.signature, hello.signed)
+
+
+def refuse(identity: Identity, hello: Hello, reason: Refusal) -> bytes:
+    """The receiver's refusal of this very hello, signed."""
+    unsigned = Refuse(identity.public, reason, b"")
+    signature = identity.sign(unsigned.signed(hello))
+    return MAGIC + bytes([Kind.REFUSE]) + identity.public + bytes([reason]) + signature
 
 
 def who() -> bytes:
@@ -125,6 +145,15 @@ class SenderHandshake:
         if not verify(welcome.receiver, welcome.signature, welcome.signed(self.hello)):
             raise BadHandshake("a welcome not signed by the receiver's key")
         return _derive(self._ephemeral, welcome.ephemeral, self.hello, welcome.ephemeral)
+
+    def refused(self, refusal: Refuse, trusted: bytes) -> Refusal:
+        """Why the receiver `trusted` refused this hello, if `refusal` is its signed answer
+        to it. Raises BadHandshake (forged, or the refusal of another hello)."""
+        if refusal.receiver != trusted:
+            raise BadHandshake("refused by a receiver this sender is not paired with")
+        if not verify(refusal.receiver, refusal.signature, refusal.signed(self.hello)):
+            raise BadHandshake("a refusal not signed by the receiver for this hello")
+        return refusal.reason
 
 
 def public_parts(hello: Hello) -> bytes:

@@ -1,7 +1,9 @@
 """The door of the UDP port: only the encrypted streams of paired senders come in.
 
-A datagram is a handshake (a sender's HELLO: checked against the paired senders, answered
-with a WELCOME and fresh SRTP keys, or a REFUSE), SRTP from an address that handshook
+A datagram is a handshake (a sender's HELLO: its key looked up among the paired senders,
+held in memory, before any signature is checked; answered with a WELCOME and fresh SRTP
+keys, or a signed REFUSE, at most once a second per address and REFUSALS a second in all),
+SRTP from an address that handshook
 (authenticated and decrypted: forged and replayed packets go no further), or plain RTP,
 taken only with --insecure. What is refused raises DroppedPacket, for the demux to count
 and log once per reason, before any decoding; what the sender must hear back (a WELCOME,
@@ -14,6 +16,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from airmic.common.errors import UsageError
 from airmic.common.handshake import (
     BadHandshake,
     Hello,
@@ -21,6 +24,7 @@ from airmic.common.handshake import (
     is_handshake,
     parse,
     refuse,
+    signed_by_sender,
     welcome,
     who,
 )
@@ -37,7 +41,10 @@ KEYED = 64
 HELLOS = 1024
 """Hellos remembered, to answer a repeated one alike and refuse a replayed one."""
 WHO_INTERVAL = 1.0
-"""Seconds between two requests to the same address to handshake again."""
+"""Seconds between two requests to the same address to handshake again, and between two
+refusals sent to it."""
+REFUSALS = 20
+"""Refusals signed and sent a second, at most, to every address together."""
 
 
 @dataclass(frozen=True)
@@ -64,47 +71,58 @@ class Guard:
         self.keyed: OrderedDict[Address, Keyed] = OrderedDict()
         self._hellos: OrderedDict[bytes, tuple[Address, bytes]] = OrderedDict()
         self._asked: OrderedDict[Address, float] = OrderedDict()  # when WHO went out
-        self._paired_stamp: int | None = None  # the paired list as last read
+        self._refused: OrderedDict[Address, float] = OrderedDict()  # when REFUSE went out
+        self._refusals: list[float] = []  # when the last REFUSALS refusals went out
+        self._paired: dict[bytes, Peer] = {}
+        self._paired_stamp: int | None = -1  # the paired list as last read (-1: never)
+        self._revoked_stamp: int | None = None  # ... as last checked for revocations
 
     def admit(self, data: bytes, addr: Address, now: float) -> bytes | Answer:
         """The plain RTP in `data`, or a handshake's answer. Raises DroppedPacket (with a
         reply for the source when it must hear one)."""
         if is_handshake(data):
-            return self._handshake(data, addr)
+            return self._handshake(data, addr, now)
         keyed = self.keyed.get(addr)
         if keyed is not None:
             self.keyed.move_to_end(addr)
             return self._unprotect(keyed, data)
         if self.insecure or not data or data[0] >> 6 != 2:
             return data  # plain RTP allowed; or not RTP at all, for the parser to name
-        request = None
-        if now - self._asked.get(addr, -WHO_INTERVAL) >= WHO_INTERVAL:
-            self._asked[addr] = now  # perhaps this receiver restarted: handshake again
-            self._asked.move_to_end(addr)
-            if len(self._asked) > HELLOS:  # a flood from many addresses stays bounded
-                self._asked.popitem(last=False)
-            request = who()
+        # Perhaps this receiver restarted: the sender is asked to handshake again.
+        request = who() if _due(self._asked, addr, now) else None
         raise DroppedPacket(
             Drop.NO_SESSION,
             "not a paired sender's encrypted stream (plain RTP needs --insecure on both sides)",
             reply=request,
         )
 
+    def paired(self) -> dict[bytes, Peer]:
+        """The paired senders by key, read again only when the file changed; if it became
+        unreadable, the last good list serves (with one warning)."""
+        stamp = self.senders.stamp()
+        if stamp != self._paired_stamp:
+            self._paired_stamp = stamp
+            try:
+                self._paired = {peer.key: peer for peer in self.senders.all()}
+            except UsageError as exc:
+                log.warning("%s; the senders paired before serve until it is fixed", exc)
+        return self._paired
+
     def revoked(self) -> list[Address]:
         """Forget the keys of senders no longer paired; their addresses. Called every second
-        on the playout clock: the file is read only when it changed and a stream is keyed."""
+        by the housekeeping: the file is read only when it changed and a stream is keyed."""
         stamp = self.senders.stamp()
-        if not self.keyed or stamp == self._paired_stamp:
+        if not self.keyed or stamp == self._revoked_stamp:
             return []
-        self._paired_stamp = stamp
-        keys = {peer.key for peer in self.senders.all()}
+        self._revoked_stamp = stamp
+        keys = self.paired()
         gone = [addr for addr, keyed in self.keyed.items() if keyed.peer.key not in keys]
         for addr in gone:
             log.warning("sender %r was unpaired: its stream is cut", self.keyed[addr].peer.name)
             del self.keyed[addr]
         return gone
 
-    def _handshake(self, data: bytes, addr: Address) -> Answer:
+    def _handshake(self, data: bytes, addr: Address, now: float) -> Answer:
         try:
             hello = parse(data)
         except BadHandshake as exc:
@@ -116,13 +134,18 @@ class Guard:
             if seen[0] != addr:
                 raise DroppedPacket(Drop.REPLAYED, "a hello seen before, from elsewhere")
             return Answer(seen[1])  # the welcome was lost: the same one again
-        peer = self.senders.find(hello.sender)
+        peer = self.paired().get(hello.sender)
         if peer is None:
+            # Signed for this hello only: whoever sent it (perhaps not its key's owner, nor
+            # from its address) learns no more than this, and no other sender can be stopped.
+            reply = None
+            if _due(self._refused, addr, now) and self._budget(now):
+                reply = refuse(self.identity, hello, Refusal.UNPAIRED)
             raise DroppedPacket(
-                Drop.UNPAIRED,
-                "a handshake from a sender not paired here",
-                reply=refuse(Refusal.UNPAIRED),
+                Drop.UNPAIRED, "a handshake from a sender not paired here", reply=reply
             )
+        if not signed_by_sender(hello):
+            raise DroppedPacket(Drop.BAD_HANDSHAKE, "a hello not signed by the key it carries")
         answer, master = welcome(self.identity, hello)
         self._hellos[hello.nonce] = (addr, answer)
         if len(self._hellos) > HELLOS:
@@ -136,6 +159,14 @@ class Guard:
                 self.keyed.popitem(last=False)
             log.info("encrypted stream from %s:%d: sender %r", *addr, peer.name)
         return Answer(answer)
+
+    def _budget(self, now: float) -> bool:
+        """Whether one more refusal may be signed this second."""
+        recent = self._refusals = [t for t in self._refusals if now - t < 1.0]
+        if len(recent) >= REFUSALS:
+            return False
+        recent.append(now)
+        return True
 
     def _unprotect(self, keyed: Keyed, data: bytes) -> bytes:
         try:
@@ -151,3 +182,15 @@ class Guard:
                 keyed.keys, keyed.pending = keyed.pending, None
                 return plain
             raise
+
+
+def _due(last: OrderedDict[Address, float], addr: Address, now: float) -> bool:
+    """Whether `addr` may be sent another message of a kind it was last sent at `last[addr]`
+    (then noted as sent now); a flood from many addresses keeps `last` bounded."""
+    if now - last.get(addr, -WHO_INTERVAL) < WHO_INTERVAL:
+        return False
+    last[addr] = now
+    last.move_to_end(addr)
+    if len(last) > HELLOS:
+        last.popitem(last=False)
+    return True

@@ -1,6 +1,14 @@
 """The sender's encrypted channel: a handshake with a paired receiver (common/handshake.py),
 then SRTP. It handshakes again when the receiver asks (it restarted and lost the keys), and
-stops the stream with a clear error when the receiver refuses it (unpaired)."""
+stops the stream with a clear error when the receiver refuses it (unpaired).
+
+Only what a paired receiver signed changes the channel: a welcome to this sender's current
+hello, or a refusal of it. Anything else that reaches the port (a forged or replayed
+refusal, a welcome from someone else, garbage) is ignored and counted, and the stream goes
+on with the keys that work; a WHO (unsigned: see common/handshake.py) only ever starts a
+new handshake, at most once every REHANDSHAKE seconds, and the keys in use serve until it
+succeeds.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +18,18 @@ from typing import Protocol
 
 from airmic.common.config import config_dir
 from airmic.common.errors import NetworkError
-from airmic.common.handshake import BadHandshake, Kind, Refusal, SenderHandshake, Welcome, parse
+from airmic.common.handshake import (
+    BadHandshake,
+    Hello,
+    Kind,
+    Refusal,
+    Refuse,
+    SenderHandshake,
+    Welcome,
+    parse,
+)
 from airmic.common.identity import Identity, load_identity
+from airmic.common.log import OnceLogger
 from airmic.common.peers import Peer, Peers
 from airmic.common.srtp import Protector
 
@@ -20,6 +38,8 @@ log = logging.getLogger(__name__)
 RECEIVERS_FILE = "paired-receivers.json"
 RETRIES = (0.25, 0.25, 0.5, 0.5, 1.0, 1.0, 2.0)
 """Seconds to wait for an answer after each hello: about 5.5 s in all."""
+REHANDSHAKE = 2.0
+"""Seconds between two handshakes that a receiver's WHO starts, at least."""
 
 
 class Datagrams(Protocol):
@@ -41,6 +61,8 @@ class SecureChannel:
         self._protector: Protector | None = None
         self.peer: Peer | None = None
         self.fatal: NetworkError | None = None
+        self.ignored = 0  # handshake datagrams no paired receiver signed for this sender
+        self._ignored = OnceLogger(log, logging.INFO)
         self._watcher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -61,69 +83,103 @@ class SecureChannel:
             self._watcher.cancel()
 
     async def _handshake(self, again: bool = False) -> None:
-        """Keys from a paired receiver's welcome (`again`: while streaming). Raises
-        NetworkError."""
+        """Keys from a paired receiver's welcome (`again`: while streaming, on the keys in
+        use). Raises NetworkError."""
         attempt = SenderHandshake(self._identity)
+        stranger: str | None = None  # why a receiver that answered will not do
         for wait in RETRIES:
             self._transport.send(attempt.datagram)
             try:
-                answer = await asyncio.wait_for(self._answer(), wait)
+                answer = await asyncio.wait_for(self._answer(attempt), wait)
             except TimeoutError:
                 continue
-            if answer is Refusal.UNPAIRED and again:
+            if isinstance(answer, str):
+                stranger = answer
+                continue
+            if isinstance(answer, Refusal) and again:
                 raise NetworkError(
                     f"the receiver at {self._where} no longer accepts this sender (unpaired)"
                 )
-            if answer is Refusal.UNPAIRED:
+            if isinstance(answer, Refusal):
                 raise NetworkError(
-                    f"the receiver at {self._where} does not know this sender: pair first "
+                    f"the receiver at {self._where} no longer knows this sender: pair again "
                     "(airmic-receive pair there, then airmic-send pair CODE here)"
                 )
-            if isinstance(answer, Welcome):
-                peer = receivers().find(answer.receiver)
-                if peer is None:
-                    raise NetworkError(
-                        f"{self._where} is not a receiver this sender paired with "
-                        "(airmic-send pair; or --insecure, for plain RTP)"
-                    )
-                try:
-                    master = attempt.keys(answer, peer.key)
-                except BadHandshake as exc:
-                    raise NetworkError(f"{self._where}: {exc}") from None
-                self._protector, self.peer = Protector(master), peer
-                log.info("encrypted (SRTP, AES-128-GCM) with %s at %s", peer.name, self._where)
-                return
+            self._protector, self.peer = Protector(answer[1]), answer[0]
+            log.info("encrypted (SRTP, AES-128-GCM) with %s at %s", self.peer.name, self._where)
+            return
+        if stranger is not None:
+            raise NetworkError(
+                f"the receiver at {self._where} {stranger} (airmic-receive pair there, then "
+                "airmic-send pair CODE here; or --insecure, for plain RTP)"
+            )
         raise NetworkError(
             f"no answer from a receiver at {self._where} (is airmic-receive running there? "
             "a receiver older than this sender? plain RTP needs --insecure)"
         )
 
-    async def _answer(self) -> Welcome | Refusal:
-        """The next welcome or refusal (anything else is skipped)."""
+    async def _answer(self, attempt: SenderHandshake) -> tuple[Peer, bytes] | Refusal | str:
+        """A paired receiver's signed answer to `attempt`: its welcome (the receiver and the
+        SRTP master key) or its refusal; or, when a receiver not paired here answered, why
+        it will not do. Anything else is ignored and counted."""
         while True:
+            message = self._parse(await self._transport.inbox.get())
+            peer = None
+            if isinstance(message, Welcome | Refuse):
+                peer = receivers().find(message.receiver)
             try:
-                message = parse(await self._transport.inbox.get())
-            except BadHandshake:
+                if isinstance(message, Welcome) and peer is not None:
+                    return peer, attempt.keys(message, peer.key)
+                if isinstance(message, Refuse) and peer is not None:
+                    return attempt.refused(message, peer.key)
+                # Signed for this hello by the key they carry, but not a key paired here:
+                # said at the end if no paired receiver answers (anyone could send these).
+                if isinstance(message, Welcome):
+                    attempt.keys(message, None)
+                    return "is not a receiver this sender paired with"
+                if isinstance(message, Refuse):
+                    attempt.refused(message, message.receiver)
+                    return "does not know this sender: pair first"
+            except BadHandshake as exc:
+                self._ignore(str(exc))
                 continue
-            if isinstance(message, Welcome | Refusal):
-                return message
+            if message is not None and message is not Kind.WHO:
+                self._ignore("a handshake answer no paired receiver signed")
+
+    def _parse(self, datagram: bytes) -> Welcome | Refuse | Kind | None:
+        try:
+            message = parse(datagram)
+        except BadHandshake as exc:
+            self._ignore(str(exc))
+            return None
+        if isinstance(message, Hello):
+            self._ignore("a hello sent to a sender")
+            return None
+        return message
+
+    def _ignore(self, why: str) -> None:
+        self.ignored += 1
+        self._ignored.report(why, "ignored a handshake datagram: %s", why)
 
     async def _watch(self) -> None:
-        """While streaming: the receiver asks again (WHO) after a restart; a refusal ends it."""
+        """While streaming: the receiver asks again (WHO) after a restart, and a handshake
+        starts, at most every REHANDSHAKE seconds; a refusal of it ends the stream."""
+        loop = asyncio.get_running_loop()
+        last = -REHANDSHAKE
         while True:
-            try:
-                message = parse(await self._transport.inbox.get())
-            except BadHandshake:
+            message = self._parse(await self._transport.inbox.get())
+            if message is not Kind.WHO:
+                if message is not None:  # no handshake is under way: nothing to answer
+                    self._ignore("an answer to no hello")
                 continue
-            if message is Kind.WHO:
-                log.info("the receiver lost the keys (restarted?): handshaking again")
-                try:
-                    await self._handshake(again=True)
-                except NetworkError as exc:
+            if loop.time() - last < REHANDSHAKE:
+                continue
+            last = loop.time()
+            log.info("the receiver asked for a new handshake (restarted?)")
+            try:
+                await self._handshake(again=True)
+            except NetworkError as exc:
+                if "no longer accepts" in str(exc):
                     self.fatal = exc
                     return
-            elif message is Refusal.UNPAIRED:
-                self.fatal = NetworkError(
-                    f"the receiver at {self._where} no longer accepts this sender (unpaired)"
-                )
-                return
+                log.warning("%s; streaming on with the keys in use", exc)

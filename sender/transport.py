@@ -118,9 +118,14 @@ class RtpLink:
         self._transport.send(self._channel.protect(rtp) if self._channel else rtp)
 
     def status(self) -> str:
-        return ""  # RTP hears nothing back
+        ignored = self._channel.ignored if self._channel else 0
+        return (
+            f"{ignored} handshake datagrams ignored (not signed for this sender)" if ignored else ""
+        )
 
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
+            if self._channel.ignored:
+                log.warning("%s", self.status())
         self._transport.close()
