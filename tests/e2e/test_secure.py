@@ -1,10 +1,12 @@
 """Encrypted streams between paired identities, attacked: a relay in the middle replays and
-modifies packets (dropped and counted, the stream plays on and matches its input), an
-unpaired sender is refused, and an unpaired-while-streaming sender is cut at once."""
+modifies packets (dropped and counted, the stream plays on and matches its input) or forges
+the receiver's control messages (ignored and counted: the stream goes on), an unpaired
+sender is refused, and an unpaired-while-streaming sender is cut at once."""
 
 from __future__ import annotations
 
 import os
+import re
 import select
 import socket
 import threading
@@ -13,7 +15,19 @@ import time
 import pytest
 import soundfile
 
-from airmic.common.identity import load_identity
+from airmic.common.handshake import (
+    MAGIC,
+    Hello,
+    Kind,
+    Refusal,
+    SenderHandshake,
+    is_handshake,
+    parse,
+    refuse,
+    welcome,
+    who,
+)
+from airmic.common.identity import Identity, load_identity
 from airmic.common.peers import Peers
 from tests.audio_match import match
 from tests.conftest import command
@@ -146,3 +160,82 @@ def test_unpairing_cuts_a_running_stream(tmp_path, udp_port, homes, speech, spee
     out = streams["desk"]["sinks"][0].removeprefix("wav:")
     played, _ = soundfile.read(out, dtype="float32")
     assert match(speech_samples, played, max_lag=len(played)).correlation > 0.95
+
+
+class Attacker(Relay):
+    """A relay that, once the stream runs, also sends the sender what a hostile device on
+    the path would: an unsigned refusal (the old format), a refusal signed by its own key
+    over the sender's hello, a WHO followed by welcomes of its own; and sends the receiver,
+    from the sender's address, a hello signed by an unpaired key (the receiver's refusal of
+    it comes back to the sender)."""
+
+    def __init__(self, port: int, seconds: float = 30.0) -> None:
+        super().__init__(port, seconds)
+        self.attacker = Identity.generate()
+        self.hello: Hello | None = None  # the sender's last hello
+        self.attacks = 0
+
+    def run(self) -> None:
+        sender = None
+        deadline = threading.Timer(self.seconds, self.stopped.set)
+        deadline.start()
+        while not self.stopped.is_set():
+            ready, _, _ = select.select([self.front, self.back], [], [], 0.05)
+            if self.front in ready:
+                data, sender = self.front.recvfrom(2048)
+                if is_handshake(data):
+                    message = parse(data)
+                    assert isinstance(message, Hello)
+                    self.hello = message
+                self.back.send(data)
+                if data[0] >> 6 == 2:
+                    self.media += 1
+                    if self.media in (100, 200, 300):
+                        self.attack(sender)
+            if self.back in ready and sender is not None:
+                self.front.sendto(self.back.recv(2048), sender)
+        deadline.cancel()
+        self.front.close()
+        self.back.close()
+
+    def attack(self, sender) -> None:
+        assert self.hello is not None
+        forged = [
+            MAGIC + bytes([Kind.REFUSE, Refusal.UNPAIRED]),
+            refuse(self.attacker, self.hello, Refusal.UNPAIRED),
+            who(),
+            welcome(self.attacker, self.hello)[0],
+        ]
+        for datagram in forged:
+            self.front.sendto(datagram, sender)
+        self.back.send(SenderHandshake(self.attacker).datagram)  # reflected by the receiver
+        self.attacks += 1
+
+
+def test_no_one_but_the_paired_receiver_stops_a_sender(tmp_path, udp_port, homes, speech,
+                                                      speech_samples):  # fmt: skip
+    """On the path between a paired sender and its receiver, an attacker sends forged
+    refusals, a WHO and forged welcomes, and has the receiver refuse a hello of its own from
+    the sender's address: the sender ignores and counts them and streams to the end."""
+    studio_env, laptop_env, *_ = homes
+    studio = ReceiverProcess(tmp_path, udp_port, env=studio_env, secure=True)
+    relay = Attacker(udp_port)
+    relay.start()
+    sender = airmic_send(tmp_path, relay.port, laptop_env, "--input", f"file:{speech}")
+    assert sender.wait() == 0, sender.stderr
+    assert studio.wait() == 0, studio.stderr
+    relay.stopped.set()
+
+    stats = studio.stats()
+    (stream,) = stats["streams"]
+    ignored = re.search(r"(\d+) handshake datagrams ignored", sender.stderr)
+    print(f"\n{relay.attacks} attacks; dropped by the receiver: {stats['dropped']}; sender: "
+          f"{ignored and ignored.group(0)}; stream: {stream['lost']} lost")  # fmt: skip
+    assert relay.attacks == 3
+    assert stats["dropped"]["unpaired"] == 3  # the reflected hellos, refused
+    # Each attack: 2 refusals, a welcome, the receiver's refusal of another hello (the WHO
+    # starts a handshake that the real receiver answers: not counted).
+    assert ignored is not None and int(ignored.group(1)) >= 3 * 4 - 2  # two may coincide
+    assert stream["lost"] == 0 and stream["encrypted"]
+    out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    assert match(speech_samples, out, max_lag=len(out)).correlation > 0.95
