@@ -170,14 +170,15 @@ class PairingWindow:
 
     def begin(self, identity: Identity, name: str, start: Any, now: float) -> tuple[str, dict]:
         """A new attempt: its id and the reply. Raises PairingError (closed, too soon,
-        malformed); every attempt counts, so a few wrong codes close the window."""
+        malformed); every well-formed attempt counts (each is one guess at the code), so a
+        few wrong codes close the window; malformed ones do not, so junk cannot close it."""
         if not self.open(now):
             raise PairingError("the pairing window is closed: run airmic-receive pair again")
         if self.last_attempt is not None and now - self.last_attempt < MIN_INTERVAL:
             raise PairingError("too many attempts: wait a second")
+        attempt = ReceiverPairing(self.code, identity, name, start)
         self.last_attempt = now
         self.started += 1
-        attempt = ReceiverPairing(self.code, identity, name, start)
         attempt_id = secrets.token_urlsafe(12)
         self.attempts[attempt_id] = attempt
         return attempt_id, attempt.reply

@@ -94,10 +94,12 @@ def test_the_window_allows_a_few_attempts_not_too_fast_nor_too_late():
         [1, 2],
     ],
 )
-def test_malformed_messages_are_refused(start):
+def test_malformed_messages_are_refused_and_do_not_close_the_window(start):
     window = PairingWindow(new_code(), expires=300)
-    with pytest.raises(PairingError, match="malformed"):
-        window.begin(RECEIVER, "studio", start, now=0)
+    for second in range(5):
+        with pytest.raises(PairingError, match="malformed"):
+            window.begin(RECEIVER, "studio", start, now=second)
+    assert window.open(5) and window.started == 0
 
 
 def test_codes_are_six_digits_however_typed():
