@@ -49,6 +49,10 @@ class Datagrams(Protocol):
     def send(self, datagram: bytes) -> None: ...
 
 
+class Refused(NetworkError):
+    """The paired receiver refused this sender, in a message it signed."""
+
+
 def receivers() -> Peers:
     return Peers(config_dir() / RECEIVERS_FILE)
 
@@ -97,11 +101,11 @@ class SecureChannel:
                 stranger = answer
                 continue
             if isinstance(answer, Refusal) and again:
-                raise NetworkError(
+                raise Refused(
                     f"the receiver at {self._where} no longer accepts this sender (unpaired)"
                 )
             if isinstance(answer, Refusal):
-                raise NetworkError(
+                raise Refused(
                     f"the receiver at {self._where} no longer knows this sender: pair again "
                     "(airmic-receive pair there, then airmic-send pair CODE here)"
                 )
@@ -178,8 +182,8 @@ class SecureChannel:
             log.info("the receiver asked for a new handshake (restarted?)")
             try:
                 await self._handshake(again=True)
+            except Refused as exc:
+                self.fatal = exc
+                return
             except NetworkError as exc:
-                if "no longer accepts" in str(exc):
-                    self.fatal = exc
-                    return
                 log.warning("%s; streaming on with the keys in use", exc)
