@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import re
 import signal
 import sys
@@ -81,9 +82,25 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    if not 0 < value < math.inf:  # nan too
+        raise argparse.ArgumentTypeError(f"must be a number more than 0: {text!r}")
     return value
+
+
+def number(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], float]:
+    """An option's parser: a finite number from `low` to `high`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not low <= value <= high:  # nan too
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}: {text!r}")
+        return value
+
+    return parse
 
 
 def run(

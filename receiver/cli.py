@@ -14,6 +14,7 @@ from pathlib import Path
 from airmic.common.cli import (
     DEFAULT_PORT,
     add_logging_options,
+    number,
     parse_address,
     positive_float,
     run,
@@ -28,6 +29,11 @@ from airmic.receiver.virtual_mic import NoPulseServer, describe_sinks
 from airmic.receiver.web import WebConfig
 
 log = logging.getLogger(__name__)
+
+MAX_STREAMS = 256
+"""--max-streams at most: every stream holds files and memory (50 is what is measured)."""
+MAX_PPM = 10_000.0
+"""--clock-ppm at most: a sound card's clock is off by well under 1,000."""
 
 EXAMPLES = f"""\
 sinks (--sink may be given several times; each stream goes to all of them):
@@ -133,18 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-streams",
-        type=int,
+        type=number(int, 1, MAX_STREAMS),
         default=16,
         metavar="N",
-        help="concurrent streams accepted (default 16)",
+        help=f"concurrent streams accepted, 1-{MAX_STREAMS} (default 16)",
     )
     parser.add_argument(
         "--clock-ppm",
-        type=float,
+        type=number(float, -MAX_PPM, MAX_PPM),
         default=0.0,
         metavar="PPM",
         help="run the file/null sinks' clock this many parts per million fast (negative: "
-        "slow), as a sound card would: for testing drift correction",
+        f"slow), as a sound card would: for testing drift correction (at most {MAX_PPM:g})",
     )
     parser.add_argument(
         "--web",

@@ -87,6 +87,8 @@ class FileSource:
             f"{path.name} ({info.samplerate} Hz, {info.frames / info.samplerate:.1f} s)"
         )
         info.close()
+        if info.frames == 0:
+            raise SourceError(f"cannot read {path}: it holds no audio")
 
     def _open(self) -> soundfile.SoundFile:
         try:

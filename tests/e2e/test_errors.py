@@ -5,7 +5,9 @@ from __future__ import annotations
 import socket
 import subprocess
 
+import numpy as np
 import pytest
+import soundfile
 
 from tests.conftest import command
 
@@ -58,6 +60,18 @@ def test_missing_output_device(tmp_path):
     assert_clean_error(result, 1, "No Such Speaker")
 
 
+@pytest.mark.parametrize("loop", [[], ["--loop"]])
+def test_an_input_file_with_no_audio(tmp_path, loop):
+    """A header and nothing else: refused at start (it made --loop spin at a full core,
+    deaf to Ctrl-C), and by probe."""
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros(0, dtype="float32"), 48_000)
+    result = run(command("airmic-send"), "--to", "127.0.0.1", "--input", f"file:{empty}", *loop)
+    assert_clean_error(result, 1, "empty.wav", "holds no audio")
+    result = run(command("airmic-send"), "probe", "--input", f"file:{empty}")
+    assert_clean_error(result, 1, "empty.wav", "holds no audio")
+
+
 def test_unknown_host():
     result = run(command("airmic-send"), "--to", "no-such-host.invalid:5004", "--input", "tone:440")
     assert_clean_error(result, 1, "cannot resolve", "no-such-host.invalid")
@@ -74,6 +88,27 @@ def test_unknown_host():
         (["airmic-receive", "--sink", "flac:x"], ["unknown sink", "wav:PATH"]),
         (["airmic-receive", "--sink", "wav:/no/such/folder/out.wav"], ["no folder"]),
         (["airmic-receive", "--latency", "-5"], ["--latency"]),
+        # Every number an option takes, beyond its range or not finite: one line, at once.
+        (["airmic-send", "--to", "127.0.0.1", "--duration", "nan"], ["--duration", "'nan'"]),
+        (["airmic-send", "--to", "127.0.0.1", "--duration", "inf"], ["--duration", "'inf'"]),
+        (["airmic-send", "--to", "127.0.0.1", "--duration", "-1"], ["--duration", "more than 0"]),
+        (["airmic-send", "--to", "127.0.0.1", "--bitrate", "nan"], ["--bitrate"]),
+        (["airmic-send", "--to", "127.0.0.1", "--expected-loss", "500"], ["expected loss"]),
+        (["airmic-send", "--to", "127.0.0.1", "--payload-type", "7"], ["--payload-type"]),
+        (["airmic-send", "--to", "127.0.0.1", "--input", "tone:nan"], ["tone frequency"]),
+        (["airmic-send", "--to", "127.0.0.1", "--gain", "nandB"], ["gain"]),
+        (["airmic-send", "--to", "127.0.0.1", "--highpass", "1e9"], ["highpass"]),
+        (["airmic-send", "--to", "127.0.0.1", "--denoise", "9"], ["denoise"]),
+        (["airmic-send", "probe", "--seconds", "nan"], ["--seconds"]),
+        (["airmic-receive", "--clock-ppm", "-1000000"], ["--clock-ppm", "from -10000"]),
+        (["airmic-receive", "--clock-ppm", "1e12"], ["--clock-ppm"]),
+        (["airmic-receive", "--clock-ppm", "nan"], ["--clock-ppm"]),
+        (["airmic-receive", "--exit-after-idle", "nan"], ["--exit-after-idle"]),
+        (["airmic-receive", "--exit-after-idle", "inf"], ["--exit-after-idle"]),
+        (["airmic-receive", "--max-streams", "0"], ["--max-streams", "from 1"]),
+        (["airmic-receive", "--max-streams", "many"], ["--max-streams", "whole number"]),
+        (["airmic-receive", "--latency", "nanms"], ["--latency"]),
+        (["airmic-receive", "--latency", "200ms..20ms"], ["--latency"]),
     ],
 )
 def test_bad_usage_exits_2(args, words):
