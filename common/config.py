@@ -3,10 +3,14 @@ it writes secrets there: readable by the user only, never visible with wider rig
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from pathlib import Path
 
 from platformdirs import user_config_dir
+
+log = logging.getLogger(__name__)
 
 
 def config_dir() -> Path:
@@ -26,3 +30,14 @@ def write_private(path: Path, data: bytes) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def read_private(path: Path) -> bytes:
+    """A secret's bytes; if others could read it (it was copied, or restored from a backup
+    with wider rights), it is made the user's only, and said once. Raises OSError."""
+    with path.open("rb") as f:
+        mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+        if mode & 0o077:
+            log.warning("%s was readable by others (mode %04o): made 0600", path, mode)
+            os.fchmod(f.fileno(), 0o600)
+        return f.read()

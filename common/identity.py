@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from airmic.common.config import write_private
+from airmic.common.config import read_private, write_private
+from airmic.common.errors import UsageError
 from airmic.common.fingerprint import fingerprint
 
 KEY_FILE = "identity.key"
@@ -44,14 +45,29 @@ class Identity:
 
 
 def load_identity(folder: Path) -> Identity:
-    """This installation's identity, made now if there is none (or it is unreadable)."""
+    """This installation's identity, made now if there is none. A damaged one is never
+    replaced behind the user's back: every pairing depends on it. Raises UsageError."""
     path = folder / KEY_FILE
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if isinstance(key, Ed25519PrivateKey):
-            return Identity(key)
-    except (OSError, ValueError):
-        pass
+        data = read_private(path)
+    except FileNotFoundError:
+        return _new_identity(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read this installation's identity, {path}: {exc}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except ValueError:
+        key = None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise UsageError(
+            f"{path} is damaged. It is this installation's identity, which every pairing "
+            "depends on: restore it from a backup, or move it away to make a new one (then "
+            "pair again)"
+        )
+    return Identity(key)
+
+
+def _new_identity(path: Path) -> Identity:
     identity = Identity.generate()
     pem = identity.private.private_bytes(
         serialization.Encoding.PEM,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from airmic.common.config import write_private
+from airmic.common.config import read_private, write_private
 
 TOKEN_BYTES = 16
 
@@ -41,6 +41,6 @@ class Access:
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text().strip()
+        return read_private(path).decode("utf-8", "replace").strip() or None
     except OSError:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 
@@ -70,6 +71,20 @@ def test_an_input_file_with_no_audio(tmp_path, loop):
     assert_clean_error(result, 1, "empty.wav", "holds no audio")
     result = run(command("airmic-send"), "probe", "--input", f"file:{empty}")
     assert_clean_error(result, 1, "empty.wav", "holds no audio")
+
+
+def test_a_damaged_identity_stops_both_commands(tmp_path):
+    """Never a new key behind the user's back: that would break every pairing silently."""
+    folder = tmp_path / "airmic"
+    folder.mkdir()
+    (folder / "identity.key").write_bytes(b"-----BEGIN PRIVATE KEY-----\nMC4CAQAw\n")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path)}
+    for line in (["airmic-receive", "--sink", "null", "--web", "off"],
+                 ["airmic-send", "--to", "127.0.0.1:9", "--input", "tone:440"]):  # fmt: skip
+        result = subprocess.run([command(line[0]), *line[1:]], capture_output=True, text=True,
+                                timeout=30, env=env, stdin=subprocess.DEVNULL)  # fmt: skip
+        assert_clean_error(result, 2, "identity.key is damaged", "backup")
+    assert (folder / "identity.key").read_bytes().endswith(b"MC4CAQAw\n")
 
 
 def test_unknown_host():
