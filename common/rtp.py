@@ -38,6 +38,7 @@ class Drop(enum.StrEnum):
     NO_SESSION = "no_session"  # SRTP from an address that did no handshake (or revoked)
     PLAIN = "plain"  # unencrypted RTP, refused without --insecure
     BAD_HANDSHAKE = "bad_handshake"
+    HANDSHAKE_FLOOD = "handshake_flood"  # more hellos than the guard checks a second
 
 
 class DroppedPacket(ValueError):

@@ -2,7 +2,9 @@
 
 A datagram is a handshake (a sender's HELLO: its key looked up among the paired senders,
 held in memory, before any signature is checked; answered with a WELCOME and fresh SRTP
-keys, or a signed REFUSE, at most once a second per address and REFUSALS a second in all),
+keys, or a signed REFUSE, at most once a second per address and REFUSALS a second in all;
+a paired key's signature is checked at most VERIFICATIONS times a second in all, a few of
+them per address, so that a flood cannot eat the core the audio needs),
 SRTP from an address that handshook
 (authenticated and decrypted: forged and replayed packets go no further), or plain RTP,
 taken only with --insecure. What is refused raises DroppedPacket, for the demux to count
@@ -45,6 +47,11 @@ WHO_INTERVAL = 1.0
 refusals sent to it."""
 REFUSALS = 20
 """Refusals signed and sent a second, at most, to every address together."""
+VERIFICATIONS = 200
+"""Hellos whose signature is checked a second, at most (about 60 us each): a sender sends
+a few per stream."""
+PER_ADDRESS = 5
+"""... of them from one address (a second's worth may come at once)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,9 @@ class Guard:
         self._hellos: OrderedDict[bytes, tuple[Address, bytes]] = OrderedDict()
         self._asked: OrderedDict[Address, float] = OrderedDict()  # when WHO went out
         self._refused: OrderedDict[Address, float] = OrderedDict()  # when REFUSE went out
-        self._refusals: list[float] = []  # when the last REFUSALS refusals went out
+        self._refusals = Budget(REFUSALS)
+        self._verifications = Budget(VERIFICATIONS)
+        self._verified: OrderedDict[Address, Budget] = OrderedDict()
         self._paired: dict[bytes, Peer] = {}
         self._paired_stamp: int | None = -1  # the paired list as last read (-1: never)
         self._revoked_stamp: int | None = None  # ... as last checked for revocations
@@ -139,11 +148,13 @@ class Guard:
             # Signed for this hello only: whoever sent it (perhaps not its key's owner, nor
             # from its address) learns no more than this, and no other sender can be stopped.
             reply = None
-            if _due(self._refused, addr, now) and self._budget(now):
+            if _due(self._refused, addr, now) and self._refusals.take(now):
                 reply = refuse(self.identity, hello, Refusal.UNPAIRED)
             raise DroppedPacket(
                 Drop.UNPAIRED, "a handshake from a sender not paired here", reply=reply
             )
+        if not (self._source_budget(addr).take(now) and self._verifications.take(now)):
+            raise DroppedPacket(Drop.HANDSHAKE_FLOOD, "more hellos than a sender sends")
         if not signed_by_sender(hello):
             raise DroppedPacket(Drop.BAD_HANDSHAKE, "a hello not signed by the key it carries")
         answer, master = welcome(self.identity, hello)
@@ -160,13 +171,12 @@ class Guard:
             log.info("encrypted stream from %s:%d: sender %r", *addr, peer.name)
         return Answer(answer)
 
-    def _budget(self, now: float) -> bool:
-        """Whether one more refusal may be signed this second."""
-        recent = self._refusals = [t for t in self._refusals if now - t < 1.0]
-        if len(recent) >= REFUSALS:
-            return False
-        recent.append(now)
-        return True
+    def _source_budget(self, addr: Address) -> Budget:
+        budget = self._verified.pop(addr, None) or Budget(PER_ADDRESS)
+        self._verified[addr] = budget  # the most recent last; a flood stays bounded
+        if len(self._verified) > HELLOS:
+            self._verified.popitem(last=False)
+        return budget
 
     def _unprotect(self, keyed: Keyed, data: bytes) -> bytes:
         try:
@@ -194,3 +204,22 @@ def _due(last: OrderedDict[Address, float], addr: Address, now: float) -> bool:
     if len(last) > HELLOS:
         last.popitem(last=False)
     return True
+
+
+class Budget:
+    """A token bucket: `rate` takes a second, as many at once after a quiet second. (A few
+    lines: the rate limiters on PyPI are built for asyncio or for web frameworks.)"""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tokens = rate
+        self._at: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self._at is not None:
+            self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True

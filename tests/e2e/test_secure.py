@@ -5,6 +5,7 @@ sender is refused, and an unpaired-while-streaming sender is cut at once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -237,5 +238,64 @@ def test_no_one_but_the_paired_receiver_stops_a_sender(tmp_path, udp_port, homes
     # starts a handshake that the real receiver answers: not counted).
     assert ignored is not None and int(ignored.group(1)) >= 3 * 4 - 2  # two may coincide
     assert stream["lost"] == 0 and stream["encrypted"]
+    out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    assert match(speech_samples, out, max_lag=len(out)).correlation > 0.95
+
+
+class HelloFlood(threading.Thread):
+    """`rate` hellos a second at the receiver's port for `seconds`: signed by 20 keys no one
+    paired, and, one in ten, in the paired sender's name with a bad signature (its key
+    travels in the clear); it counts the answers."""
+
+    def __init__(self, port: int, paired: bytes, rate: int = 5000, seconds: float = 5.0):
+        super().__init__(daemon=True)
+        strangers = [SenderHandshake(Identity.generate()).datagram for _ in range(20)]
+        forged = bytearray(MAGIC + bytes([Kind.HELLO]) + paired + bytes(32 + 16 + 64))
+        self.datagrams = [*strangers * 9, bytes(forged)]  # shuffled enough by the loop below
+        self.port, self.rate, self.seconds = port, rate, seconds
+        self.sent = self.answers = 0
+
+    def run(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            start = time.monotonic()
+            while (elapsed := time.monotonic() - start) < self.seconds:
+                while self.sent < elapsed * self.rate:
+                    sock.sendto(self.datagrams[self.sent % 181 % len(self.datagrams)],
+                                ("127.0.0.1", self.port))  # fmt: skip
+                    self.sent += 1
+                with contextlib.suppress(BlockingIOError):
+                    while sock.recv(2048):
+                        self.answers += 1
+                time.sleep(0.005)
+
+
+def test_a_handshake_flood_does_not_reach_the_audio(tmp_path, udp_port, homes, speech,
+                                                   speech_samples):  # fmt: skip
+    """5,000 hellos a second for 5 s while a paired stream plays: the stream loses nothing
+    and matches its input, every hello is counted, and what goes back is bounded."""
+    studio_env, laptop_env, *_ = homes
+    studio = ReceiverProcess(tmp_path, udp_port, env=studio_env, secure=True)
+    sender = airmic_send(tmp_path, udp_port, laptop_env, "--input", f"file:{speech}")
+    studio.wait_for("laptop (127.0.0.1", timeout=20)
+    laptop = load_identity(tmp_path / "s" / "airmic")
+    flood = HelloFlood(udp_port, laptop.public)
+    flood.start()
+    flood.join(timeout=30)
+    assert sender.wait() == 0, sender.stderr
+    assert studio.wait() == 0, studio.stderr
+
+    stats = studio.stats()
+    (stream,) = stats["streams"]
+    print(f"\n{flood.sent} hellos sent, {flood.answers} answered; dropped: {stats['dropped']}; "
+          f"stream: {stream['lost']} lost, {stream['late']} late, {stream['underruns']} "
+          f"underruns, delay at the end {stream['delay_ms']:.0f} ms")  # fmt: skip
+    assert flood.sent >= 20_000
+    dropped = stats["dropped"]
+    assert dropped["unpaired"] + dropped.get("handshake_flood", 0) + dropped.get(
+        "bad_handshake", 0) == flood.sent  # fmt: skip
+    assert flood.answers <= 20 * (flood.seconds + 1)  # refusals: 20 a second at most
+    assert stream["lost"] == 0 and stream["late"] == 0
     out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
     assert match(speech_samples, out, max_lag=len(out)).correlation > 0.95

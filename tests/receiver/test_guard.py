@@ -6,6 +6,7 @@ and a corrupted list of paired senders does not cut anyone."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import pytest
 
@@ -13,7 +14,8 @@ from airmic.common.handshake import BadHandshake, Refusal, Refuse, SenderHandsha
 from airmic.common.identity import Identity
 from airmic.common.peers import Peers
 from airmic.common.rtp import Drop, DroppedPacket
-from airmic.receiver.guard import HELLOS, REFUSALS, Answer, Guard
+from airmic.receiver import guard as guard_module
+from airmic.receiver.guard import HELLOS, REFUSALS, VERIFICATIONS, Answer, Guard
 
 
 def test_a_paired_sender_is_keyed_then_forgotten_when_unpaired(tmp_path):
@@ -111,3 +113,30 @@ def test_a_corrupted_paired_list_keeps_the_last_good_one(tmp_path):
     assert guard.revoked() == []  # no stream cut, no crash
     assert isinstance(guard.admit(SenderHandshake(laptop).datagram, ("10.0.0.2", 4001), 0.0),
                       Answer)  # fmt: skip
+
+
+def test_a_flood_of_hellos_with_a_paired_key_is_checked_only_so_often(tmp_path, monkeypatch):
+    """Forged hellos in a paired sender's name (its key travels in the clear) cost a
+    signature check each: a few a second per address, VERIFICATIONS in all; the real
+    sender, from its own address, is still welcomed."""
+    studio, laptop = Identity.generate(), Identity.generate()
+    senders = Peers(tmp_path / "paired-senders.json")
+    senders.add("laptop", laptop.public)
+    guard = Guard(studio, senders, insecure=False)
+    checked = []
+    real_check = guard_module.signed_by_sender
+    monkeypatch.setattr(
+        guard_module, "signed_by_sender", lambda h: checked.append(h) or real_check(h)
+    )
+    forged = bytearray(SenderHandshake(laptop).datagram)
+    forged[-1] ^= 1
+    reasons = Counter()
+    for n in range(2000):  # within one second: one address, then a thousand
+        addr = ("10.3.0.1", 1000) if n < 1000 else ("10.3.0.2", n)
+        with pytest.raises(DroppedPacket) as refused:
+            guard.admit(bytes(forged), addr, 0.5)
+        reasons[refused.value.reason] += 1
+    assert len(checked) == VERIFICATIONS  # PER_ADDRESS from the first, the rest from others
+    assert reasons[Drop.HANDSHAKE_FLOOD] == 2000 - VERIFICATIONS
+    answer = guard.admit(SenderHandshake(laptop).datagram, ("10.0.0.2", 4000), 1.5)
+    assert isinstance(answer, Answer)  # a second later, the budget is back
