@@ -26,12 +26,19 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 
 from airmic.common.audio import RATE
+from airmic.common.log import OnceLogger
 from airmic.receiver.demux import Address
 
 log = logging.getLogger(__name__)
 
 MAX_OFFER = 64 * 1024
 """Longer offers are refused: a browser's audio-and-video offer is about 6 kB."""
+
+CONNECT_TIMEOUT = 15.0
+"""Seconds a publication has to connect (ICE and DTLS) before its slot is freed."""
+MAX_SSRCS = 2
+"""Streams one publication may send: one track, and one change of SSRC (more are dropped:
+each would be a stream, and a row in aiortc's receiver reports, which must fit a packet)."""
 
 OPUS_FMTP = "minptime=10;useinbandfec=1"
 PTIME = 10
@@ -67,21 +74,33 @@ class WhipEndpoint:
         deliver: Callable[[RtpPacket, Address, float], None],
         ended: Callable[[Address], None],
         max_sessions: int = 16,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self._deliver = deliver
         self._ended = ended
         self.max_sessions = max_sessions
+        self.connect_timeout = connect_timeout
         self.publications: dict[str, Publication] = {}
         self.senders: dict[Address, Publication] = {}
+        self.dropped = OnceLogger(log)  # packets of a publication's extra streams
+        self._answering = 0  # offers being answered: their slots are taken already
+        self._ending: set[asyncio.Future[bool]] = set()
         self._ids = itertools.count(1)
 
     async def publish(
         self, offer: str, label: str, preset: str | None = None
     ) -> tuple[Publication, str]:
         """A new publication for `offer` and the answer SDP. Raises BadOffer."""
-        if len(self.publications) >= self.max_sessions:
+        if len(self.publications) + self._answering >= self.max_sessions:
             raise BadOffer(f"more than {self.max_sessions} WebRTC streams")
         _check_offer(offer)
+        self._answering += 1  # before the first await: simultaneous offers count
+        try:
+            return await self._answer(offer, label, preset)
+        finally:
+            self._answering -= 1
+
+    async def _answer(self, offer: str, label: str, preset: str | None) -> tuple[Publication, str]:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # LAN: no STUN, no TURN
         number = next(self._ids)
         address = (f"webrtc:{label}", number)
@@ -105,6 +124,14 @@ class WhipEndpoint:
             if pc.connectionState in ("failed", "closed"):
                 await self.end(publication.id)
 
+        def unconnected() -> None:  # an offer that never connects frees its slot
+            if pc.connectionState != "connected" and publication.id in self.publications:
+                log.info("WebRTC stream %s (%s) did not connect", publication.id, label)
+                task = asyncio.ensure_future(self.end(publication.id))
+                self._ending.add(task)  # kept until done (the loop holds only weak ones)
+                task.add_done_callback(self._ending.discard)
+
+        asyncio.get_running_loop().call_later(self.connect_timeout, unconnected)
         log.info("WebRTC stream %s offered by %r", publication.id, label)
         return publication, _ask_for_opus_options(pc.localDescription.sdp)
 
@@ -131,7 +158,14 @@ class WhipEndpoint:
         # aiortc awaits this for each decrypted packet; replacing it bypasses its own
         # jitter buffer and decoder (see the module's docstring).
         async def handle(rtp: RtpPacket, arrival_time_ms: int) -> None:
-            publication.ssrcs.add(rtp.ssrc)
+            if rtp.ssrc not in publication.ssrcs:
+                if len(publication.ssrcs) >= MAX_SSRCS:
+                    self.dropped.report(
+                        "ssrcs", "WebRTC %s: more than %d streams in one publication: "
+                        "dropped", publication.id, MAX_SSRCS,
+                    )  # fmt: skip
+                    return
+                publication.ssrcs.add(rtp.ssrc)
             if rtp.ssrc not in reported:
                 reported[rtp.ssrc] = StreamStatistics(RATE)
             reported[rtp.ssrc].add(rtp)

@@ -1,0 +1,62 @@
+"""The WHIP endpoint's bounds, with real aiortc peer connections: simultaneous offers take
+at most the cap, an offer that never connects frees its slot, and a publication's extra
+SSRCs are dropped (each would be a stream, and a row in aiortc's receiver reports)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.rtp import RtpPacket
+
+from airmic.receiver.whip import MAX_SSRCS, BadOffer, WhipEndpoint
+
+
+@pytest.fixture
+async def offer():
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    yield pc.localDescription.sdp
+    await pc.close()
+
+
+async def test_simultaneous_offers_take_at_most_the_cap(offer):
+    whip = WhipEndpoint(lambda *_: None, lambda _: None, max_sessions=4)
+    results = await asyncio.gather(
+        *(whip.publish(offer, f"room {n}") for n in range(20)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, BadOffer)]
+    assert len(whip.publications) == 4 and len(refused) == 16
+    assert all("more than 4 WebRTC streams" in str(r) for r in refused)
+    await whip.close()
+
+
+async def test_an_offer_that_never_connects_frees_its_slot(offer):
+    ended = []
+    whip = WhipEndpoint(lambda *_: None, ended.append, max_sessions=1, connect_timeout=0.5)
+    publication, _ = await whip.publish(offer, "kitchen")
+    with pytest.raises(BadOffer):
+        await whip.publish(offer, "hall")
+    async with asyncio.timeout(10):
+        while whip.publications:
+            await asyncio.sleep(0.05)
+    assert ended == [publication.address]
+    await whip.publish(offer, "hall")  # the slot is free again
+    await whip.close()
+
+
+async def test_a_publication_plays_at_most_two_ssrcs(offer):
+    delivered = []
+    whip = WhipEndpoint(lambda rtp, *_: delivered.append(rtp.ssrc), lambda _: None)
+    publication, _ = await whip.publish(offer, "kitchen")
+    (transceiver,) = publication.pc.getTransceivers()
+    handle = transceiver.receiver._handle_rtp_packet
+    for ssrc in range(100):
+        await handle(RtpPacket(payload_type=111, sequence_number=ssrc, ssrc=ssrc), 0)
+    assert set(delivered) == set(range(MAX_SSRCS)) and publication.ssrcs == {0, 1}
+    reported = transceiver.receiver._RTCRtpReceiver__remote_streams
+    assert set(reported) == {0, 1}  # aiortc's receiver report stays one packet
+    assert whip.dropped.counts["ssrcs"] == 100 - MAX_SSRCS
+    await whip.close()
