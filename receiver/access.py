@@ -36,7 +36,8 @@ class Access:
         scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             given = bearer.strip()
-        return hmac.compare_digest(given.encode(), self.token.encode())
+        # A header may hold any bytes (aiohttp keeps the undecodable ones as surrogates).
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.token.encode())
 
 
 def _read(path: Path) -> str | None:

@@ -46,6 +46,7 @@ from airmic.receiver.session import Metrics, Origin, Session
 from airmic.receiver.sinks import SinkFactory
 from airmic.receiver.transport import listen
 from airmic.receiver.web import WebConfig, lan_address, start_web
+from airmic.receiver.web_gate import quiet_loop_errors, raise_file_limit
 from airmic.receiver.whip import WhipEndpoint
 
 log = logging.getLogger(__name__)
@@ -278,6 +279,8 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
     loop = asyncio.get_running_loop()
     receiver = Receiver(config)
     stop = stop or asyncio.Event()
+    raise_file_limit()  # each stream and connection takes files; a flood must not run out
+    quiet_loop_errors(loop)
     if config.insecure:
         log.warning(
             "INSECURE: plain RTP is accepted from anyone on the network, unencrypted "

@@ -20,18 +20,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import segno
 from aiohttp import web
 
 from airmic.common.dsp import PRESETS
 from airmic.common.errors import NetworkError
+from airmic.common.log import OnceLogger
 from airmic.common.pairing import PairingError
 from airmic.common.status import CONSOLE
 from airmic.receiver.access import Access
 from airmic.receiver.pairing import PairingDesk
 from airmic.receiver.tls import Certificate, load_certificate
+from airmic.receiver.web_gate import KEEPALIVE, GatedSite
 from airmic.receiver.whip import MAX_OFFER, BadOffer, WhipEndpoint
 
 log = logging.getLogger(__name__)
@@ -205,7 +207,24 @@ def build_app(
         # nothing to trickle: RFC 9725 section 4.3.1 lets the server say so with 405.
         raise web.HTTPMethodNotAllowed("PATCH", ["GET", "DELETE"])
 
-    app = web.Application(client_max_size=4 * MAX_OFFER)  # larger: 413 before reading
+    errors = OnceLogger(log)
+
+    @web.middleware
+    async def contained(request: web.Request, handler: Any) -> web.StreamResponse:
+        """A request that breaks a handler gets a 500 and one log line per kind of failure
+        (aiohttp would log a traceback for each: anyone could fill the log)."""
+        try:
+            return cast(web.StreamResponse, await handler(request))
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            errors.report(
+                type(exc).__name__, "web: %s %s failed: %r", request.method, request.path, exc
+            )
+            raise web.HTTPInternalServerError(text="the receiver could not answer this\n") from None
+
+    app = web.Application(client_max_size=4 * MAX_OFFER, middlewares=[contained])
+    # (a body larger than client_max_size gets a 413 before it is read)
     app.router.add_get("/", page)
     app.router.add_get("/presets", presets)
     app.router.add_get("/{name}", asset)
@@ -222,10 +241,10 @@ async def serve(
     app: web.Application, config: WebConfig, shown: str, certificate: Certificate | None, token: str
 ) -> WebServer:
     host, port = config.host, config.port
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE)
     await runner.setup()
     context = certificate.context() if certificate else None
-    site = web.TCPSite(runner, host, port, ssl_context=context)
+    site = GatedSite(runner, host, port, ssl_context=context)
     try:
         await site.start()
     except OSError as exc:

@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import resource
+import selectors
+import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
+from typing import cast
 
 import numpy as np
 import pytest
@@ -16,8 +21,9 @@ import soundfile
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 
+from airmic.receiver.web_gate import FIRST_BYTE, PER_ADDRESS, TLS_TIMEOUT
 from tests.audio_match import match
-from tests.processes import ReceiverProcess
+from tests.processes import ReceiverProcess, send
 
 pytestmark = pytest.mark.e2e
 UNVERIFIED = ssl._create_unverified_context()  # the receiver's self-signed certificate
@@ -47,6 +53,7 @@ def test_the_token_guards_the_page_and_whip(receiver):
     sdp = {"Content-Type": "application/sdp"}
     assert request(f"{base}/")[0] == 401
     assert request(f"{base}/?token=wrong")[0] == 401
+    assert request(f"{base}/", headers={"Authorization": b"Bearer \xff\xfe"})[0] == 401  # not 500
     status, headers, body = request(f"{base}/?token={token}")
     assert status == 200 and "<title>airmic</title>" in body
     assert request(f"{base}/whip", "POST", b"v=0\r\n", sdp)[0] == 401
@@ -166,3 +173,71 @@ async def test_each_stream_gets_the_preset_it_asks_for(receiver, tmp_path, speec
 
     print(f"\nlevels: kitchen {level(kitchen):.1f} dBFS, hall {level(hall):.1f} dBFS")
     assert level(hall) > level(kitchen) + 15  # the preset's gain and levelling, one stream only
+
+
+def test_idle_connections_do_not_take_the_receiver(tmp_path, udp_port, speech, speech_samples):
+    """Under the usual 1,024-file limit, a device opens 1,100 connections that never start
+    TLS, and 40 that finish TLS and never ask anything, while a stream plays: the page
+    still answers, one address holds at most PER_ADDRESS connections, every idle one is
+    closed, the stream is intact, and the log stays short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # inherited by the receiver
+    try:
+        receiver = ReceiverProcess(tmp_path, udp_port, idle=None)
+        receiver.wait_for("phone page:")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))  # ours: 1,100+
+    token = re.search(r"phone page: \S+token=(\S+)", receiver.stderr).group(1)
+    sender = send(udp_port, "--input", f"file:{speech}", folder=tmp_path)
+    receiver.wait_for("started")
+    web = ("127.0.0.1", udp_port)
+    idle = [socket.create_connection(web) for _ in range(1100)]
+    status, _, body = request(f"https://127.0.0.1:{udp_port}/?token={token}")
+    assert status == 200 and "<title>airmic</title>" in body
+
+    finished_tls = []
+    for _ in range(PER_ADDRESS + 8):
+        sock = socket.create_connection(web)
+        finished_tls.append(UNVERIFIED.wrap_socket(sock, server_hostname="127.0.0.1"))
+    refused = len(_closed(finished_tls, 1.0))
+    closed_idle = len(_closed(finished_tls, FIRST_BYTE + 5))
+    never_tls = len(_closed(idle, TLS_TIMEOUT + 5))
+    print(f"\n{refused} of {len(finished_tls)} TLS connections refused at once, {closed_idle} "
+          f"closed idle; {never_tls} of {len(idle)} without TLS closed")  # fmt: skip
+    assert refused == 8  # beyond PER_ADDRESS from one address
+    assert closed_idle == len(finished_tls)  # the rest after FIRST_BYTE with no request
+    assert never_tls == len(idle)  # after the TLS timeout
+    for s in idle + finished_tls:
+        s.close()
+
+    assert sender.wait() == 0, sender.stderr
+    assert receiver.stop() == 0, receiver.stderr
+    (stream,) = receiver.stats()["streams"]
+    assert stream["lost"] == 0 and stream["underruns"] <= 1  # its end
+    out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    assert match(speech_samples, out, max_lag=len(out)).correlation > 0.95
+    log = receiver.stderr
+    assert "Traceback" not in log and len(log) < 20_000, log[-2000:]
+
+
+def _closed(socks: list[socket.socket], seconds: float) -> set[socket.socket]:
+    """Those of `socks` that the receiver closed (EOF or reset) within `seconds`."""
+    closed: set[socket.socket] = set()
+    deadline = time.monotonic() + seconds
+    with selectors.DefaultSelector() as selector:  # epoll: descriptors past 1,024
+        for sock in socks:
+            selector.register(sock, selectors.EVENT_READ)
+        while len(closed) < len(socks) and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                sock = cast(socket.socket, key.fileobj)
+                sock.settimeout(0.01)
+                try:
+                    gone = sock.recv(1) == b""
+                except TimeoutError:  # TLS 1.3's session tickets: still open
+                    continue
+                except OSError:
+                    gone = True
+                if gone:
+                    closed.add(sock)
+                    selector.unregister(sock)
+    return closed
