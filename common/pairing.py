@@ -38,6 +38,8 @@ MAX_ATTEMPTS = 3
 """Attempts a window allows; one more and it closes."""
 MIN_INTERVAL = 1.0
 """Seconds between attempts (more often: refused)."""
+NO_WINDOW = "no pairing window is open: run airmic-receive pair (again)"
+"""Whether none was opened or it closed: one answer, so that no one learns which."""
 SIDES = {"idA": b"airmic sender", "idB": b"airmic receiver"}
 KEY_BYTES = 32
 NAME_CHARS = 40
@@ -173,7 +175,7 @@ class PairingWindow:
         malformed); every well-formed attempt counts (each is one guess at the code), so a
         few wrong codes close the window; malformed ones do not, so junk cannot close it."""
         if not self.open(now):
-            raise PairingError("the pairing window is closed: run airmic-receive pair again")
+            raise PairingError(NO_WINDOW)
         if self.last_attempt is not None and now - self.last_attempt < MIN_INTERVAL:
             raise PairingError("too many attempts: wait a second")
         attempt = ReceiverPairing(self.code, identity, name, start)

@@ -18,13 +18,15 @@ from typing import Any
 
 from airmic.common.config import write_private
 from airmic.common.identity import Identity
-from airmic.common.pairing import MAX_ATTEMPTS, PairingError, PairingWindow
+from airmic.common.pairing import MAX_ATTEMPTS, NO_WINDOW, PairingError, PairingWindow
 from airmic.common.peers import Peer, Peers
 
 log = logging.getLogger(__name__)
 
 WINDOW_FILE = "pairing-window.json"
 SENDERS_FILE = "paired-senders.json"
+ATTEMPTS_SHOWN = 20
+"""Attempts the window file keeps for the `pair` command to show (a flood stays small)."""
 PAGE_LINK = "page-link"
 """The running receiver's phone page (with its token), for `pair` to show to phones."""
 
@@ -62,43 +64,70 @@ class PairingDesk:
         self.senders = senders(folder)
         self._window: PairingWindow | None = None
         self._opened: tuple[str, float] | None = None  # the file's code and deadline
+        self._attempts: list[list[str]] = []  # [source, result], for the `pair` command
+        self._attempted = 0  # in all, of which the last ATTEMPTS_SHOWN are kept
 
-    def begin(self, start: Any) -> tuple[str, dict[str, str]]:
-        """A new attempt: its id and the reply. Raises PairingError."""
-        return self._current().begin(self.identity, self.name, start, time.time())
+    def begin(self, start: Any, source: str = "?") -> tuple[str, dict[str, str]]:
+        """A new attempt from `source` (an address): its id and the reply. Raises
+        PairingError."""
+        window = self._current()
+        try:
+            began = window.begin(self.identity, self.name, start, time.time())
+        except PairingError as exc:
+            self._attempt(source, f"refused: {exc}")
+            raise
+        left = MAX_ATTEMPTS - window.started
+        self._attempt(source, f"an attempt ({left} left after it)")
+        return began
 
-    def finish(self, attempt_id: str, message: Any) -> Peer:
+    def finish(self, attempt_id: str, message: Any, source: str = "?") -> Peer:
         """The sender that proved the code, now paired. Raises PairingError."""
         window = self._current()
         try:
             paired = window.finish(attempt_id, message, time.time())
         except PairingError as exc:
             left = MAX_ATTEMPTS - window.started
-            log.warning("pairing: %s (%d attempts left)", exc, left)
+            log.warning("pairing: %s from %s (%d attempts left)", exc, source, left)
+            self._attempt(source, str(exc))
             if window.over(time.time()):
                 self._outcome(f"closed after {window.failed} failed attempts")
             raise
         peer = self.senders.add(paired.name, paired.key)
         log.info("paired with sender %r (its key %s...)", peer.name, peer.fingerprint[:23])
+        self._attempt(source, f"paired with {peer.name}")
         self._outcome(f"paired with {peer.name}")
         return peer
+
+    def _attempt(self, source: str, result: str) -> None:
+        """Tell the `pair` command of an attempt (it shows each), bounded."""
+        if self._opened is None or self._window is None:
+            return
+        self._attempts = [*self._attempts, [source, result]][-ATTEMPTS_SHOWN:]
+        self._attempted += 1
+        self._write({})
+
+    def _write(self, extra: dict[str, Any]) -> None:
+        assert self._opened is not None
+        code, expires = self._opened
+        record = {"code": code, "expires": expires, "attempts": self._attempts,
+                  "attempted": self._attempted, **extra}  # fmt: skip
+        write_private(self.folder / WINDOW_FILE, json.dumps(record).encode())
 
     def _current(self) -> PairingWindow:
         opened = read_window(self.folder)
         if opened is None or "outcome" in opened:
-            raise PairingError("no pairing window is open: run airmic-receive pair")
+            raise PairingError(NO_WINDOW)
         try:
             key = (str(opened["code"]), float(opened["expires"]))
         except (KeyError, TypeError, ValueError):
-            raise PairingError("no pairing window is open: run airmic-receive pair") from None
+            raise PairingError(NO_WINDOW) from None
         if key != self._opened or self._window is None:
             self._window, self._opened = PairingWindow(*key), key
+            self._attempts, self._attempted = [], 0
         return self._window
 
     def _outcome(self, text: str) -> None:
         """Tell the `pair` command, and close the window."""
         if self._opened is not None:
-            code, expires = self._opened
-            record = {"code": code, "expires": expires, "outcome": text, "pid": os.getpid()}
-            write_private(self.folder / WINDOW_FILE, json.dumps(record).encode())
+            self._write({"outcome": text, "pid": os.getpid()})
         self._window = None

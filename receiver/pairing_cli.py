@@ -88,11 +88,17 @@ async def pair(folder: Path, seconds: float) -> int:
         "(airmic-receive must be running: it takes the attempt)"
     )
     deadline = time.time() + seconds
+    shown = 0
     try:
         while time.time() < deadline:
             window = read_window(folder)
             if window is None or window.get("code") != code:
                 raise UsageError("the pairing window was replaced (another airmic-receive pair?)")
+            attempted = int(window.get("attempted", 0))
+            if attempted > shown:  # the receiver keeps the last few
+                for source, result in (window.get("attempts") or [])[shown - attempted :]:
+                    OUT.print(f"  from {source}: {result}", highlight=False)
+                shown = attempted
             if "outcome" in window:
                 OUT.print(window["outcome"])
                 return 0 if str(window["outcome"]).startswith("paired") else 1

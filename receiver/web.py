@@ -189,7 +189,7 @@ def build_app(
     async def pair(request: web.Request) -> web.StreamResponse:
         start = await pairing_message(request)
         try:
-            attempt_id, reply = desk.begin(start)
+            attempt_id, reply = desk.begin(start, request.remote or "?")
         except PairingError as exc:
             raise web.HTTPForbidden(text=f"{exc}\n") from None
         return web.json_response(reply | {"next": f"/pair/{attempt_id}"})
@@ -197,7 +197,7 @@ def build_app(
     async def pair_finish(request: web.Request) -> web.StreamResponse:
         finish = await pairing_message(request)
         try:
-            peer = desk.finish(request.match_info["id"], finish)
+            peer = desk.finish(request.match_info["id"], finish, request.remote or "?")
         except PairingError as exc:
             raise web.HTTPForbidden(text=f"{exc}\n") from None
         return web.json_response({"name": peer.name})

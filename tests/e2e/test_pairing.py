@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 import soundfile
@@ -147,3 +150,39 @@ def test_the_sender_finds_the_receiver_from_another_namespace(tmp_path, udp_port
         assert studio.stop() == 0
     (stream,) = studio.stats()["streams"]
     assert stream["stream"].startswith(lan.ip) and stream["received"] >= 190
+
+
+def test_junk_cannot_burn_the_window_and_pair_shows_every_attempt(tmp_path, udp_port, homes):
+    """Malformed pairing requests, a second apart and more, while a window is open: refused,
+    not counted, each shown by `airmic-receive pair` with its source; the real sender then
+    pairs with the code. Without a window, the answer is the same as once it closed."""
+    receiving, sending = homes
+    studio = receiver(tmp_path, udp_port, receiving)
+    url = f"https://127.0.0.1:{udp_port}/pair"
+    assert _post(url, b"[1,2,3]") == (
+        403,
+        "no pairing window is open: run airmic-receive pair (again)",
+    )
+    window, code = open_window(tmp_path, receiving)
+    for junk in (b"[1,2,3]", b'{"name": "x"}', b'{"name": "x", "spake": "AAAA"}', b"[]", b"{}"):
+        status, text = _post(url, junk)
+        assert status == 403 and "malformed" in text
+        time.sleep(1.05)
+    assert sender(tmp_path, sending, "pair", code, "--name", "laptop").wait() == 0
+    assert window.wait() == 0 and "paired with laptop" in window.stdout
+    shown = re.findall(r"from 127\.0\.0\.1: (.*)", window.stdout)
+    print("\n" + "\n".join(shown))
+    assert len(shown) == 5 + 2 and all("malformed" in line for line in shown[:5])
+    assert "3 left" not in shown[5] and "2 left after it" in shown[5]  # the first that counts
+    assert shown[6] == "paired with laptop"
+    assert studio.stop() == 0
+
+
+def _post(url: str, body: bytes) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, method="POST")
+    context = ssl._create_unverified_context()  # the receiver's self-signed certificate
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return response.status, response.read().decode().strip()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode().strip()
