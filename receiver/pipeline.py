@@ -90,7 +90,9 @@ class Receiver:
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
         self.identity = load_identity(config.folder)
-        self.guard = Guard(self.identity, senders(config.folder), config.insecure)
+        paired = senders(config.folder)
+        paired.all()  # unreadable: a clear error now (later, the last good list serves)
+        self.guard = Guard(self.identity, paired, config.insecure)
         self.demux = Demux(self._open_session, config.max_streams, self.guard)
         self.whip = WhipEndpoint(self.receive_rtp, self.end_streams_from, config.max_streams)
         self.sink_errors = OnceLogger(log)  # sinks that would not open, by spec

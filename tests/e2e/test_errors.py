@@ -87,6 +87,17 @@ def test_a_damaged_identity_stops_both_commands(tmp_path):
     assert (folder / "identity.key").read_bytes().endswith(b"MC4CAQAw\n")
 
 
+def test_a_corrupted_list_of_paired_senders_stops_the_receiver_at_start(tmp_path):
+    folder = tmp_path / "airmic"
+    folder.mkdir()
+    (folder / "paired-senders.json").write_text('[{"name": "laptop", "key": ')
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path)}
+    result = subprocess.run([command("airmic-receive"), "--sink", "null", "--web", "off"],
+                            capture_output=True, text=True, timeout=30, env=env,
+                            stdin=subprocess.DEVNULL)  # fmt: skip
+    assert_clean_error(result, 2, "paired-senders.json is unreadable", "pair again")
+
+
 def test_unknown_host():
     result = run(command("airmic-send"), "--to", "no-such-host.invalid:5004", "--input", "tone:440")
     assert_clean_error(result, 1, "cannot resolve", "no-such-host.invalid")
