@@ -128,13 +128,11 @@ class PulseOutput(OutputThread):
         while not self._closed:
             players[:] = self._take(players)
             if not players:
-                timeline = _Timeline()  # idle: the server's underrun now is no one's gap
+                if timeline.started:  # idle: the server's underrun now is no one's gap
+                    self._reopen()  # a stream left to run dry takes a burst when fed again
+                    timeline = _Timeline()
                 self._sleep()
                 continue
-            if not timeline.started:
-                # A fresh stream: one left idle reports an empty queue for a while (a false
-                # underrun), and one left to run dry takes a burst when fed again.
-                self._reopen()
             now = time.monotonic()
             blocks = [player.beat(self.block, now, timeline.plays_at(now)) for player in players]
             data = mix(blocks, self.block)
