@@ -83,9 +83,25 @@ def _longest_gap(ref: np.ndarray, out: np.ndarray, frame: int) -> int:
     frames = len(ref) // frame
     r = np.sqrt(np.mean(ref[: frames * frame].reshape(frames, frame) ** 2, axis=1))
     o = np.sqrt(np.mean(out[: frames * frame].reshape(frames, frame) ** 2, axis=1))
-    missing = (r > 10 ** (-40 / 20)) & (o < 0.1 * r)
+    return _longest_run((r > 10 ** (-40 / 20)) & (o < 0.1 * r))
+
+
+def _longest_run(flags: np.ndarray) -> int:
     longest = run = 0
-    for m in missing:
-        run = run + 1 if m else 0
+    for flag in flags:
+        run = run + 1 if flag else 0
         longest = max(longest, run)
     return longest
+
+
+def silences(
+    reference: np.ndarray, aligned: np.ndarray, frame: int = 240
+) -> tuple[int, float, float]:
+    """How many times, for how many ms in all, and for how long at most, the recording
+    falls silent where the reference sounds (in 5 ms frames)."""
+    frames = len(reference) // frame
+    power = [(x[: frames * frame].reshape(frames, frame) ** 2).mean(axis=1)
+             for x in (reference, aligned)]  # fmt: skip
+    missing = (power[0] > 1e-4) & (power[1] < 0.01 * power[0])
+    runs = int(np.sum(missing[1:] & ~missing[:-1]) + missing[0])
+    return runs, float(missing.sum() * frame / 48), _longest_run(missing) * frame / 48

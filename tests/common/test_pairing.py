@@ -70,7 +70,7 @@ def test_the_window_allows_a_few_attempts_not_too_fast_nor_too_late():
         attempt(window, code, now=0.5)
     for n in range(1, MAX_ATTEMPTS):
         attempt(window, "000000", now=n * 2.0)
-    with pytest.raises(PairingError, match="closed"):
+    with pytest.raises(PairingError, match="no pairing window"):
         attempt(window, code, now=100)  # even the right code: the window closed
     assert not window.over(now=100)  # until the attempts under way are finished
     for attempt_id in list(window.attempts):
@@ -78,7 +78,7 @@ def test_the_window_allows_a_few_attempts_not_too_fast_nor_too_late():
             window.finish(attempt_id, {"key": "", "mac": ""}, now=101)
     assert window.over(now=101)
     late = PairingWindow(code, expires=300)
-    with pytest.raises(PairingError, match="closed"):
+    with pytest.raises(PairingError, match="no pairing window"):
         attempt(late, code, now=300)
 
 

@@ -76,17 +76,21 @@ class Relay(threading.Thread):
             ready, _, _ = select.select([self.front, self.back], [], [], 0.05)
             if self.front in ready:
                 data, sender = self.front.recvfrom(2048)
-                if data[0] >> 6 == 2 and self.media in MODIFIED:  # before the original: an
-                    self.back.send(data[:20] + bytes([data[20] ^ 0x40]) + data[21:])  # index
-                self.back.send(data)  # seen already would make it a replay
-                if data[0] >> 6 == 2 and self.media in REPLAYED:
-                    self.back.send(data)
+                self.upstream(data, sender)
                 self.media += data[0] >> 6 == 2  # SRTP (not a handshake)
             if self.back in ready and sender is not None:
                 self.front.sendto(self.back.recv(2048), sender)
         deadline.cancel()
         self.front.close()
         self.back.close()
+
+    def upstream(self, data: bytes, sender: tuple[str, int]) -> None:
+        """A datagram from the sender, on its way to the receiver."""
+        if data[0] >> 6 == 2 and self.media in MODIFIED:  # before the original: an index
+            self.back.send(data[:20] + bytes([data[20] ^ 0x40]) + data[21:])  # seen already
+        self.back.send(data)  # would make it a replay
+        if data[0] >> 6 == 2 and self.media in REPLAYED:
+            self.back.send(data)
 
 
 def airmic_send(folder, port, env, *args, name="sender"):
@@ -176,28 +180,14 @@ class Attacker(Relay):
         self.hello: Hello | None = None  # the sender's last hello
         self.attacks = 0
 
-    def run(self) -> None:
-        sender = None
-        deadline = threading.Timer(self.seconds, self.stopped.set)
-        deadline.start()
-        while not self.stopped.is_set():
-            ready, _, _ = select.select([self.front, self.back], [], [], 0.05)
-            if self.front in ready:
-                data, sender = self.front.recvfrom(2048)
-                if is_handshake(data):
-                    message = parse(data)
-                    assert isinstance(message, Hello)
-                    self.hello = message
-                self.back.send(data)
-                if data[0] >> 6 == 2:
-                    self.media += 1
-                    if self.media in (100, 200, 300):
-                        self.attack(sender)
-            if self.back in ready and sender is not None:
-                self.front.sendto(self.back.recv(2048), sender)
-        deadline.cancel()
-        self.front.close()
-        self.back.close()
+    def upstream(self, data: bytes, sender: tuple[str, int]) -> None:
+        if is_handshake(data):
+            message = parse(data)
+            assert isinstance(message, Hello)
+            self.hello = message
+        self.back.send(data)
+        if data[0] >> 6 == 2 and self.media + 1 in (100, 200, 300):
+            self.attack(sender)
 
     def attack(self, sender) -> None:
         assert self.hello is not None
