@@ -18,11 +18,11 @@ from tests.processes import Process, ReceiverProcess, send
 from tests.pulse import pactl, record_pair, record_source
 
 pytestmark = pytest.mark.e2e
-MIC_CORRELATION = 0.93
+MIC_CORRELATION = 0.92
 """Speech through Opus scores about 0.95 window by window (the file sinks' tests ask that);
 into the mic, the delay control's steering against the sound server's clock and its steps
-in quiet frames cost a little more (0.924 at worst in about 20 runs). What a listener
-would hear, a gap, is asserted on its own."""
+in quiet frames cost a little more (0.924 at worst, 0.96 typically, in about 20 runs). What
+a listener would hear, a gap, is asserted on its own."""
 
 
 def sources(env) -> list[str]:
