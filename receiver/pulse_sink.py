@@ -5,7 +5,8 @@ every attached stream's next block, mixes them and writes the mix; `pa_simple_wr
 blocks while the server's buffer is full, so the server's clock paces the pulls. The
 buffer is the output's margin (`airmic.common.margin`): two 5 ms blocks on a quiet machine,
 a block more after each underrun, a block less after a calm spell, applied by reopening the
-stream at the next quiet block (pa_simple cannot resize a stream). An underrun is
+stream once the blocks it still queues and the next are all quiet (pa_simple cannot resize
+a stream, and closing one discards its queue). An underrun is
 seen after each write: the server's timeline (the time the queued audio ends, less the
 audio written) moved later by the time the server had nothing to play; it is counted for
 every stream that was playing, with its length.
@@ -125,6 +126,7 @@ class PulseOutput(OutputThread):
     def _play(self, players: list[Pulled]) -> None:
         """Pull, mix, write, until closed: the server's clock paces each write."""
         timeline = _Timeline()
+        quiet = 0  # quiet blocks in a row, this one included
         while not self._closed:
             players[:] = self._take(players)
             if not players:
@@ -136,7 +138,9 @@ class PulseOutput(OutputThread):
             now = time.monotonic()
             blocks = [player.beat(self.block, now, timeline.plays_at(now)) for player in players]
             data = mix(blocks, self.block)
-            if self._resize_due(now) and level_dbfs(data) < QUIET_DB:
+            quiet = quiet + 1 if level_dbfs(data) < QUIET_DB else 0
+            # Closing the stream discards what it still queues: those blocks must be quiet too.
+            if self._resize_due(now) and quiet > self._opened:
                 dropped = self._stream.get_latency() / 1e6  # what closing it discards
                 self._reopen()  # at a quiet block: unheard
                 timeline = _Timeline()

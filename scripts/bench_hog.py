@@ -2,10 +2,15 @@
 hears, and the gaps the receiver counted.
 
 For each load (none, one core spinning, both cores spinning), on a private PulseAudio
-daemon: the receiver with its virtual mic, `parecord` on the mic, `airmic-send` looping a
-speech file for SECONDS (plain RTP on loopback), and that many processes spinning at
-normal priority. The recording is aligned with the speech; a gap is a 5 ms frame where the
-speech sounds and the mic is silent.
+daemon: the receiver with its virtual mic, `parecord` on the mic, `airmic-send` playing
+SECONDS of speech (plain RTP on loopback), and that many processes spinning at normal
+priority. The recording is aligned with the speech; a gap is a 5 ms frame where the speech
+sounds and the mic is silent.
+
+The speech never repeats (numbers read out, at random): a looped sentence would, and an
+output time-warped by the delay control then matches one repetition shifted by a whole
+sentence better than the whole run at its true delay; the recording, aligned with the
+wrong repetition, would read as seconds of gaps.
 
     .venv/bin/python scripts/bench_hog.py [--seconds 60] [--loads 0,1,2]
 
@@ -39,6 +44,17 @@ BIN = Path(sys.executable).parent
 SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
 
 
+def program(folder: Path, seconds: float, seed: int = 7) -> Path:
+    """`seconds` of speech that never repeats: random numbers, read out."""
+    rng = np.random.default_rng(seed)
+    text = ". ".join(str(n) for n in rng.integers(1_000, 100_000, int(seconds) + 10))
+    data = soundfile.read(make_speech(folder / "numbers.wav", text), dtype="float32")[0]
+    if len(data) < seconds * 48_000:
+        raise SystemExit(f"the speech is only {len(data) / 48_000:.0f} s long")
+    soundfile.write(folder / "speech.wav", data[: int(seconds * 48_000)], 48_000)
+    return folder / "speech.wav"
+
+
 def run(hogs: int, seconds: float, speech: Path, folder: Path) -> dict[str, float]:
     port = free_udp_port()
     stats = folder / "stats.json"
@@ -57,7 +73,7 @@ def run(hogs: int, seconds: float, speech: Path, folder: Path) -> dict[str, floa
         ]
         sender = subprocess.run(
             [str(BIN / "airmic-send"), "--to", f"127.0.0.1:{port}", "--insecure", "-q",
-             "--input", f"file:{speech}", "--loop", "--duration", str(seconds)],
+             "--input", f"file:{speech}"],
             env=env, capture_output=True, text=True, timeout=seconds + 60,
         )  # fmt: skip
         time.sleep(0.5)
@@ -70,8 +86,7 @@ def run(hogs: int, seconds: float, speech: Path, folder: Path) -> dict[str, floa
         _, errors = receiver.communicate(timeout=30)
     if sender.returncode or receiver.returncode:
         raise SystemExit(f"a run failed:\n{sender.stderr}\n{errors}")
-    voice = soundfile.read(speech, dtype="float32")[0]
-    reference = np.tile(voice, int(seconds * 48_000 / len(voice)) + 1)[: int(seconds * 48_000)]
+    reference = soundfile.read(speech, dtype="float32")[0]
     out = soundfile.read(recorded, dtype="float32")[0]
     result = match(reference, out, max_lag=10 * 48_000)
     heard, heard_ms, longest_ms = silences(reference, result.aligned)
@@ -95,7 +110,7 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        speech = make_speech(Path(scratch) / "speech.wav")
+        speech = program(Path(scratch), args.seconds)
         for hogs in (int(n) for n in args.loads.split(",")):
             folder = Path(scratch) / f"hogs{hogs}"
             folder.mkdir()
