@@ -52,9 +52,6 @@ class Pulled(Protocol):
     def gap(self, seconds: float) -> None:
         """The output missed `seconds` (its thread); its timeline moved."""
 
-    def moved(self, seconds: float) -> None:
-        """The output's timeline moved `seconds` later, unheard (its thread)."""
-
     def retire(self) -> None: ...
 
 
@@ -102,9 +99,6 @@ class Player:
 
     def gap(self, seconds: float) -> None:
         self.session.gap(seconds)
-        self.session.clock_moved(seconds)
-
-    def moved(self, seconds: float) -> None:
         self.session.clock_moved(seconds)
 
     def stop(self) -> None:
@@ -165,9 +159,6 @@ class Feed:
 
     def gap(self, seconds: float) -> None:
         self.session.gap(seconds)
-
-    def moved(self, seconds: float) -> None:
-        pass  # the stream's clock is its driver's
 
     def retire(self) -> None:
         pass

@@ -1,12 +1,11 @@
 """An output into one PulseAudio sink (the virtual mic's feed), clocked by the server.
 
-One libpulse playback stream (the simple API, through pasimple) and one thread: it pulls
-every attached stream's next block, mixes them and writes the mix; `pa_simple_write`
+One libpulse playback stream (`airmic.receiver.libpulse`) and one thread: it pulls
+every attached stream's next block, mixes them and writes the mix; the write
 blocks while the server's buffer is full, so the server's clock paces the pulls. The
 buffer is the output's margin (`airmic.common.margin`): two 5 ms blocks on a quiet machine,
-a block more after each underrun, a block less after a calm spell, applied by reopening the
-stream once the blocks it still queues and the next are all quiet (pa_simple cannot resize
-a stream, and closing one discards its queue). An underrun is
+a block more after each underrun, a block less after a calm spell, applied by resizing the
+stream's buffer on the server (nothing queued is lost, so it is never heard). An underrun is
 seen after each write: the server's timeline (the time the queued audio ends, less the
 audio written) moved later by the time the server had nothing to play; it is counted for
 every stream that was playing, with its length.
@@ -21,19 +20,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 import numpy as np
 
-from airmic.common.audio import RATE, level_dbfs
+from airmic.common.audio import RATE
 from airmic.common.errors import DeviceError
 from airmic.common.margin import Margin
+from airmic.receiver.libpulse import PlaybackStream
 from airmic.receiver.player import OutputThread, PacedClock, Pulled, mix
 
 log = logging.getLogger(__name__)
 
-QUIET_DB = -50.0
-"""A block this quiet may be cut short by a reopen without being heard."""
 SLACK = 0.001
 """Seconds of the server's timeline unaccounted for before a gap is counted (its latency
 reports wobble by a few tenths of a millisecond)."""
@@ -54,7 +51,7 @@ class PulseOutput(OutputThread):
         self.margin = Margin(least=2)
         self.failed: str | None = None
         self.gaps = 0
-        self._stream = self._open()  # fails here, at start, if the sink is missing
+        self._stream: PlaybackStream | None = self._open()  # fails here if the sink is missing
         self._lock = threading.Lock()  # attach against failing over
         self._thread.start()
 
@@ -83,34 +80,20 @@ class PulseOutput(OutputThread):
         if self.gaps:
             log.info("%s: %d underruns", self.description, self.gaps)
 
-    def _open(self) -> Any:
-        import pasimple
-
+    def _open(self) -> PlaybackStream:
         self._opened = self.margin.blocks
-        size = self.margin.blocks * self.block * 4  # float32
-        try:
-            return pasimple.PaSimple(
-                pasimple.PA_STREAM_PLAYBACK,
-                pasimple.PA_SAMPLE_FLOAT32LE,
-                1,
-                RATE,
-                app_name="airmic-receive",
-                stream_name=self.name,
-                device_name=self.device,
-                tlength=size,
-                prebuf=size,
-                minreq=self.block,  # more than tlength: the server takes bursts
-            )
-        except pasimple.PaSimpleError as exc:
-            raise DeviceError(f"cannot play into PulseAudio sink {self.device!r}: {exc}") from None
+        # minreq in bytes, a quarter block: the server asks for audio as soon as it has room
+        return PlaybackStream(self.device, self.name, RATE, self._size(), self.block)
+
+    def _size(self) -> int:
+        """The stream's buffer in bytes: the margin's blocks of float32."""
+        return self.margin.blocks * self.block * 4
 
     def _run(self) -> None:
-        import pasimple
-
         players: list[Pulled] = []
         try:
             self._play(players)
-        except (pasimple.PaSimpleError, DeviceError) as exc:  # the server went away
+        except DeviceError as exc:  # the server went away
             log.warning("%s: playback stopped: %s", self.description, exc)
             self._stream = None
             if not self._closed:  # the streams' other sinks (files) play on
@@ -126,7 +109,6 @@ class PulseOutput(OutputThread):
     def _play(self, players: list[Pulled]) -> None:
         """Pull, mix, write, until closed: the server's clock paces each write."""
         timeline = _Timeline()
-        quiet = 0  # quiet blocks in a row, this one included
         while not self._closed:
             players[:] = self._take(players)
             if not players:
@@ -135,30 +117,27 @@ class PulseOutput(OutputThread):
                     timeline = _Timeline()
                 self._sleep()
                 continue
+            stream = self._stream
+            assert stream is not None  # only this thread replaces it
             now = time.monotonic()
             blocks = [player.beat(self.block, now, timeline.plays_at(now)) for player in players]
             data = mix(blocks, self.block)
-            quiet = quiet + 1 if level_dbfs(data) < QUIET_DB else 0
-            # Closing the stream discards what it still queues: those blocks must be quiet too.
-            if self._resize_due(now) and quiet > self._opened:
-                dropped = self._stream.get_latency() / 1e6  # what closing it discards
-                self._reopen()  # at a quiet block: unheard
-                timeline = _Timeline()
-                for player in players:  # later by the silence that primes the new one
-                    player.moved((self._opened - 1) * self.block / RATE - dropped)
+            if self._resize_due(now):  # nothing queued is lost: no step in the timeline
+                self._opened = self.margin.blocks
+                stream.resize(self._size())
             silence = 0
-            if not timeline.started or (timeline.reported and self._stream.get_latency() == 0):
+            if not timeline.started or (timeline.dry(now) and stream.latency() <= SLACK):
                 # Started, or ran dry: the margin is filled with silence first, so that the
                 # next pulls come at the server's pace, not in a burst that the streams'
                 # jitter buffers could not serve.
                 silence = (self._opened - 1) * self.block
                 if silence:
-                    self._stream.write(bytes(4 * silence))
-            self._stream.write(np.asarray(data, dtype="<f4").tobytes())
-            queued = self._stream.get_latency() / 1e6
+                    stream.write(bytes(4 * silence))
+            stream.write(np.asarray(data, dtype="<f4").tobytes())
+            queued = stream.latency()
             lost = timeline.wrote(silence + self.block, queued)
-            # It ran dry if its timeline moved and its buffer is not full even now (libpulse
-            # corrects its interpolated latency by a few ms now and then: not a gap).
+            # It ran dry if its timeline moved and its buffer is not full even now (the
+            # server's reports wobble by a few tenths of a millisecond: not a gap).
             if lost > SLACK and queued < (self._opened - 0.5) * self.block / RATE:
                 self.gaps += 1
                 self.margin.underrun(now)
@@ -175,10 +154,10 @@ class PulseOutput(OutputThread):
         return self.margin.blocks != self._opened
 
     def _reopen(self) -> None:
-        """A new stream with the margin's buffer. pa_simple cannot resize one, and a new
-        stream takes a few milliseconds to connect: only ever at a quiet block."""
+        """A new stream: one left to run dry while idle would take a burst when fed again."""
         stream, self._stream = self._stream, None
-        stream.close()
+        if stream is not None:
+            stream.close()
         self._stream = self._open()
 
 
@@ -210,6 +189,10 @@ class _Timeline:
         lost = 0.0 if self._origin is None else origin - self._origin
         self._origin = origin
         return lost
+
+    def dry(self, now: float) -> bool:
+        """Whether the queue should have run dry by `now` (then the server is asked)."""
+        return self.reported and self.empty_at <= now + SLACK
 
     @property
     def reported(self) -> bool:

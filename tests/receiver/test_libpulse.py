@@ -1,0 +1,95 @@
+"""The virtual mic's libpulse stream, on a real PulseAudio server: the queue it reports is
+the server's own, so a stall is measured to the millisecond; a resize loses nothing; a
+missing sink is an error."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import soundfile
+
+from airmic.common.errors import DeviceError
+from airmic.receiver.libpulse import PlaybackStream
+from airmic.receiver.pulse_sink import _Timeline
+from tests.processes import Process
+from tests.pulse import pactl, record_source
+
+BLOCK = 240
+TONE = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(BLOCK) / 48_000)).astype("<f4").tobytes()
+
+
+@pytest.fixture
+def null_sink(pulse, monkeypatch):
+    for key, value in pulse.items():
+        if key.startswith("PULSE_"):
+            monkeypatch.setenv(key, value)
+    pactl(pulse, "load-module", "module-null-sink", "sink_name=t", "rate=48000", "channels=1",
+          "format=s16le", "norewinds=1")  # fmt: skip
+    return pulse
+
+
+def silent_runs(path) -> tuple[float, list[float]]:
+    """The tone's length in the recording, and the silences inside it (ms)."""
+    audio = soundfile.read(path, dtype="float32")[0]
+    sounding = np.flatnonzero(np.abs(audio) > 0.05)
+    inside = np.abs(audio[sounding[0] : sounding[-1]]) > 0.05
+    edges = np.flatnonzero(np.diff(inside.astype(np.int8)))
+    runs = [(b - a) / 48 for a, b in zip(edges[::2], edges[1::2], strict=False) if b - a > 48]
+    return (sounding[-1] - sounding[0]) / 48, runs
+
+
+def play(tmp_path, env, blocks: int, act) -> tuple[float, list[float], list[float]]:
+    """`blocks` of tone into the null sink, `act(i, stream)` before each; the recorded
+    tone's length, its silences, and the losses the timeline saw (all in ms)."""
+    recorder = Process(record_source("t.monitor", tmp_path / "m.wav"), tmp_path, "rec", env)
+    time.sleep(0.5)
+    stream = PlaybackStream("t", "test", 48_000, 2 * BLOCK * 4, BLOCK)
+    timeline, losses = _Timeline(), []
+    try:
+        stream.write(bytes(4 * BLOCK))  # primed as the output does: the buffer fills at once
+        for i in range(blocks):
+            act(i, stream)
+            stream.write(TONE)
+            lost = timeline.wrote(BLOCK * (2 if i == 0 else 1), stream.latency())
+            if lost > 0.001:
+                losses.append(lost * 1e3)
+        time.sleep(0.3)
+    finally:
+        stream.close()
+    recorder.stop()
+    length, runs = silent_runs(tmp_path / "m.wav")
+    return length, runs, losses
+
+
+def test_each_stall_is_measured_as_the_mic_hears_it(tmp_path, null_sink):
+    def stall(i, stream):
+        if i in (100, 200, 300):  # 30 ms without a write: the 10 ms queue runs dry
+            time.sleep(0.03)
+
+    length, runs, losses = play(tmp_path, null_sink, 400, stall)
+    print(f"\nheard silences {runs} ms; measured {losses} ms; tone {length:.1f} ms")
+    assert len(runs) == 3 and len(losses) == 3
+    for heard, measured in zip(runs, losses, strict=True):
+        assert abs(heard - measured) < 1.0
+    assert abs(length - (2000 + sum(runs))) < 1.0  # nothing written was skipped
+
+
+def test_a_resize_is_not_heard(tmp_path, null_sink):
+    def resize(i, stream):
+        if i in (50, 150):
+            stream.resize(4 * BLOCK * 4)
+        if i in (100, 200):
+            stream.resize(2 * BLOCK * 4)
+
+    length, runs, losses = play(tmp_path, null_sink, 300, resize)
+    assert runs == [] and losses == []
+    assert abs(length - 1500) < 1.0
+
+
+def test_a_missing_sink_is_an_error(null_sink):
+    assert os.environ["PULSE_SERVER"] == null_sink["PULSE_SERVER"]
+    with pytest.raises(DeviceError, match="no.such.sink"):
+        PlaybackStream("no.such.sink", "test", 48_000, 2 * BLOCK * 4, BLOCK)
