@@ -112,6 +112,10 @@ def run(
     # Frozen, it is left out of the garbage collector's full passes, which otherwise scan it
     # all and stall the event loop for 25-50 ms here: several playout blocks, heard as gaps.
     gc.freeze()
+    # The audio threads (a sound server's writer, a sound card's filler) wait for the
+    # interpreter's lock whenever another thread runs Python; by default it changes hands
+    # every 5 ms, a whole block, and the virtual mic's 10 ms queue ran dry now and then.
+    sys.setswitchinterval(0.001)
     try:
         return asyncio.run(main(args))
     except KeyboardInterrupt:

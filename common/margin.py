@@ -3,7 +3,10 @@ machine's scheduling jitter, as the jitter buffer absorbs the network's.
 
 As small as it can be on a quiet machine; after an underrun (the device ran dry: a gap a
 listener heard) one block larger at once; one block smaller again after a calm spell
-without one. Sans-I/O: the output tells it when, with `now`.
+without one. An output that reports how low its queue fell (`spare`) has a close call
+(less than a block left) restart the calm spell, as an underrun does: on a machine that
+stays busy, shrinking would only bring the next underrun. Sans-I/O: the output tells it
+when, with `now`.
 """
 
 from __future__ import annotations
@@ -26,9 +29,14 @@ class Margin:
         self.blocks = min(self.most, self.blocks + 1)
         self._since = now
 
+    def spare(self, blocks: float, now: float) -> None:
+        """The audio still queued when the output came to refill it at `now`, in blocks."""
+        if blocks < 1.0:  # a close call: the calm spell starts again
+            self._since = now
+
     def due(self, now: float) -> bool:
-        """True when a calm spell has earned one block less: the output shrinks at its
-        next quiet moment, and says so with `shrink`."""
+        """True when a calm spell has earned one block less: the output shrinks, and says
+        so with `shrink`."""
         if self._since is None:
             self._since = now
         return self.blocks > self.least and now - self._since >= self.calm

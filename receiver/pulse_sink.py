@@ -134,11 +134,15 @@ class PulseOutput(OutputThread):
                 if silence:
                     stream.write(bytes(4 * silence))
             stream.write(np.asarray(data, dtype="<f4").tobytes())
+            asked = time.monotonic()
             queued = stream.latency()
-            lost = timeline.wrote(silence + self.block, queued)
-            # It ran dry if its timeline moved and its buffer is not full even now (the
-            # server's reports wobble by a few tenths of a millisecond: not a gap).
-            if lost > SLACK and queued < (self._opened - 0.5) * self.block / RATE:
+            answered = time.monotonic()
+            # what the server still had to play when this write reached it
+            self.margin.spare(queued * RATE / self.block - 1 - silence / self.block, now)
+            lost = timeline.wrote(silence + self.block, queued, asked, answered)
+            # It ran dry if its timeline moved by more than the reports can tell apart, and
+            # its buffer is not full even now.
+            if lost > SLACK + timeline.doubt and queued < (self._opened - 0.5) * self.block / RATE:
                 self.gaps += 1
                 self.margin.underrun(now)
                 log.debug("%s: ran dry %.1f ms; margin %d blocks", self.description, lost * 1e3,
@@ -171,18 +175,25 @@ class _Timeline:
         self.started = False
         self.written = 0  # samples
         self.empty_at = 0.0  # when the server's queue runs dry
+        self.doubt = 0.0  # seconds by which the last measured move may be off
+        self._half_trip = 0.0
         self._origin: float | None = None  # sample 0's time, gaps included
 
     def plays_at(self, now: float) -> float:
         """When a block pulled `now` will play."""
         return max(now, self.empty_at) if self.started else now
 
-    def wrote(self, samples: int, latency: float) -> float:
-        """`samples` went out and `latency` seconds are now queued; the seconds the server
-        had nothing to play since the last write."""
+    def wrote(self, samples: int, latency: float, asked: float, answered: float) -> float:
+        """`samples` went out, and the server, asked at `asked` and answering by `answered`,
+        had `latency` seconds queued; the seconds it had nothing to play since the last
+        write, give or take `doubt`."""
         self.started = True
         self.written += samples
-        self.empty_at = time.monotonic() + latency
+        # The server took its figure at some moment of the round trip: the middle is off by
+        # at most half of it (about 0.03 ms; a millisecond now and then).
+        self.empty_at = (asked + answered) / 2 + latency
+        self.doubt = self._half_trip + (answered - asked) / 2
+        self._half_trip = (answered - asked) / 2
         if not self.reported and latency <= 0:
             return 0.0  # no report from the server yet: a stale 0 is not a dry queue
         origin = self.empty_at - self.written / RATE

@@ -20,3 +20,18 @@ def test_the_margin_grows_with_underruns_and_shrinks_after_calm_spells():
     assert margin.blocks == 1 and not margin.due(1000.0)  # the least is kept
     margin.underrun(1001.0)
     assert margin.blocks == 2
+
+
+def test_a_close_call_restarts_the_calm_spell():
+    """An output that reports how low its queue fell: a moment with less than a block left
+    counts as an underrun would for the calm spell, without growing the margin."""
+    margin = Margin(least=1, most=4, calm=20.0)
+    margin.underrun(0.0)
+    margin.underrun(1.0)
+    for at in range(2, 30):
+        margin.spare(2.5 if at != 15 else 0.6, float(at))  # at 15 s: 0.6 blocks left
+    assert margin.blocks == 3 and not margin.due(34.9)
+    assert margin.due(35.0)  # 20 s after the close call
+    margin.shrink(35.0)
+    margin.spare(1.0, 40.0)  # a block left: not a close call
+    assert margin.blocks == 2 and margin.due(55.0)
