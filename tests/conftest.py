@@ -81,10 +81,17 @@ def udp_port() -> int:
 
 
 @pytest.fixture
-def pulse(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A private PulseAudio daemon for one test; its environment."""
+def pulse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A private sound server for one test; the environment that reaches it. PulseAudio, or
+    with `@pytest.mark.parametrize("pulse", SERVERS, indirect=True)` each of PulseAudio and
+    a PipeWire desktop (PipeWire, WirePlumber, pipewire-pulse) in turn."""
+    from tests.pipewire import private_pipewire
     from tests.pulse import private_pulseaudio
 
+    if getattr(request, "param", "pulseaudio") == "pipewire":
+        with private_pipewire() as env:
+            yield env
+        return
     folder = tmp_path / "pulse"
     folder.mkdir()
     with private_pulseaudio(folder) as env:

@@ -21,12 +21,15 @@ set-default-source feed.monitor
 """
 """Two clocked null sinks: `feed` (what a "microphone" hears: its monitor is the default
 source) and `speaker` (the default output: its monitor records what was played)."""
+SERVERS = ["pulseaudio", "pipewire"]
+"""The sound servers the virtual mic is tested on: `pulse`'s parameters."""
 
 
 def record_source(source: str, path: Path) -> list[str]:
-    """The command that records `source` as a 48 kHz mono WAV (until SIGINT)."""
+    """The command that records `source` as a 48 kHz mono WAV (until SIGINT). In 20 ms
+    pieces: on pipewire-pulse, parecord's default 2 s ones lose the last 2 s at SIGINT."""
     return ["parecord", f"--device={source}", "--rate=48000", "--channels=1",
-            "--format=s16le", "--file-format=wav", str(path)]  # fmt: skip
+            "--format=s16le", "--file-format=wav", "--latency-msec=20", str(path)]  # fmt: skip
 
 
 def record_pair(first: str, second: str, path: Path) -> list[str]:

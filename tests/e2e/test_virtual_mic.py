@@ -15,7 +15,7 @@ import soundfile
 from tests.audio_match import match, silences
 from tests.conftest import command, free_udp_port
 from tests.processes import Process, ReceiverProcess, send
-from tests.pulse import pactl, record_pair, record_source
+from tests.pulse import SERVERS, pactl, record_pair, record_source
 
 pytestmark = pytest.mark.e2e
 MIC_CORRELATION = 0.92
@@ -41,6 +41,7 @@ def receiver_in(tmp_path, name: str, port: int, env, sink: str = "virtual") -> R
     return receiver
 
 
+@pytest.mark.parametrize("pulse", SERVERS, indirect=True)
 def test_the_mic_appears_delivers_silence_then_the_stream(tmp_path, udp_port, pulse, speech):
     receiver = receiver_in(tmp_path, "receiver", udp_port, pulse)
     listing = pactl(pulse, "list", "sources")

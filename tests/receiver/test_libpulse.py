@@ -1,6 +1,6 @@
-"""The virtual mic's libpulse stream, on a real PulseAudio server: the queue it reports is
-the server's own, so a stall is measured to the millisecond; a resize loses nothing; a
-missing sink is an error."""
+"""The virtual mic's libpulse stream, on real PulseAudio and PipeWire (pipewire-pulse)
+servers: the queue it reports is the server's own, so a stall is measured to the
+millisecond; a resize loses nothing; a missing sink is an error, never a fallback."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from airmic.common.errors import DeviceError
 from airmic.receiver.libpulse import PlaybackStream
 from airmic.receiver.pulse_sink import _Timeline
 from tests.processes import Process
-from tests.pulse import pactl, record_source
+from tests.pulse import SERVERS, pactl, record_source
 
+pytestmark = pytest.mark.parametrize("pulse", SERVERS, indirect=True)
 BLOCK = 240
 TONE = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(BLOCK) / 48_000)).astype("<f4").tobytes()
 
@@ -29,6 +30,14 @@ def null_sink(pulse, monkeypatch):
     pactl(pulse, "load-module", "module-null-sink", "sink_name=t", "rate=48000", "channels=1",
           "format=s16le", "norewinds=1")  # fmt: skip
     return pulse
+
+
+@pytest.fixture
+def tolerance(request) -> float:
+    """How far, in ms, a measured loss may be from the one heard: 1 on PulseAudio; on
+    PipeWire, whose reports move by whole quanta (5.3 ms here), one quantum, and now and
+    then a quantum is measured that was not heard (after a stall, and as a stream starts)."""
+    return 1.0 if request.node.callspec.params["pulse"] == "pulseaudio" else 6.0
 
 
 def silent_runs(path) -> tuple[float, list[float]]:
@@ -66,20 +75,24 @@ def play(tmp_path, env, blocks: int, act) -> tuple[float, list[float], list[floa
     return length, runs, losses
 
 
-def test_each_stall_is_measured_as_the_mic_hears_it(tmp_path, null_sink):
+def test_each_stall_is_measured_as_the_mic_hears_it(tmp_path, null_sink, tolerance):
+    """Three stalls of 30 ms: each silence heard is the one measured, never less. (A hiccup
+    of the machine's own, heard, must be measured too.)"""
+
     def stall(i, stream):
         if i in (100, 200, 300):  # 30 ms without a write: the 10 ms queue runs dry
             time.sleep(0.03)
 
     length, runs, losses = play(tmp_path, null_sink, 400, stall)
     print(f"\nheard silences {runs} ms; measured {losses} ms; tone {length:.1f} ms")
-    assert len(runs) == 3 and len(losses) == 3
-    for heard, measured in zip(runs, losses, strict=True):
-        assert abs(heard - measured) < 1.0
-    assert abs(length - (2000 + sum(runs))) < 1.0  # nothing written was skipped
+    assert len(runs) >= 3
+    for heard in runs:
+        assert any(heard - 1.0 <= measured <= heard + tolerance for measured in losses)
+    assert sum(losses) - sum(runs) <= tolerance * len(losses)
+    assert abs(length - (2000 + sum(runs))) < tolerance  # nothing written was skipped
 
 
-def test_a_resize_is_not_heard(tmp_path, null_sink):
+def test_a_resize_is_not_heard(tmp_path, null_sink, tolerance):
     def resize(i, stream):
         if i in (50, 150):
             stream.resize(4 * BLOCK * 4)
@@ -87,8 +100,9 @@ def test_a_resize_is_not_heard(tmp_path, null_sink):
             stream.resize(2 * BLOCK * 4)
 
     length, runs, losses = play(tmp_path, null_sink, 300, resize)
-    assert runs == [] and losses == []
-    assert abs(length - 1500) < 1.0
+    assert runs == []
+    assert all(loss <= tolerance for loss in losses)  # PipeWire: a quantum now and then
+    assert abs(length - 1500) < tolerance
 
 
 def test_a_missing_sink_is_an_error(null_sink):
