@@ -62,7 +62,18 @@ def pulse_client() -> Any:
     try:
         return pulsectl.Pulse("airmic-receive")
     except pulsectl.PulseError:
+        if _pipewire_running():
+            raise NoPulseServer(
+                "PipeWire runs here but its PulseAudio server does not: start pipewire-pulse "
+                "('systemctl --user start pipewire-pulse', or 'apt-get install pipewire-pulse')"
+            ) from None
         raise NoPulseServer(f"no PulseAudio server is reachable; {PULSE_HINT}") from None
+
+
+def _pipewire_running() -> bool:
+    """Whether a PipeWire daemon's socket is there for this user."""
+    folder = os.environ.get("PIPEWIRE_RUNTIME_DIR") or os.environ.get("XDG_RUNTIME_DIR")
+    return bool(folder) and os.path.exists(os.path.join(str(folder), "pipewire-0"))
 
 
 @dataclass(frozen=True)
@@ -225,12 +236,16 @@ def _describe_virtual() -> list[str]:
     try:
         with pulse_client() as pulse:
             server = pulse.server_info()
-            mics = [
+            mics = [  # the mics apps see, not the feed's monitor
                 f"  {s.name}  {s.description!r}"
                 for s in pulse.source_list()
-                if "airmic.mic" in s.proplist
+                if "airmic.mic" in s.proplist and s.proplist.get("device.class") != "monitor"
             ]
     except NoPulseServer as exc:
         return [f"missing: {exc}"]
-    lines = [f"PulseAudio server: {server.server_name} {server.server_version}"]
+    if "PipeWire" in server.server_name:  # "PulseAudio (on PipeWire 0.3.65)"
+        version = server.server_name.split("PipeWire")[-1].strip(" )")
+        lines = [f"sound server: PipeWire {version}, through pipewire-pulse"]
+    else:
+        lines = [f"sound server: PulseAudio {server.server_version}"]
     return lines + (["airmic mics on it now:", *mics] if mics else ["no airmic mic on it now"])

@@ -19,6 +19,32 @@ from airmic.common.errors import DeviceError
 FRAGMENT = 0.005  # seconds per read: what the server hands over at a time
 
 
+def resolve(name: str) -> tuple[str, str]:
+    """The source `name` (the server's default one if empty) and its description. A
+    missing one is an error that lists the sources there are: PipeWire's pulse server
+    would silently record the default microphone instead."""
+    try:
+        import pulsectl
+    except (ImportError, OSError) as exc:
+        raise DeviceError(f"cannot load libpulse ({exc}): 'apt-get install libpulse0'") from None
+    try:
+        with pulsectl.Pulse("airmic-send") as pulse:
+            sources = pulse.source_list()
+            wanted = name or pulse.server_info().default_source_name
+    except pulsectl.PulseError:
+        raise DeviceError(
+            "no PulseAudio server is reachable (on a PipeWire desktop: is pipewire-pulse running?)"
+        ) from None
+    for source in sources:
+        if source.name == wanted:
+            return source.name, source.description
+    there = "\n".join(f"  pulse:{s.name}  ({s.description})" for s in sources) or "  none"
+    raise DeviceError(
+        f"cannot record from PulseAudio source {wanted!r}: the server has no such source; "
+        f"it has:\n{there}"
+    )
+
+
 class PulseSource:
     """`pulse[:SOURCE]`: a PulseAudio source (the server's default one if none is named),
     paced by its own clock. A reader thread blocks in `pa_simple_read` and hands each
@@ -27,8 +53,8 @@ class PulseSource:
     clocked = True
 
     def __init__(self, device: str) -> None:
-        self.device = device or None
-        self.description = f"PulseAudio source {device or '(default)'!r}"
+        self.device, described = resolve(device)
+        self.description = f"PulseAudio source {self.device!r} ({described})"
         self._stream = self._open()
 
     def _open(self) -> Any:
@@ -46,7 +72,7 @@ class PulseSource:
                 1,
                 RATE,
                 app_name="airmic-send",
-                device_name=self.device,
+                device_name=self.device,  # by name: a server never picks another for it
                 fragsize=size,
             )
         except pasimple.PaSimpleError as exc:

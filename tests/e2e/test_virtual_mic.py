@@ -1,5 +1,6 @@
-"""The virtual microphone, on a private PulseAudio daemon: made by the receiver, recorded
-from with parecord as any app would, removed on exit, recovered after a kill."""
+"""The virtual microphone, on a private PulseAudio daemon and (where marked) on a private
+PipeWire desktop too: made by the receiver, recorded from with parecord as any app would,
+removed on exit, recovered after a kill."""
 
 from __future__ import annotations
 
@@ -96,6 +97,7 @@ def test_device_to_device_latency(tmp_path, udp_port, pulse, speech, speech_samp
     assert 0 < latency_ms < 300  # the mic comes after the input, and not by a whole buffer
 
 
+@pytest.mark.parametrize("pulse", SERVERS, indirect=True)
 def test_after_a_kill_a_restart_leaves_exactly_one_mic(tmp_path, pulse):
     killed = receiver_in(tmp_path, "killed", free_udp_port(), pulse)
     killed.stop(signal.SIGKILL)
@@ -108,6 +110,7 @@ def test_after_a_kill_a_restart_leaves_exactly_one_mic(tmp_path, pulse):
     assert airmic_modules(pulse) == []
 
 
+@pytest.mark.parametrize("pulse", SERVERS, indirect=True)
 def test_two_receivers_get_their_own_mics(tmp_path, pulse, speech, speech_samples):
     ports = free_udp_port(), free_udp_port()
     kitchen = receiver_in(tmp_path, "kitchen", ports[0], pulse, "virtual:kitchen")
@@ -142,6 +145,7 @@ def test_two_receivers_get_their_own_mics(tmp_path, pulse, speech, speech_sample
     assert abs(np.argmax(spectrum) * 48_000 / len(hall_audio) - 440) < 2  # the tone, alone
 
 
+@pytest.mark.parametrize("pulse", SERVERS, indirect=True)
 def test_list_sinks_shows_the_server_and_its_mics(tmp_path, udp_port, pulse):
     receiver = receiver_in(tmp_path, "receiver", udp_port, pulse, "virtual:den")
     listing = subprocess.run(
@@ -149,7 +153,10 @@ def test_list_sinks_shows_the_server_and_its_mics(tmp_path, udp_port, pulse):
     )
     receiver.stop()
     assert listing.returncode == 0
-    assert "PulseAudio server: pulseaudio" in listing.stdout
+    print(listing.stdout)
+    server = "PulseAudio" if pulse.get("PIPEWIRE_RUNTIME_DIR") is None else "PipeWire"
+    assert f"sound server: {server} " in listing.stdout
+    assert "airmic_den_feed" not in listing.stdout  # the mic, not the feed's monitor
     assert "airmic_den  'AirMic (den)'" in listing.stdout
 
 
@@ -162,10 +169,22 @@ def test_without_a_server_the_virtual_mic_says_what_is_missing(tmp_path, udp_por
     assert "apt-get install" in receiver.stderr and "Traceback" not in receiver.stderr
 
 
+def test_with_pipewire_but_not_pipewire_pulse_the_hint_says_to_start_it(tmp_path, udp_port):
+    (tmp_path / "pipewire-0").touch()  # where PipeWire's socket is
+    env = {**os.environ, "PULSE_SERVER": f"unix:{tmp_path}/nothing-here",
+           "PIPEWIRE_RUNTIME_DIR": str(tmp_path)}  # fmt: skip
+    args = ["--listen", f"127.0.0.1:{udp_port}", "--sink", "virtual"]
+    receiver = Process([command("airmic-receive"), *args], tmp_path, "receiver", env)
+    assert receiver.wait() == 1
+    assert "start pipewire-pulse" in receiver.stderr and "Traceback" not in receiver.stderr
+
+
+@pytest.mark.parametrize("pulse", SERVERS, indirect=True)
 def test_a_missing_pulse_source_is_a_clear_error(tmp_path, udp_port, pulse):
     sender = send(udp_port, "--input", "pulse:no.such.source", folder=tmp_path, env=pulse)
     assert sender.wait() == 1
     assert "cannot record from PulseAudio source 'no.such.source'" in sender.stderr
+    assert "pulse:feed.monitor" in sender.stderr  # the sources there are
     assert "Traceback" not in sender.stderr
 
 
