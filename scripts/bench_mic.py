@@ -1,13 +1,14 @@
 """Device-to-device latency through the virtual mic, against GStreamer on the same path.
 
-On a private PulseAudio daemon, a minute of chirps (two a second) is played into the null
+On a private PulseAudio daemon (or, with --server pipewire, a private PipeWire desktop
+reached through pipewire-pulse), a minute of chirps (two a second) is played into the null
 sink `feed`; the sender captures its monitor (through libpulse, or PortAudio with
 `--input device:pulse`), streams it over UDP on loopback, and the
 receiver plays it into the virtual mic (airmic) or a null sink (GStreamer). One recorder
 takes `feed.monitor` and the mic side by side on one clock; each chirp's delay is where it
 turns up in the second channel after the first.
 
-    .venv/bin/python scripts/bench_mic.py [--seconds 60]
+    .venv/bin/python scripts/bench_mic.py [--seconds 60] [--server pulseaudio|pipewire]
 
 Prints a Markdown table; writes out/bench_mic.json.
 """
@@ -15,6 +16,7 @@ Prints a Markdown table; writes out/bench_mic.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import free_udp_port  # noqa: E402
+from tests.pipewire import private_pipewire  # noqa: E402
 from tests.pulse import pactl, private_pulseaudio, record_pair  # noqa: E402
 
 RATE = 48_000
@@ -162,12 +165,16 @@ def main() -> int:
         help="airmic-send's capture: pulse:feed.monitor (libpulse) or device:pulse (PortAudio)",
     )
     parser.add_argument("--only", help="run only the set-ups whose name contains this")
+    parser.add_argument("--server", choices=["pulseaudio", "pipewire"], default="pulseaudio",
+                        help="the sound server the mic is made on")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
-    with tempfile.TemporaryDirectory() as tmp, private_pulseaudio(Path(tmp)) as pulse:
-        folder = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        server = private_pipewire() if args.server == "pipewire" else private_pulseaudio(folder)
+        pulse = stack.enter_context(server)
         pactl(pulse, "load-module", "module-null-sink", "sink_name=gstout", "rate=48000",
               "channels=1", "format=s16le", "norewinds=1")  # fmt: skip
         sound, template = chirps(args.seconds, folder)
@@ -183,7 +190,7 @@ def main() -> int:
                 "found": len(delays),
                 "expected": expected,
             }
-    print("\n| set-up | latency median | p95 | chirps found |")
+    print(f"\non {args.server}\n\n| set-up | latency median | p95 | chirps found |")
     print("|---|---:|---:|---:|")
     for name, r in results.items():
         median = "n/a" if r["median_ms"] is None else f"{r['median_ms']:.1f} ms"
