@@ -14,7 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +23,16 @@ import pytest
 from tests.pulse import CONFIG, pactl
 
 USER = "airmic-desktop"
+RESTARTS: dict[str, Callable[[], None]] = {}
+"""By PULSE_SERVER: restarts that desktop's pipewire-pulse (its modules are gone after)."""
+
+
+def restart_pipewire_pulse(env: dict[str, str]) -> None:
+    """Restart pipewire-pulse under the desktop that `env` reaches, as a user's session
+    would after a crash or an update."""
+    RESTARTS[env["PULSE_SERVER"]]()
+
+
 DAEMONS = ("dbus-daemon", "pipewire", "wireplumber", "pipewire-pulse")
 
 
@@ -72,8 +82,18 @@ def private_pipewire() -> Iterator[dict[str, str]]:
     processes: list[subprocess.Popen] = []
     logs = open(folder / "daemons.log", "wb")  # noqa: SIM115 (closed below)
 
-    def start(*line: str) -> None:
-        processes.append(subprocess.Popen([*as_user, *line], env=env, stdout=logs, stderr=logs))
+    def start(*line: str) -> subprocess.Popen:
+        process = subprocess.Popen([*as_user, *line], env=env, stdout=logs, stderr=logs)
+        processes.append(process)
+        return process
+
+    def restart_pulse() -> None:  # what a desktop's pipewire-pulse restart looks like
+        old = next(p for p in processes if p.args[-1] == "pipewire-pulse" and p.poll() is None)
+        old.terminate()
+        old.wait(timeout=10)
+        (runtime / "pulse" / "native").unlink(missing_ok=True)
+        start("pipewire-pulse")
+        _wait_for(runtime / "pulse" / "native", "pipewire-pulse", processes[-1:])
 
     try:
         start("dbus-daemon", "--session", "--nofork", f"--address=unix:path={runtime}/bus")
@@ -92,9 +112,13 @@ def private_pipewire() -> Iterator[dict[str, str]]:
             time.sleep(0.05)
         for line in CONFIG.splitlines()[1:]:  # the same "feed" and "speaker" as PulseAudio's
             pactl(client, *line.split())
+        RESTARTS[client["PULSE_SERVER"]] = restart_pulse
         yield client
     finally:
+        RESTARTS.pop(f"unix:{runtime}/pulse/native", None)
         for process in reversed(processes):
+            if process.poll() is not None:
+                continue
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=10)

@@ -15,6 +15,7 @@ import soundfile
 
 from tests.audio_match import match, silences
 from tests.conftest import command, free_udp_port
+from tests.pipewire import restart_pipewire_pulse
 from tests.processes import Process, ReceiverProcess, send
 from tests.pulse import SERVERS, pactl, record_pair, record_source
 
@@ -264,3 +265,32 @@ def test_every_gap_at_the_mic_is_counted(tmp_path, udp_port, pulse, speech, load
         assert heard < 3 and stream["gaps"] < 3
     if load == "frozen receiver":
         assert stream["gaps"] >= 2 and stream["gap_ms"] >= 2 * 40  # each freeze counted
+
+
+@pytest.mark.parametrize("pulse", ["pipewire"], indirect=True)
+def test_after_pipewire_pulse_restarts_nothing_plays_into_the_speakers(tmp_path, udp_port, pulse):
+    """pipewire-pulse restarted under a running receiver takes the mic's modules with it; a
+    stream that starts then must not be routed to the default output (the speakers: here a
+    null sink whose monitor is recorded) but still gets its file."""
+    folder = tmp_path / "receiver"
+    folder.mkdir()
+    wav = folder / "out.wav"
+    receiver = ReceiverProcess(
+        folder, udp_port, idle=None, sinks=("virtual", f"wav:{wav}"), env=pulse
+    )
+    receiver.wait_for("is ready")
+    restart_pipewire_pulse(pulse)
+    pactl(pulse, "load-module", "module-null-sink", "sink_name=speaker", "rate=48000",
+          "channels=1", "format=s16le")  # fmt: skip
+    pactl(pulse, "set-default-sink", "speaker")
+    heard = tmp_path / "speaker.wav"
+    recorder = Process(record_source("speaker.monitor", heard), tmp_path, "parecord", pulse)
+    sender = send(udp_port, "--input", "tone:440", "--duration", "2", folder=tmp_path)
+    assert sender.wait() == 0, sender.stderr
+    subprocess.run(["sleep", "0.5"], check=True)
+    recorder.stop()
+    assert receiver.stop() == 0, receiver.stderr
+    speakers = soundfile.read(heard, dtype="float32")[0]
+    assert len(speakers) > 48_000 and np.abs(speakers).max() < 1e-3  # silent
+    assert "playback stopped" in receiver.stderr and "Traceback" not in receiver.stderr
+    assert len(soundfile.read(wav, dtype="float32")[0]) > 1.5 * 48_000  # the file has it
