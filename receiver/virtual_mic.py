@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,26 +162,87 @@ def _alive(pid: int) -> bool:
 
 
 class VirtualMicSinkFactory:
-    """`virtual[:NAME]`: the mic exists from start to exit; every stream is mixed into it."""
+    """`virtual[:NAME]`: the mic exists from start to exit; every stream is mixed into it.
+
+    A watcher thread listens to the server's events: when the server goes away (a
+    pipewire-pulse restart takes every module with it) or the mic's source is removed, it
+    makes the mic again as soon as the server answers (within half a second), with a new
+    output; streams that start then play into it. Nothing is played meanwhile: the server
+    would route a stream whose sink is missing to the default output, the speakers. Streams
+    that were playing when it broke go on into their files only."""
+
+    RETRY = 0.5  # seconds between attempts while the server is away
 
     def __init__(self, name: str, block: int = BLOCK) -> None:
         self.spec = f"virtual:{name}" if name else "virtual"
         self.mic = VirtualMic(name)
+        self.block = block
         self.mic.create()
         try:
-            self.output = PulseOutput(self.mic.sink, f"{self.mic.description} feed", block)
+            self.output = self._new_output()
         except DeviceError:
             self.mic.remove()
             raise
-        self.output.description = f"virtual:{self.mic.source}"
+        self.heals = 0
+        self._broken: list[PulseOutput] = []  # outputs whose server went away
+        self._closing = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="mic watcher", daemon=True)
+        self._watcher.start()
+
+    def _new_output(self) -> PulseOutput:
+        output = PulseOutput(self.mic.sink, f"{self.mic.description} feed", self.block)
+        output.description = f"virtual:{self.mic.source}"
+        return output
 
     def open(self, stream: str) -> Output:
-        if self.output.failed is not None:
-            raise DeviceError(f"the sound server went away ({self.output.failed})")
-        return self.output
+        output = self.output
+        if output.failed is not None:
+            raise DeviceError(f"the sound server went away ({output.failed})")
+        return output
+
+    def _watch(self) -> None:
+        """Until closed: follow the server's module and source events; heal the mic when it
+        is gone. Idle, it wakes once a second and asks the server nothing."""
+        import pulsectl
+
+        removed = threading.Event()
+
+        def seen(event: Any) -> None:
+            if event.t == pulsectl.PulseEventTypeEnum.remove:
+                removed.set()
+
+        while not self._closing.is_set():
+            try:
+                with pulse_client() as pulse:
+                    pulse.event_mask_set("module", "source")
+                    pulse.event_callback_set(seen)
+                    removed.set()  # (re)connected: look once
+                    while not self._closing.is_set():
+                        if removed.is_set():
+                            removed.clear()
+                            if self.mic.source not in [s.name for s in pulse.source_list()]:
+                                self._heal()
+                        pulse.event_listen(timeout=1.0)
+            except (NoPulseServer, pulsectl.PulseError, pulsectl.PulseDisconnected):  # away
+                self._closing.wait(self.RETRY)
+            except DeviceError as exc:  # back, but the mic cannot be made yet
+                log.warning("the virtual microphone could not be made again yet: %s", exc)
+                self._closing.wait(self.RETRY)
+
+    def _heal(self) -> None:
+        log.warning("the virtual microphone %r is gone (the sound server restarted?): "
+                    "making it again", self.description)  # fmt: skip
+        self.mic.create()
+        self._broken.append(self.output)  # its streams play on into their files till they end
+        self.output = self._new_output()
+        self.heals += 1
+        log.warning("virtual microphone %r is back", self.description)
 
     def close(self) -> None:
-        self.output.close()
+        self._closing.set()
+        self._watcher.join(timeout=2.0)
+        for output in [*self._broken, self.output]:
+            output.close()
         try:
             self.mic.remove()
         except DeviceError as exc:  # the server went away first: nothing left to remove

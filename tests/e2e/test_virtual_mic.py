@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -268,10 +269,13 @@ def test_every_gap_at_the_mic_is_counted(tmp_path, udp_port, pulse, speech, load
 
 
 @pytest.mark.parametrize("pulse", ["pipewire"], indirect=True)
-def test_after_pipewire_pulse_restarts_nothing_plays_into_the_speakers(tmp_path, udp_port, pulse):
-    """pipewire-pulse restarted under a running receiver takes the mic's modules with it; a
-    stream that starts then must not be routed to the default output (the speakers: here a
-    null sink whose monitor is recorded) but still gets its file."""
+def test_after_pipewire_pulse_restarts_the_mic_comes_back_and_no_speaker_hears_it(
+    tmp_path, udp_port, pulse
+):
+    """pipewire-pulse restarted under a running receiver takes the mic's modules with it:
+    the receiver makes the mic again within 2 s, and a stream that starts then plays into
+    it, never into the default output (the speakers: a null sink whose monitor is
+    recorded); the stream's file gets it too."""
     folder = tmp_path / "receiver"
     folder.mkdir()
     wav = folder / "out.wav"
@@ -283,14 +287,26 @@ def test_after_pipewire_pulse_restarts_nothing_plays_into_the_speakers(tmp_path,
     pactl(pulse, "load-module", "module-null-sink", "sink_name=speaker", "rate=48000",
           "channels=1", "format=s16le")  # fmt: skip
     pactl(pulse, "set-default-sink", "speaker")
-    heard = tmp_path / "speaker.wav"
-    recorder = Process(record_source("speaker.monitor", heard), tmp_path, "parecord", pulse)
+    deadline = time.monotonic() + 2.0
+    while "airmic" not in sources(pulse):
+        assert time.monotonic() < deadline, receiver.stderr
+        time.sleep(0.05)
+    receiver.wait_for("is back")
+    recorders = [
+        Process(record_source(source, tmp_path / f"{source}.wav"), tmp_path, source, pulse)
+        for source in ("speaker.monitor", "airmic")
+    ]
     sender = send(udp_port, "--input", "tone:440", "--duration", "2", folder=tmp_path)
     assert sender.wait() == 0, sender.stderr
     subprocess.run(["sleep", "0.5"], check=True)
-    recorder.stop()
+    for recorder in recorders:
+        recorder.stop()
     assert receiver.stop() == 0, receiver.stderr
-    speakers = soundfile.read(heard, dtype="float32")[0]
+    speakers = soundfile.read(tmp_path / "speaker.monitor.wav", dtype="float32")[0]
     assert len(speakers) > 48_000 and np.abs(speakers).max() < 1e-3  # silent
-    assert "playback stopped" in receiver.stderr and "Traceback" not in receiver.stderr
-    assert len(soundfile.read(wav, dtype="float32")[0]) > 1.5 * 48_000  # the file has it
+    mic = soundfile.read(tmp_path / "airmic.wav", dtype="float32")[0]
+    spectrum = np.abs(np.fft.rfft(mic))
+    assert abs(np.argmax(spectrum) * 48_000 / len(mic) - 440) < 2  # the tone, in the mic
+    assert np.sum(np.abs(mic) > 0.05) > 1.5 * 48_000
+    assert len(soundfile.read(wav, dtype="float32")[0]) > 1.5 * 48_000  # and in its file
+    assert "Traceback" not in receiver.stderr
