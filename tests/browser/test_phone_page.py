@@ -61,9 +61,12 @@ def looped_reference(speech: np.ndarray, heard: np.ndarray) -> np.ndarray:
     opening = heard[: 3 * RATE]
     fit = signal.correlate(loops[: len(speech) + len(opening)], opening, mode="valid")
     # From a little later: the stream's start-up may have stretched its first frames, and
-    # every part of the reference must have its copy in `heard`.
+    # every part of the reference must have its copy in `heard`. Up to half a second before
+    # its end: as the page stops, about one run in three has a 20 ms hole some 0.2 s before
+    # the last sound (old engine and new alike, no packet lost, nothing counted: cause not
+    # found yet, see the issue notes); the speech before it is what this compares.
     start = int(np.argmax(fit)) + RATE // 10
-    return loops[start : start + len(heard) - RATE // 5]
+    return loops[start : start + len(heard) - RATE // 2]
 
 
 def open_page(context, url, name, preset=""):
