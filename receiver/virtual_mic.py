@@ -183,7 +183,6 @@ class VirtualMicSinkFactory:
         except DeviceError:
             self.mic.remove()
             raise
-        self.heals = 0
         self._broken: list[PulseOutput] = []  # outputs whose server went away
         self._closing = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="mic watcher", daemon=True)
@@ -235,7 +234,6 @@ class VirtualMicSinkFactory:
         self.mic.create()
         self._broken.append(self.output)  # its streams play on into their files till they end
         self.output = self._new_output()
-        self.heals += 1
         log.warning("virtual microphone %r is back", self.description)
 
     def close(self) -> None:
