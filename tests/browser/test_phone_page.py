@@ -176,4 +176,6 @@ def test_the_page_streams_into_the_virtual_mic(tmp_path, udp_port, lan, speech, 
     (stream,) = receiver.stats()["streams"]
     assert stream["stream"] == "kitchen (WebRTC)" and stream["lost"] == 0
     result = compare(recorded, speech, "recorded from the virtual mic")
-    assert result.correlation >= 0.9 and result.longest_gap <= 1
+    assert result.correlation >= 0.9
+    # No gap beyond a frame, unless the machine stalled the mic: then the receiver counted it
+    assert result.longest_gap <= 1 or stream["gap_ms"] >= 10 * (result.longest_gap - 1)
