@@ -49,28 +49,44 @@ def wait_until_bound(port: int, receiver: subprocess.Popen[bytes]) -> None:
     raise SystemExit("airmic-receive did not start")
 
 
-def pair(homes: dict[str, dict[str, str]]) -> None:
-    """airmic-receive pair shows a code; airmic-send pair CODE uses it."""
+def pair(homes: dict[str, dict[str, str]], address: str) -> None:
+    """airmic-receive pair shows a code; airmic-send pair ADDRESS CODE uses it. By address,
+    not by name: other receivers may be advertised on this machine or network."""
     console = Console()
-    console.print("[bold]Pairing[/]: airmic-receive pair, then airmic-send pair CODE")
+    console.print("[bold]Pairing[/]: airmic-receive pair, then airmic-send pair ADDRESS CODE")
     window = subprocess.Popen([BIN / "airmic-receive", "pair"], env=homes["receiver"],
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert window.stdout is not None
-    code = None
-    for line in window.stdout:
-        print(f"  {line}", end="")
-        found = re.search(r"airmic-send pair (\d{6})", line)
-        if found:
-            code = found[1]
-            break
-    if code is None:
-        raise SystemExit("airmic-receive pair showed no code")
-    sender = [BIN / "airmic-send", "pair", code, "--name", "demo-sender", "--interface",
-              "127.0.0.1"]  # fmt: skip
-    paired = subprocess.run(sender, env=homes["sender"])
-    print(f"  {window.communicate(timeout=30)[0]}", end="")
+    try:
+        assert window.stdout is not None
+        code = None
+        for line in window.stdout:
+            print(f"  {line}", end="")
+            found = re.search(r"airmic-send pair (\d{3} ?\d{3})", line)
+            if found:
+                code = found[1].replace(" ", "")
+                break
+        if code is None:
+            raise SystemExit("airmic-receive pair showed no code")
+        sender = [BIN / "airmic-send", "pair", address, code, "--name", "demo-sender"]
+        paired = subprocess.run(sender, env=homes["sender"], timeout=60)
+        print(f"  {window.communicate(timeout=30)[0]}", end="")
+    except subprocess.TimeoutExpired:
+        raise SystemExit("pairing did not finish in time") from None
+    finally:
+        end(window)
     if paired.returncode or window.returncode:
         raise SystemExit("pairing failed")
+
+
+def end(process: subprocess.Popen) -> None:
+    """Stop a process the demo started, whatever happened: Ctrl-C, then a kill."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def main() -> int:
@@ -104,9 +120,10 @@ def main() -> int:
     )  # fmt: skip
     try:
         wait_until_bound(port, receiver)
-        pair(homes)
-        console.print(f"[bold]Starting airmic-send[/] with {spec}: no address, it finds 'demo'")
-        sender = [BIN / "airmic-send", "--interface", "127.0.0.1", "--input", spec,
+        address = f"127.0.0.1:{port}"
+        pair(homes, address)
+        console.print(f"[bold]Starting airmic-send[/] with {spec}, to {address}")
+        sender = [BIN / "airmic-send", "--to", address, "--input", spec,
                   "--frame-ms", args.frame_ms]  # fmt: skip
         if args.low_latency:
             sender.append("--low-latency")
@@ -116,10 +133,11 @@ def main() -> int:
         receiver.send_signal(signal.SIGINT)
         if receiver.wait(timeout=30):
             return 1
+    except subprocess.TimeoutExpired:
+        console.print("[red]airmic-receive did not stop in time[/]")
+        return 1
     finally:
-        if receiver.poll() is None:
-            receiver.terminate()
-            receiver.wait()
+        end(receiver)
 
     report = json.loads(stats.read_text())
     if not report["streams"]:
