@@ -16,7 +16,7 @@ import threading
 import time
 import wave
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
@@ -96,16 +96,14 @@ class WavSink:
     """
 
     def __init__(self, path: Path, writer: FileWriter) -> None:
-        self.path = path
+        self._raw = _create(path)
+        self.path = path = Path(self._raw.name)
         self.description = f"wav:{path}"
         self.samples = 0
         self._writer = writer
         self._pending_silence = 0
         self._closed = threading.Event()
-        try:
-            self._file = wave.open(str(path), "wb")  # noqa: SIM115 (closed by close_now())
-        except OSError as exc:
-            raise DeviceError(f"cannot write {path}: {exc.strerror}") from None
+        self._file = wave.open(self._raw, "wb")  # noqa: SIM115 (closed by close_now())
         self._file.setnchannels(1)
         self._file.setsampwidth(2)
         self._file.setframerate(RATE)
@@ -138,27 +136,38 @@ class WavSink:
         """The writer's thread."""
         try:
             self._file.close()
+            self._raw.close()
         finally:
             self._closed.set()
 
 
+def _create(path: Path) -> BinaryIO:
+    """A new file at `path`, or, if that exists, at the first free PATH-2.wav, PATH-3.wav…:
+    a recording is never overwritten, by this run or by the next. Raises DeviceError."""
+    for n in range(1, 10_000):
+        candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix or '.wav'}")
+        try:
+            return candidate.open("xb")
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise DeviceError(f"cannot write {candidate}: {exc.strerror}") from None
+    raise DeviceError(f"cannot write {path}: PATH-2 to PATH-9999 all exist")
+
+
 class WavSinkFactory:
-    """`wav:PATH`: the first stream goes to PATH, later ones to PATH-2.wav, PATH-3.wav…"""
+    """`wav:PATH`: the first stream goes to PATH, later ones (or all, if PATH exists) to the
+    first of PATH-2.wav, PATH-3.wav… that does not exist."""
 
     def __init__(self, path: Path) -> None:
         self.spec = f"wav:{path}"
         self.path = path
-        self._opened = 0
         if not path.parent.is_dir():
             raise UsageError(f"cannot write {path}: no folder {path.parent}")
         self._writer = FileWriter()
 
     def open(self, stream: str) -> StreamSink:
-        self._opened += 1
-        path = self.path
-        if self._opened > 1:
-            path = path.with_name(f"{path.stem}-{self._opened}{path.suffix or '.wav'}")
-        return WavSink(path, self._writer)
+        return WavSink(self.path, self._writer)
 
     def close(self) -> None:
         self._writer.close()

@@ -178,8 +178,8 @@ class WhipEndpoint:
         if publication is None:
             return False
         self.senders.pop(publication.address, None)  # its session, if any, has its name
+        self._ended(publication.address)  # told with the slot freed, not after the close
         await publication.pc.close()
-        self._ended(publication.address)
         log.info("WebRTC stream %s (%s) closed", publication.id, publication.label)
         return True
 

@@ -95,3 +95,17 @@ def test_a_sink_clock_off_by_1000_ppm_is_followed(tmp_path, udp_port, speech, sp
     out = read(tmp_path / "out.wav")
     result = match(np.tile(speech_samples, 2)[: 12 * 48_000], out)  # what was sent
     assert result.correlation >= 0.9 and result.longest_gap <= 1
+
+
+def test_a_second_run_never_overwrites_the_first_recording(tmp_path, udp_port):
+    recordings = []
+    for freq in (440, 880):
+        receiver = ReceiverProcess(tmp_path, udp_port)
+        tone = send(udp_port, "--input", f"tone:{freq}", "--duration", "1", folder=tmp_path)
+        assert tone.wait() == 0 and receiver.wait() == 0, receiver.stderr
+        recordings.append((tmp_path / "out.wav").read_bytes())
+    assert recordings[0] == recordings[1]  # the first run's file, untouched
+    second = read(tmp_path / "out-2.wav")
+    reference = 10 ** (-12 / 20) * np.sin(2 * np.pi * 880 * np.arange(48_000) / 48_000)
+    assert match(reference, second).correlation >= 0.9
+    assert "out-2.wav" in receiver.stderr  # the receiver says where it went
