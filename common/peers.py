@@ -5,10 +5,13 @@ with the public key of its identity, which is what is trusted (the name is for p
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from rich.table import Table
 
 from airmic.common.config import write_private
 from airmic.common.errors import UsageError
@@ -20,6 +23,7 @@ class Peer:
     name: str
     key: bytes  # its identity's public key
     paired: str  # when, ISO 8601
+    seen: tuple[str, str, int] | None = None  # a receiver's last mDNS instance, address, port
 
     @property
     def fingerprint(self) -> str:
@@ -36,7 +40,15 @@ class Peers:
     def all(self) -> list[Peer]:
         try:
             entries = json.loads(self.path.read_text())
-            return [Peer(e["name"], base64.b64decode(e["key"]), e["paired"]) for e in entries]
+            return [
+                Peer(
+                    e["name"],
+                    base64.b64decode(e["key"]),
+                    e["paired"],
+                    tuple(e["seen"]) if e.get("seen") else None,  # type: ignore[arg-type]
+                )
+                for e in entries
+            ]
         except FileNotFoundError:
             return []
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -69,16 +81,41 @@ class Peers:
         self._write([*others, peer])
         return peer
 
-    def remove(self, name: str) -> Peer | None:
+    def saw(self, key: bytes, name: str, seen: tuple[str, str, int]) -> None:
+        """A receiver found on the network: where (tried first next time), under the name it
+        goes by now (if no other peer has it)."""
+        peers = self.all()
+        taken = {peer.name for peer in peers if peer.key != key}
+        updated = [
+            dataclasses.replace(p, name=p.name if name in taken else name, seen=seen)
+            if p.key == key
+            else p
+            for p in peers
+        ]
+        if updated != peers:
+            self._write(updated)
+
+    def remove(self, name: str, what: str = "peer") -> Peer:
+        """Unpair the peer named `name` (a `what`: "sender", "receiver"). Raises UsageError."""
         peers = self.all()
         gone = next((peer for peer in peers if peer.name == name), None)
-        if gone is not None:
-            self._write([peer for peer in peers if peer is not gone])
+        if gone is None:
+            names = ", ".join(peer.name for peer in peers) or "none"
+            raise UsageError(f"no paired {what} is named {name!r} (paired: {names})")
+        self._write([peer for peer in peers if peer is not gone])
         return gone
+
+    def table(self, what: str) -> Table:
+        """The peers for a terminal: `what` heads the first column ("sender", "receiver")."""
+        table = Table(what, "key fingerprint", "paired", box=None, pad_edge=False)
+        for peer in self.all():
+            table.add_row(peer.name, peer.fingerprint[:23] + "…", peer.paired.replace("T", " "))
+        return table
 
     def _write(self, peers: list[Peer]) -> None:
         entries = [
             {"name": p.name, "key": base64.b64encode(p.key).decode(), "paired": p.paired}
+            | ({"seen": list(p.seen)} if p.seen else {})
             for p in peers
         ]
         write_private(self.path, (json.dumps(entries, indent=2) + "\n").encode())

@@ -56,8 +56,20 @@ class Advertiser:
         return cls(open_mdns(interface), info)
 
     async def _register(self) -> None:
+        wanted = self._info.name
         try:
             await self._zeroconf.async_register_service(self._info, allow_name_change=True)
+            if self._info.name != wanted:  # another receiver has the name: zeroconf made
+                # this one "NAME-2"; its TXT name follows, so senders see two names
+                name = self._info.name.removesuffix(f".{SERVICE}")
+                self._info = _info(self._info.name, self._info, name)
+                await self._zeroconf.async_update_service(self._info)
+                log.warning(
+                    "another receiver on the network is named %r: this one is %r "
+                    "(--name NAME chooses another)",
+                    wanted.removesuffix(f".{SERVICE}"),
+                    name,
+                )
         except (NonUniqueNameException, OSError) as exc:
             log.error("cannot advertise the receiver by mDNS: %s", exc)
             return
@@ -74,6 +86,18 @@ class Advertiser:
         if self._registered:
             await self._zeroconf.async_unregister_service(self._info)
         await self._zeroconf.async_close()
+
+
+def _info(full_name: str, like: ServiceInfo, name: str) -> ServiceInfo:
+    """`like`, under another instance name, with that name in its TXT record."""
+    return ServiceInfo(
+        SERVICE,
+        full_name,
+        addresses=like.addresses,
+        port=like.port,
+        properties={**like.decoded_properties, "name": name},
+        server=like.server,
+    )
 
 
 def _instance(name: str) -> str:

@@ -7,8 +7,6 @@ import asyncio
 import time
 from pathlib import Path
 
-from rich.table import Table
-
 from airmic.common.cli import add_logging_options
 from airmic.common.config import config_dir
 from airmic.common.errors import UsageError
@@ -49,10 +47,7 @@ async def main(args: argparse.Namespace) -> int:
     if args.command == "paired":
         return paired(folder)
     if args.command == "unpair":
-        gone = senders(folder).remove(args.name)
-        if gone is None:
-            names = ", ".join(p.name for p in senders(folder).all()) or "none"
-            raise UsageError(f"no paired sender is named {args.name!r} (paired: {names})")
+        gone = senders(folder).remove(args.name, "sender")
         OUT.print(f"unpaired {gone.name}: its streams are refused from now on")
         return 0
     return await pair(folder, args.minutes * 60)
@@ -63,10 +58,7 @@ def paired(folder: Path) -> int:
     if not peers:
         OUT.print("no paired sender yet: airmic-receive pair shows a code for one")
         return 0
-    table = Table("sender", "key fingerprint", "paired", box=None, pad_edge=False)
-    for peer in peers:
-        table.add_row(peer.name, peer.fingerprint[:23] + "…", peer.paired.replace("T", " "))
-    OUT.print(table)
+    OUT.print(senders(folder).table("sender"))
     return 0
 
 

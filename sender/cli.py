@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import socket
 import sys
@@ -18,10 +19,10 @@ from airmic.common.cli import (
 )
 from airmic.common.devices import describe_devices
 from airmic.common.dsp import PRESETS, add_dsp_options, settings_from_args
-from airmic.common.errors import UsageError
+from airmic.common.errors import NetworkError, UsageError
 from airmic.common.opus import FRAME_MS, OpusConfig
 from airmic.common.red import RED_PAYLOAD_TYPE
-from airmic.sender.discovery import choose, discover
+from airmic.sender.discovery import PATIENCE, choose, discover, names, paired_found
 from airmic.sender.pairing import list_receivers
 from airmic.sender.pipeline import SenderConfig, run_sender
 from airmic.sender.secure import receivers
@@ -48,7 +49,9 @@ inputs:
 
 commands:
   airmic-send pair [RECEIVER] CODE   pair with a receiver, once (airmic-receive pair shows
-                                     the code)
+                                     the code: 123 456)
+  airmic-send paired                 list the paired receivers
+  airmic-send unpair NAME            forget one
   airmic-send probe [--input SPEC]   record a few seconds, say what the input needs and which
                                      preset and gain suit it (airmic-send probe --help)
 
@@ -224,13 +227,24 @@ async def destination(args: argparse.Namespace) -> tuple[str, int] | WhipTarget:
     """--to and --transport: an address for RTP/UDP, or a link for WebRTC; with no --to, or
     a name, the receiver found on the network (the paired one)."""
     if args.to is None or (_is_name(args.to) and args.transport != "webrtc"):
-        everyone = await discover(args.interface)
+        known = receivers()
+        if args.to is None:  # until the paired receiver answers
+            if known.all():
+                log.info("looking for %s on the network…", " or ".join(p.name for p in known.all()))
+            everyone = await discover(args.interface, PATIENCE, paired_found(known), known)
+        else:
+            everyone = await discover(args.interface, known=known)
         named = args.to is not None and any(f.name.lower() == args.to.lower() for f in everyone)
         if args.to is None or named:
-            found = choose(everyone, receivers(), args.to)
+            found = await choose(everyone, known, args.to)
             log.info("found %s at %s:%d", found.name, found.address, found.port)
             return found.address, found.port
         # no receiver of that name: a host name (localhost, pc) as before
+        if not await _resolves(args.to):
+            raise NetworkError(
+                f"no receiver named {args.to!r} (found: {names(everyone)}), and no host of "
+                f"that name: cannot resolve {args.to!r}"
+            )
     link = args.to.startswith(("https://", "http://"))
     if args.transport == "udp" and link:
         raise UsageError("RTP/UDP goes to an address: --to HOST[:PORT], not a link")
@@ -247,6 +261,14 @@ async def destination(args: argparse.Namespace) -> tuple[str, int] | WhipTarget:
         raise UsageError(str(exc)) from None
 
 
+async def _resolves(host: str) -> bool:
+    try:
+        await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError:
+        return False
+    return True
+
+
 def _is_name(text: str) -> bool:
     """A receiver's name rather than an address: no dots, colons or digits first."""
     return not (text[0].isdigit() or "." in text or ":" in text or text.startswith("["))
@@ -258,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         from airmic.sender import pairing
 
         return run(pairing.main, pairing.build_parser().parse_args(argv[1:]))
+    if argv[:1] in (["paired"], ["unpair"]):
+        from airmic.sender import pairing
+
+        return run(pairing.peers, pairing.build_peers_parser().parse_args(argv))
     if argv[:1] == ["probe"]:
         from airmic.sender import probe
 

@@ -1,5 +1,6 @@
 """airmic-send pair [RECEIVER] CODE: pair this sender with a receiver, once, with the code
-`airmic-receive pair` shows; and airmic-send --discover, which lists the receivers found."""
+`airmic-receive pair` shows; airmic-send paired | unpair NAME, the receivers paired; and
+airmic-send --discover, which lists the receivers found."""
 
 from __future__ import annotations
 
@@ -47,16 +48,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def main(args: argparse.Namespace) -> int:
-    if len(args.words) > 2:
-        raise UsageError("airmic-send pair [RECEIVER] CODE: too many words")
-    *receiver, code = args.words
-    try:
-        code = normalize_code(code)
-    except PairingError as exc:
-        raise UsageError(str(exc)) from None
-    web = await pairing_address(receiver[0] if receiver else None, args.interface)
+    receiver, code = split_words(args.words)
+    web = await pairing_address(receiver, args.interface)
     peer = await pair(web, code, args.name)
     OUT.print(f"paired with {peer.name} (its key {peer.fingerprint[:23]}…)")
+    return 0
+
+
+def split_words(words: list[str]) -> tuple[str | None, str]:
+    """[RECEIVER] CODE, the code as shown ('882 039', two words) or typed ('882039').
+    Raises UsageError."""
+    start, digits = len(words), 0
+    while start > 0 and digits < 6 and words[start - 1].replace("-", "").isdigit():
+        start -= 1
+        digits += len(words[start].replace("-", ""))
+    start = min(start, len(words) - 1)
+    receiver, code = words[:start], " ".join(words[start:])
+    if len(receiver) > 1:
+        raise UsageError("airmic-send pair [RECEIVER] CODE: too many words")
+    try:
+        return (receiver[0] if receiver else None), normalize_code(code)
+    except PairingError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def build_peers_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="airmic-send", description="List the receivers paired with this sender, or forget one."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("paired", help="list the paired receivers")
+    unpair = commands.add_parser("unpair", help="forget a receiver (pair again to stream to it)")
+    unpair.add_argument("name", help="as `airmic-send paired` lists it")
+    for command in commands.choices.values():
+        add_logging_options(command)
+    return parser
+
+
+async def peers(args: argparse.Namespace) -> int:
+    """airmic-send paired | unpair NAME."""
+    if args.command == "unpair":
+        gone = receivers().remove(args.name, "receiver")
+        OUT.print(f"unpaired {gone.name}: airmic-send pair again to stream to it")
+    elif receivers().all():
+        OUT.print(receivers().table("receiver"))
+    else:
+        OUT.print("no paired receiver yet: airmic-receive pair shows a code for airmic-send pair")
     return 0
 
 
@@ -68,19 +105,19 @@ async def pairing_address(receiver: str | None, interface: str | None) -> str:
     if receiver and (receiver[0].isdigit() or receiver.startswith("[") or ":" in receiver):
         host, _, port = receiver.rpartition(":") if ":" in receiver else (receiver, "", "")
         return f"https://{host or receiver}:{port or DEFAULT_PORT}"
-    found = choose_for_pairing(await discover(interface), receiver)
+    found = await choose_for_pairing(await discover(interface), receiver)
     if not found.web:
         raise UsageError(f"{found.name} serves no web page (--web off): pairing goes through it")
     return found.web
 
 
-def choose_for_pairing(found: list[Found], name: str | None) -> Found:
+async def choose_for_pairing(found: list[Found], name: str | None) -> Found:
     if name is None and len(found) == 1:
         return found[0]
     if name is None and found:
         names = ", ".join(f.name for f in found)
         raise UsageError(f"several receivers ({names}): airmic-send pair NAME CODE")
-    return choose(found, receivers(), name)
+    return await choose(found, receivers(), name)
 
 
 async def pair(web: str, code: str, name: str) -> Peer:

@@ -4,6 +4,7 @@ pairs with the code, and then streams with no address given, across restarts."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
@@ -15,7 +16,7 @@ import pytest
 import soundfile
 
 from tests.audio_match import match
-from tests.conftest import command
+from tests.conftest import command, free_udp_port
 from tests.netns import namespace
 from tests.processes import Process, ReceiverProcess
 
@@ -56,7 +57,10 @@ def test_a_name_no_receiver_has_is_a_host_name(tmp_path, homes):
     """--to NAME looks for a receiver of that name, then for a host (localhost, pc)."""
     line = ("--to", "no-such-host", "--input", "tone:440", "--insecure")
     alone = sender(tmp_path, homes[1], *line)
-    assert alone.wait() == 1 and "cannot resolve 'no-such-host'" in alone.stderr
+    assert alone.wait() == 1, alone.stderr
+    assert (
+        "no receiver named 'no-such-host' (found: none), and no host of that name" in alone.stderr
+    )
 
 
 def test_the_sender_finds_the_receiver_on_loopback(tmp_path, udp_port, homes):
@@ -82,10 +86,12 @@ def test_pairing_then_streaming_with_no_address(tmp_path, udp_port, homes, speec
     refused = sender(tmp_path, sending, "pair", wrong, "--name", "laptop", name="wrong")
     assert refused.wait() == 1 and "wrong code" in refused.stderr
     time.sleep(1.1)  # attempts are at least a second apart
-    paired = sender(tmp_path, sending, "pair", "studio", code, "--name", "laptop", name="pair")
+    shown = (code[:3], code[3:])  # typed as the window shows it: "123 456"
+    paired = sender(tmp_path, sending, "pair", "studio", *shown, "--name", "laptop", name="pair")
     assert paired.wait() == 0, paired.stderr
     assert "paired with studio" in paired.stdout
     assert window.wait() == 0 and "paired with laptop" in window.stdout
+    assert "from 127.0.0.1: wrong code" in window.stdout  # the window showed the attempt
     listed = Process([command("airmic-receive"), "paired"], tmp_path, "paired", receiving)
     assert listed.wait() == 0 and "laptop" in listed.stdout
     assert studio.stop() == 0
@@ -128,7 +134,7 @@ def test_unpair_revokes_a_sender(tmp_path, udp_port, homes):
     listed = Process([command("airmic-receive"), "paired"], tmp_path, "paired", receiving)
     assert listed.wait() == 0 and "laptop" not in listed.stdout
     again = Process([command("airmic-receive"), "unpair", "laptop"], tmp_path, "again", receiving)
-    assert again.wait() == 2 and "no paired sender" in again.stderr
+    assert again.wait() == 2 and "no paired sender is named 'laptop'" in again.stderr
     assert studio.stop() == 0
 
 
@@ -186,3 +192,44 @@ def _post(url: str, body: bytes) -> tuple[int, str]:
             return response.status, response.read().decode().strip()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode().strip()
+
+
+def test_a_paired_receiver_that_starts_late_is_found_and_remembered(tmp_path, udp_port, homes):
+    """The sender keeps looking until its paired receiver answers (bounded), and keeps where
+    it was seen and the name it goes by; `airmic-send paired` and `unpair` manage the list."""
+    receiving, sending = homes
+    studio = receiver(tmp_path / "first", udp_port, receiving)
+    window, code = open_window(tmp_path, receiving)
+    assert sender(tmp_path, sending, "pair", code).wait() == 0
+    assert window.wait() == 0 and studio.stop() == 0
+
+    streaming = sender(tmp_path, sending, "--input", "tone:440", "--duration", "1", name="early")
+    streaming.wait_for("looking for studio")
+    studio = receiver(tmp_path / "second", udp_port, receiving)  # after the sender began
+    assert streaming.wait() == 0, streaming.stderr
+    assert f"found studio at 127.0.0.1:{udp_port}" in streaming.stderr
+    assert studio.stop() == 0 and studio.stats()["streams"][0]["received"] >= 90
+
+    (entry,) = json.loads((tmp_path / "s" / "airmic" / "paired-receivers.json").read_text())
+    assert entry["seen"][1:] == ["127.0.0.1", udp_port]
+    listed = Process([command("airmic-send"), "paired"], tmp_path, "paired", sending)
+    assert listed.wait() == 0 and listed.stdout.startswith("receiver") and "studio" in listed.stdout
+    unpair = Process([command("airmic-send"), "unpair", "studio"], tmp_path, "unpair", sending)
+    assert unpair.wait() == 0 and "unpaired studio" in unpair.stdout
+    listed = Process([command("airmic-send"), "paired"], tmp_path, "paired-after", sending)
+    assert listed.wait() == 0 and "no paired receiver yet" in listed.stdout
+
+
+def test_two_receivers_of_one_name_are_told_apart(tmp_path, homes):
+    receiving, sending = homes
+    first, second = free_udp_port(), free_udp_port()
+    receiver(tmp_path / "a", first, receiving, name="vm")
+    other = receiver(tmp_path / "b", second, receiving, name="vm")
+    other.wait_for("another receiver on the network is named 'vm': this one is 'vm-2'")
+    listing = sender(tmp_path, sending, "--discover")
+    assert listing.wait() == 0, listing.stderr
+    rows = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
+    assert set(rows) == {"vm", "vm-2"}
+    assert f"127.0.0.1:{first}" in rows["vm"] and f"127.0.0.1:{second}" in rows["vm-2"]
+    typo = sender(tmp_path, sending, "--to", "vm-3", "--input", "tone:440", name="typo")
+    assert typo.wait() == 1 and "no receiver named 'vm-3' (found: vm, vm-2)" in typo.stderr
