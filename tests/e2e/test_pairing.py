@@ -4,10 +4,16 @@ pairs with the code, and then streams with no address given, across restarts."""
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
 import os
+import pty
 import re
+import select
 import ssl
+import subprocess
+import termios
 import time
 import urllib.error
 import urllib.request
@@ -233,3 +239,39 @@ def test_two_receivers_of_one_name_are_told_apart(tmp_path, homes):
     assert f"127.0.0.1:{first}" in rows["vm"] and f"127.0.0.1:{second}" in rows["vm-2"]
     typo = sender(tmp_path, sending, "--to", "vm-3", "--input", "tone:440", name="typo")
     assert typo.wait() == 1 and "no receiver named 'vm-3' (found: vm, vm-2)" in typo.stderr
+    asked = _on_a_terminal([command("airmic-send"), "--interface", "127.0.0.1"], sending)
+    try:
+        _read_until(asked.fd, b"which receiver? 1-2: ")
+        os.write(asked.fd, b"\x03")  # Ctrl-C, typed
+        assert asked.process.wait(timeout=5) in (0, 130)
+    finally:
+        asked.process.kill()
+        os.close(asked.fd)
+
+
+@dataclasses.dataclass
+class _Terminal:
+    process: subprocess.Popen
+    fd: int  # the terminal's side: what the program prints, what the user types
+
+
+def _on_a_terminal(line: list[str], env: dict[str, str]) -> _Terminal:
+    main, child = pty.openpty()
+
+    def controlling_terminal() -> None:  # so that a typed Ctrl-C is a SIGINT, as in a shell
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(line, stdin=child, stdout=child, stderr=child, env=env,
+                               preexec_fn=controlling_terminal)  # fmt: skip
+    os.close(child)
+    return _Terminal(process, main)
+
+
+def _read_until(fd: int, text: bytes, timeout: float = 30) -> bytes:
+    seen, deadline = b"", time.monotonic() + timeout
+    while text not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"never printed {text!r}: {seen!r}"
+        seen += os.read(fd, 4096)
+    return seen
