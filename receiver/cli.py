@@ -238,12 +238,14 @@ def web_config(args: argparse.Namespace) -> WebConfig | None:
 
 
 def default_sink() -> SinkFactory:
-    """The virtual mic where a PulseAudio server is reachable, else the default output."""
+    """The virtual mic; without one, an error: never the speakers, which no one chose."""
     try:
         return parse_sink("virtual")
     except NoPulseServer as exc:
-        log.info("%s: playing to the default output device instead", exc)
-        return parse_sink("device:default")
+        raise NoPulseServer(
+            f"{exc}; or choose where the audio goes: --sink wav:PATH, --sink device:NAME "
+            "(airmic-receive --list-sinks)"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

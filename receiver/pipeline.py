@@ -315,6 +315,12 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
             interface = None if host in ("0.0.0.0", "") else host
             advertiser = Advertiser.start(announcement, interface)
             resources.push_async_callback(advertiser.close)
+        if not senders(config.folder).all():
+            log.info(
+                "no sender is paired yet: run airmic-receive pair (in another terminal), then "
+                "airmic-send pair CODE on the sender%s",
+                "; a phone needs only the link above" if web else "",
+            )
         with StatusLine(receiver.status):
             await _housekeeping(receiver, stop, loop.time())
     return receiver

@@ -12,16 +12,19 @@ POST /pair, /pair/ID      a sender's pairing attempt (no token: the code is the 
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import logging
 import re
 import socket
+import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
+import ifaddr
 import segno
 from aiohttp import web
 
@@ -61,6 +64,7 @@ class WebServer:
     base: str  # scheme, host and port
     token: str
     fingerprint: str | None  # of the certificate
+    also: list[tuple[str, str]] = field(default_factory=list)  # other bases, their interface
 
     @property
     def url(self) -> str:
@@ -68,9 +72,20 @@ class WebServer:
         return f"{self.base}/?token={self.token}"
 
     def announce(self) -> None:
-        """The URL, its QR code and the certificate's fingerprint, on the terminal."""
-        CONSOLE.print(qr_code(self.url), end="", highlight=False)
-        log.info("phone page: %s", self.url)
+        """The URL, its QR code and the certificate's fingerprint, on the terminal; the other
+        addresses it is served at (a VPN, a second network). No QR code of a loopback link:
+        a phone cannot open it."""
+        if ipaddress.ip_address(urllib.parse.urlsplit(self.base).hostname or "").is_loopback:
+            log.info(
+                "phone page: %s (on this PC only, no QR code: a phone cannot open a loopback "
+                "address; --listen 0.0.0.0 serves it on the LAN)",
+                self.url,
+            )
+        else:
+            CONSOLE.print(qr_code(self.url), end="", highlight=False)
+            log.info("phone page: %s", self.url)
+        for base, interface in self.also:
+            log.info("  also on %s: %s/?token=%s", interface, base, self.token)
         if self.fingerprint:
             log.info("its certificate's SHA-256 fingerprint: %s", self.fingerprint)
 
@@ -256,7 +271,10 @@ async def serve(
     bound = runner.addresses[0][1] if port == 0 else port
     scheme = "https" if context else "http"
     base = f"{scheme}://{_host(shown)}:{bound}"
-    return WebServer(runner, base, token, certificate.fingerprint if certificate else None)
+    also = []
+    if host in ("0.0.0.0", ""):  # every IPv4 interface
+        also = [(f"{scheme}://{ip}:{bound}", name) for ip, name in lan_addresses() if ip != shown]
+    return WebServer(runner, base, token, certificate.fingerprint if certificate else None, also)
 
 
 def lan_address() -> str:
@@ -268,6 +286,19 @@ def lan_address() -> str:
             return str(probe.getsockname()[0])
         except OSError:
             return "127.0.0.1"
+
+
+def lan_addresses() -> list[tuple[str, str]]:
+    """This machine's IPv4 addresses other devices may reach, with their interface's name
+    (with ifaddr, which zeroconf depends on): not loopback, not link-local."""
+    found = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str):
+                address = ipaddress.ip_address(ip.ip)
+                if not (address.is_loopback or address.is_link_local):
+                    found.append((ip.ip, adapter.nice_name))
+    return found
 
 
 def _host(address: str) -> str:

@@ -48,6 +48,13 @@ def request(url, method="GET", body=b"", headers=None):
         return error.code, dict(error.headers), error.read().decode()
 
 
+def test_a_loopback_link_gets_no_qr_code(receiver):
+    process, _, _ = receiver
+    assert "a phone cannot open a loopback address" in process.stderr
+    assert "▀" not in process.stderr + process.stdout  # no QR code of a link no phone opens
+    assert "no sender is paired yet: run airmic-receive pair" in process.stderr
+
+
 def test_the_token_guards_the_page_and_whip(receiver):
     _, base, token = receiver
     sdp = {"Content-Type": "application/sdp"}
