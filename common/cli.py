@@ -16,10 +16,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from rich.logging import RichHandler
-
 from airmic.common.errors import AirmicError
-from airmic.common.status import CONSOLE
 
 DEFAULT_PORT = 5004
 """The receiver's UDP port: the port RFC 3551 section 8 gives RTP."""
@@ -36,6 +33,11 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_logging(args: argparse.Namespace) -> None:
+    # Imported here, not at the top: a command's --help must not wait for rich (or numpy).
+    from rich.logging import RichHandler
+
+    from airmic.common.status import CONSOLE
+
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose > 1 else logging.INFO
     handler: logging.Handler
     if CONSOLE.is_terminal:  # through the console the live status line uses

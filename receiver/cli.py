@@ -10,6 +10,7 @@ import socket
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airmic.common.cli import (
     DEFAULT_PORT,
@@ -21,12 +22,13 @@ from airmic.common.cli import (
     stop_event,
 )
 from airmic.common.delay import MODES, LatencyRange, parse_latency
-from airmic.common.devices import describe_devices
 from airmic.common.dsp import add_dsp_options, settings_from_args
-from airmic.receiver.pipeline import ReceiverConfig, run_receiver
-from airmic.receiver.sinks import SinkFactory, parse_sink
-from airmic.receiver.virtual_mic import NoPulseServer, describe_sinks
-from airmic.receiver.web import WebConfig
+from airmic.receiver.web_config import WebConfig
+
+# What receiving needs (aiortc, aiohttp, zeroconf, scipy, libpulse: a second and more to
+# load) is imported in the functions that use it: --help and pair do not wait for it.
+if TYPE_CHECKING:
+    from airmic.receiver.sinks import SinkFactory
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    from airmic.common.devices import describe_devices
+    from airmic.receiver.pipeline import ReceiverConfig, run_receiver
+    from airmic.receiver.sinks import parse_sink
+    from airmic.receiver.virtual_mic import describe_sinks
+
     if args.list_devices:
         print(describe_devices())
         return 0
@@ -239,6 +246,9 @@ def web_config(args: argparse.Namespace) -> WebConfig | None:
 
 def default_sink() -> SinkFactory:
     """The virtual mic; without one, an error: never the speakers, which no one chose."""
+    from airmic.receiver.sinks import parse_sink
+    from airmic.receiver.virtual_mic import NoPulseServer
+
     try:
         return parse_sink("virtual")
     except NoPulseServer as exc:

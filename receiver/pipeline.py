@@ -31,7 +31,8 @@ from rich.text import Text
 
 from airmic.common.config import config_dir, write_private
 from airmic.common.delay import MODES, LatencyRange
-from airmic.common.dsp import PRESETS, DspSettings, build_chain
+from airmic.common.dsp import PRESETS, DspSettings
+from airmic.common.dsp.chain import build_chain
 from airmic.common.errors import DeviceError
 from airmic.common.identity import load_identity
 from airmic.common.log import OnceLogger
@@ -45,7 +46,8 @@ from airmic.receiver.player import Feed, Output, PacedClock, Player, StreamSink
 from airmic.receiver.session import Metrics, Origin, Session
 from airmic.receiver.sinks import SinkFactory
 from airmic.receiver.transport import listen
-from airmic.receiver.web import WebConfig, lan_address, start_web
+from airmic.receiver.web import start_web
+from airmic.receiver.web_config import WebConfig, lan_address
 from airmic.receiver.web_gate import quiet_loop_errors, raise_file_limit
 from airmic.receiver.whip import WhipEndpoint
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from airmic.common.audio import RATE, Block, level_dbfs
-from airmic.common.dsp import Chain
+from airmic.common.dsp.chain import Chain
 from airmic.common.playout import Playout
 from airmic.common.rtp import MediaPacket
 

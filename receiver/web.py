@@ -16,7 +16,6 @@ import ipaddress
 import json
 import logging
 import re
-import socket
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
-import ifaddr
 import segno
 from aiohttp import web
 
@@ -36,6 +34,7 @@ from airmic.common.status import CONSOLE
 from airmic.receiver.access import Access
 from airmic.receiver.pairing import PairingDesk
 from airmic.receiver.tls import Certificate, load_certificate
+from airmic.receiver.web_config import WebConfig, lan_addresses
 from airmic.receiver.web_gate import KEEPALIVE, GatedSite
 from airmic.receiver.whip import MAX_OFFER, BadOffer, WhipEndpoint
 
@@ -44,18 +43,6 @@ log = logging.getLogger(__name__)
 PAGE = resources.files("airmic.receiver") / "page"
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
 LABEL = re.compile(r"[^\w .'-]+")
-
-
-@dataclass
-class WebConfig:
-    host: str = "0.0.0.0"
-    port: int = 5004
-    tls: bool = True  # http only for 127.0.0.1, which browsers count as secure too
-    new_token: bool = False
-
-    def public_host(self) -> str:
-        """The address other devices reach the page at."""
-        return lan_address() if self.host in ("0.0.0.0", "::", "") else self.host
 
 
 @dataclass
@@ -275,30 +262,6 @@ async def serve(
     if host in ("0.0.0.0", ""):  # every IPv4 interface
         also = [(f"{scheme}://{ip}:{bound}", name) for ip, name in lan_addresses() if ip != shown]
     return WebServer(runner, base, token, certificate.fingerprint if certificate else None, also)
-
-
-def lan_address() -> str:
-    """The address other devices reach this one at: the source address of the default
-    route (a UDP socket's connect sends nothing)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: routed by default, never reached
-            return str(probe.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
-
-
-def lan_addresses() -> list[tuple[str, str]]:
-    """This machine's IPv4 addresses other devices may reach, with their interface's name
-    (with ifaddr, which zeroconf depends on): not loopback, not link-local."""
-    found = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str):
-                address = ipaddress.ip_address(ip.ip)
-                if not (address.is_loopback or address.is_link_local):
-                    found.append((ip.ip, adapter.nice_name))
-    return found
 
 
 def _host(address: str) -> str:

@@ -19,7 +19,8 @@ import soxr
 from pesq import pesq
 from pystoi import stoi
 
-from airmic.common.dsp import PRESETS, build_chain
+from airmic.common.dsp import PRESETS
+from airmic.common.dsp.chain import build_chain
 from airmic.common.dsp.denoise import Denoiser
 from scripts.make_speech import make_speech
 from tests.audio_match import best_lag

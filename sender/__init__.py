@@ -1,10 +1,6 @@
-"""airmic's sender: sources, UDP transport and the pipeline behind `airmic-send`."""
+"""airmic's sender: sources, UDP and WebRTC links, discovery, pairing, and the pipeline
+behind `airmic-send` (sender/pipeline.py)."""
 
 import logging
-
-from airmic.sender.pipeline import SenderConfig, SenderReport, run_sender
-from airmic.sender.sources import open_source
-
-__all__ = ["SenderConfig", "SenderReport", "open_source", "run_sender"]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

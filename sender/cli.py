@@ -8,6 +8,7 @@ import logging
 import socket
 import sys
 import textwrap
+from typing import TYPE_CHECKING
 
 from airmic.common.cli import (
     DEFAULT_PORT,
@@ -17,16 +18,15 @@ from airmic.common.cli import (
     run,
     stop_event,
 )
-from airmic.common.devices import describe_devices
 from airmic.common.dsp import PRESETS, add_dsp_options, settings_from_args
 from airmic.common.errors import NetworkError, UsageError
 from airmic.common.opus import FRAME_MS, OpusConfig
 from airmic.common.red import RED_PAYLOAD_TYPE
-from airmic.sender.discovery import PATIENCE, choose, discover, names, paired_found
-from airmic.sender.pairing import list_receivers
-from airmic.sender.pipeline import SenderConfig, run_sender
-from airmic.sender.secure import receivers
-from airmic.sender.webrtc import WhipTarget
+
+# What streaming needs (aiortc, zeroconf, scipy, sounddevice: a second and more to load) is
+# imported in the functions that use it: --help, pair and --list-devices do not wait for it.
+if TYPE_CHECKING:
+    from airmic.sender.webrtc import WhipTarget
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _main(args: argparse.Namespace) -> int:
     if args.list_devices:
+        from airmic.common.devices import describe_devices
+
         print(describe_devices())
         return 0
     if args.discover:
+        from airmic.sender.pairing import list_receivers
+
         return await list_receivers(args.interface)
+    from airmic.sender.pipeline import SenderConfig, run_sender
+
     to = await destination(args)
     if not 96 <= args.payload_type <= 127:
         raise UsageError("--payload-type must be a dynamic type, 96-127 (RFC 7587)")
@@ -226,6 +232,10 @@ async def _main(args: argparse.Namespace) -> int:
 async def destination(args: argparse.Namespace) -> tuple[str, int] | WhipTarget:
     """--to and --transport: an address for RTP/UDP, or a link for WebRTC; with no --to, or
     a name, the receiver found on the network (the paired one)."""
+    from airmic.sender.discovery import PATIENCE, choose, discover, names, paired_found
+    from airmic.sender.secure import receivers
+    from airmic.sender.webrtc import WhipTarget
+
     if args.to is None or (_is_name(args.to) and args.transport != "webrtc"):
         known = receivers()
         if args.to is None:  # until the paired receiver answers

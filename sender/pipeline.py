@@ -14,7 +14,8 @@ import numpy as np
 from rich.text import Text
 
 from airmic.common.audio import RATE, Block, Reframer
-from airmic.common.dsp import Chain, DspSettings, build_chain
+from airmic.common.dsp import DspSettings
+from airmic.common.dsp.chain import Chain, build_chain
 from airmic.common.opus import OpusConfig, OpusEncoder
 from airmic.common.rtp import DEFAULT_PAYLOAD_TYPE
 from airmic.common.status import LevelMeter, StatusLine, meter

@@ -4,7 +4,6 @@ them. Sans-I/O: blocks in, blocks out, on the caller's thread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -12,8 +11,9 @@ import numpy as np
 from airmic.common.audio import RATE, Block
 from airmic.common.dsp.denoise import Denoiser
 from airmic.common.dsp.dynamics import Agc, Compressor, Gain, Gate, Invert, Limiter
-from airmic.common.dsp.filters import EqBand, Samples, SosFilter, dc_blocker, equaliser, high_pass
+from airmic.common.dsp.filters import Samples, SosFilter, dc_blocker, equaliser, high_pass
 from airmic.common.dsp.hum import HumFilter
+from airmic.common.dsp.settings import DspSettings
 
 
 class Stage(Protocol):
@@ -21,26 +21,6 @@ class Stage(Protocol):
     latency: int  # samples this stage delays the signal by
 
     def process(self, block: Samples) -> Samples: ...
-
-
-@dataclass(frozen=True)
-class DspSettings:
-    """What the chain does; every stage can be turned off. Presets are instances of it."""
-
-    dc: bool = True  # DC blocker (5 Hz first-order high-pass)
-    invert: bool = False  # polarity
-    gain_db: float = 0.0  # fixed gain
-    highpass: float | None = None  # Hz, second-order Butterworth
-    hum: str = "off"  # "auto" (find 50 or 60 Hz by itself), "50", "60" or "off"
-    eq: tuple[EqBand, ...] = ()
-    denoise: int = 0  # WebRTC noise suppression level 1-4; 0 off
-    gate: bool = False
-    gate_open_db: float = -50.0
-    gate_close_db: float = -58.0
-    agc: float | None = None  # target voice level, dBFS RMS while speaking; None off
-    compressor: bool = False
-    limiter: bool = True  # at -1 dBFS: nothing the encoder gets can clip
-    notes: tuple[str, ...] = field(default=(), compare=False)  # why, for --help and docs
 
 
 class Chain:

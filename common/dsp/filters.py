@@ -5,14 +5,13 @@ run by scipy with their state carried from block to block.
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy import signal
 
 from airmic.common.audio import RATE
+from airmic.common.dsp.settings import EqBand
 
 Sos = npt.NDArray[np.float64]
 """Second-order sections, one [b0 b1 b2 a0 a1 a2] row each (scipy's layout)."""
@@ -82,68 +81,11 @@ def _cookbook(kind: str, freq: float, gain_db: float, q: float) -> Sos:
     return np.asarray([[*(x / den[0] for x in b), 1.0, den[1] / den[0], den[2] / den[0]]])
 
 
-KINDS = {
-    "low-shelf": "low-shelf",
-    "low": "low-shelf",
-    "peak": "peak",
-    "bell": "peak",
-    "presence": "peak",
-    "high-shelf": "high-shelf",
-    "high": "high-shelf",
-}
-_BAND = re.compile(
-    r"(?:(?P<kind>[a-z-]+):)?(?P<gain>[+-]?\d+(?:\.\d+)?)\s*dB\s*@\s*(?P<freq>\d+(?:\.\d+)?)"
-    r"(?P<k>k)?(?:Hz)?(?:/(?P<q>\d+(?:\.\d+)?))?",
-    re.IGNORECASE,
-)
-
-
-@dataclass(frozen=True)
-class EqBand:
-    """One band of the parametric equaliser: a shelf or a peak, in dB at a frequency."""
-
-    kind: str  # "low-shelf", "peak" or "high-shelf"
-    freq: float  # Hz: a shelf's midpoint, a peak's centre
-    gain_db: float
-    q: float = 0.707  # a shelf: steepest without overshoot; a peak: 1, about 1.4 octaves
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("low-shelf", "peak", "high-shelf"):
-            raise ValueError(f"unknown EQ band kind {self.kind!r}")
-        if not 10 <= self.freq < RATE / 2:
-            raise ValueError(f"EQ frequency {self.freq:g} Hz is outside 10 Hz-24 kHz")
-        if not abs(self.gain_db) <= 24:
-            raise ValueError(f"EQ gain {self.gain_db:+g} dB is beyond +-24 dB")
-        if not 0.1 <= self.q <= 20:
-            raise ValueError(f"EQ Q {self.q:g} is outside 0.1-20")
-
-    @classmethod
-    def parse(cls, text: str) -> EqBand:
-        """'presence:+6dB@3k', 'low-shelf:-4dB@200', 'peak:-3dB@350/1.4' ('/Q' optional)."""
-        match = _BAND.fullmatch(text.strip())
-        if not match:
-            raise ValueError(
-                f"not an EQ band: {text!r} (expected KIND:GAINdB@FREQ[/Q], "
-                "e.g. presence:+6dB@3k or low-shelf:-4dB@200)"
-            )
-        name = (match["kind"] or "peak").lower()
-        if name not in KINDS:
-            raise ValueError(f"unknown EQ band kind {name!r}: one of {', '.join(KINDS)}")
-        kind = KINDS[name]
-        freq = float(match["freq"]) * (1000 if match["k"] else 1)
-        default_q = 1.0 if kind == "peak" else 0.707
-        q = float(match["q"]) if match["q"] else default_q
-        return cls(kind, freq, float(match["gain"]), q)
-
-    def sos(self) -> Sos:
-        return _cookbook(self.kind, self.freq, self.gain_db, self.q)
-
-    def __str__(self) -> str:
-        freq = f"{self.freq / 1000:g}k" if self.freq >= 1000 else f"{self.freq:g}"
-        return f"{self.kind}:{self.gain_db:+g}dB@{freq}/{self.q:g}"
+def band_sos(band: EqBand) -> Sos:
+    return _cookbook(band.kind, band.freq, band.gain_db, band.q)
 
 
 def equaliser(bands: list[EqBand] | tuple[EqBand, ...]) -> Sos:
     if not bands:
         return np.zeros((0, 6))
-    return np.vstack([band.sos() for band in bands])
+    return np.vstack([band_sos(band) for band in bands])

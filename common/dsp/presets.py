@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from airmic.common.dsp.chain import DspSettings
-from airmic.common.dsp.filters import EqBand
+from airmic.common.dsp.settings import DspSettings, EqBand
 from airmic.common.errors import UsageError
 
 # What every preset for a makeshift transducer does after its own gain and EQ.

@@ -8,8 +8,9 @@ from pesq import pesq
 from pystoi import stoi
 
 from airmic.common.audio import level_dbfs
-from airmic.common.dsp import PRESETS, build_chain
+from airmic.common.dsp import PRESETS
 from airmic.common.dsp.analysis import TARGET_DB, analyse, recommend
+from airmic.common.dsp.chain import build_chain
 from airmic.common.dsp.polarity import estimate_polarity
 from tests.audio_match import best_lag
 from tests.transducer import hum_level_db, simulate
