@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 from airmic.common.errors import AirmicError
 
@@ -22,6 +22,14 @@ DEFAULT_PORT = 5004
 """The receiver's UDP port: the port RFC 3551 section 8 gives RTP."""
 
 log = logging.getLogger("airmic")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake told in one line and a pointer to --help, instead of the
+    usage's ten lines before it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_logging_options(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +85,17 @@ def parse_address(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
     if not 0 < port < 65536:
         raise argparse.ArgumentTypeError(f"port {port} is out of range (1-65535)")
     return host, port
+
+
+def bitrate(text: str) -> int:
+    """An Opus bitrate: '64000', '64k', '64kbit/s', '64 kbps'; 6 to 510 kbit/s."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(k)?(?:bit/s|bps|b/s)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a bitrate: {text!r} (e.g. 64000 or 64k)")
+    value = round(float(match[1]) * (1000 if match[2] else 1))
+    if not 6000 <= value <= 510_000:
+        raise argparse.ArgumentTypeError(f"Opus takes 6k to 510k bit/s, not {text!r}")
+    return value
 
 
 def positive_float(text: str) -> float:

@@ -43,6 +43,10 @@ MODES = {
 }
 
 
+MIN_DELAY = 0.015
+"""The least a fixed delay (or a range's top) may be: a 10 ms frame and a 5 ms block."""
+
+
 def parse_latency(text: str) -> LatencyRange:
     """'low', 'balanced', 'robust', '40ms' (fixed) or '20ms..200ms' (a range). ValueError."""
     if text in MODES:
@@ -57,6 +61,8 @@ def parse_latency(text: str) -> LatencyRange:
     high = float(match[2]) / 1000 if match[2] else low
     if high < low or high > 1.0:
         raise ValueError(f"latency {text!r}: the range must go up, and stay under 1000ms")
+    if high < MIN_DELAY:  # below a frame and a block, every packet would come too late
+        raise ValueError(f"latency {text!r}: at least {MIN_DELAY * 1000:g}ms")
     return LatencyRange(low, high)
 
 

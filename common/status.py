@@ -77,7 +77,7 @@ class StatusLine:
     def __enter__(self) -> StatusLine:
         if CONSOLE.is_terminal:
             self._live = Live(
-                get_renderable=self._render,
+                get_renderable=self._fitted,
                 console=CONSOLE,
                 refresh_per_second=8,
                 transient=True,
@@ -86,6 +86,14 @@ class StatusLine:
             )
             self._live.start()
         return self
+
+    def _fitted(self) -> Text:
+        """Each line cut to the terminal's width (a wrapped line would scroll the status
+        line off), with an ellipsis where it was cut."""
+        lines = self._render().split("\n")
+        for line in lines:
+            line.truncate(CONSOLE.width, overflow="ellipsis")
+        return Text("\n").join(lines)
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

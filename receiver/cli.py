@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from airmic.common.cli import (
     DEFAULT_PORT,
+    Parser,
     add_logging_options,
     number,
     parse_address,
@@ -101,7 +102,7 @@ def web_option(text: str) -> WebConfig | bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="airmic-receive",
         description="Receive Opus over RTP/UDP from airmic-send, ffmpeg or GStreamer, smooth "
         "out the network, and play each stream into sinks.",
@@ -120,15 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         action="append",
         help="where the audio goes: virtual[:NAME], wav:PATH, device:NAME|INDEX or null "
-        "(default: the virtual mic, or the default output device with no PulseAudio server)",
+        "(default: the virtual mic)",
     )
     parser.add_argument(
         "--latency",
         metavar="MODE",
         type=latency_option,
         default=MODES["balanced"],
-        help="jitter buffer: low, balanced (default) or robust adapt to the network; 40ms "
-        "fixes the delay; 20ms..200ms bounds it",
+        help="jitter buffer: low (up to 60 ms), balanced (default, up to 200 ms) or robust "
+        "(20 to 300 ms) adapt to the network; 40ms fixes the delay (15ms to 1000ms; packets "
+        "later than that are concealed); 20ms..200ms bounds it",
     )
     parser.add_argument(
         "--exit-after-idle",

@@ -93,7 +93,7 @@ class PairingDesk:
                 self._outcome(f"closed after {window.failed} failed attempts")
             raise
         peer = self.senders.add(paired.name, paired.key)
-        log.info("paired with sender %r (its key %s...)", peer.name, peer.fingerprint[:23])
+        log.info("paired with sender %r (its key %s…)", peer.name, peer.fingerprint[:23])
         self._attempt(source, f"paired with {peer.name}")
         self._outcome(f"paired with {peer.name}")
         return peer

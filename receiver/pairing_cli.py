@@ -7,7 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from airmic.common.cli import add_logging_options
+from airmic.common.cli import Parser, add_logging_options
 from airmic.common.config import config_dir
 from airmic.common.errors import UsageError
 from airmic.common.pairing import MAX_ATTEMPTS, WINDOW_SECONDS, new_code
@@ -19,7 +19,7 @@ POLL = 0.2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="airmic-receive",
         description="Pair senders with this receiver, list them, or revoke one.",
         epilog="A sender pairs once, with a 6-digit code shown here; from then on its streams "

@@ -264,15 +264,14 @@ class Receiver:
         if not streams:
             where = f"listening on {self.config.listen[0]}:{self.config.listen[1]}, no stream"
             return Text("\n").join([*lines, Text(where)])
-        for m in streams:
+        for m in streams:  # what matters most first: a narrow terminal cuts the end
             line = meter(m.level_db, width=12)
+            line.append(f"  {m.stream}{'' if m.encrypted else ', plain'}  {m.seconds:.1f} s  ")
+            line.append(f"mic gaps {m.gaps}", style="bold red" if m.gaps else "")
             line.append(
-                f"  {m.stream} ({'encrypted' if m.encrypted else 'plain'})"
-                f"  {m.seconds:6.1f} s  {m.jitter['repaired']} repaired, "
-                f"{m.jitter['lost']} lost ({m.jitter['recovered']} by FEC), "
-                f"{m.jitter['late']} late"
+                f"  lost {m.jitter['lost']} (FEC {m.jitter['recovered']})  "
+                f"repaired {m.jitter['repaired']}  late {m.jitter['late']}"
             )
-            line.append(f", mic gaps {m.gaps}", style="bold red" if m.gaps else "")
             lines.append(line)
         return Text("\n").join(lines)
 

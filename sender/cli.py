@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 from airmic.common.cli import (
     DEFAULT_PORT,
+    Parser,
     add_logging_options,
+    bitrate,
     parse_address,
     positive_float,
     run,
@@ -80,7 +82,7 @@ presets:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="airmic-send",
         description="Stream audio from a microphone, file or tone to airmic-receive, as Opus "
         "over RTP/UDP or WebRTC.",
@@ -149,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opus.add_argument(
         "--bitrate",
-        type=int,
+        type=bitrate,
         default=64_000,
         metavar="BIT/S",
-        help="Opus bitrate in bit/s (default 64000)",
+        help="Opus bitrate: 64000 or 64k (default 64k; 6k to 510k)",
     )
     opus.add_argument(
         "--low-latency",

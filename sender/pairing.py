@@ -12,7 +12,7 @@ import urllib.parse
 import aiohttp
 from rich.table import Table
 
-from airmic.common.cli import DEFAULT_PORT, add_logging_options
+from airmic.common.cli import DEFAULT_PORT, Parser, add_logging_options
 from airmic.common.config import config_dir
 from airmic.common.errors import NetworkError, UsageError
 from airmic.common.identity import load_identity
@@ -24,7 +24,7 @@ from airmic.sender.secure import receivers
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="airmic-send pair",
         description="Pair with a receiver, once, with the code airmic-receive pair shows.",
         epilog="RECEIVER is a name found on the network (airmic-send --discover lists them), "
@@ -73,7 +73,7 @@ def split_words(words: list[str]) -> tuple[str | None, str]:
 
 
 def build_peers_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="airmic-send", description="List the receivers paired with this sender, or forget one."
     )
     commands = parser.add_subparsers(dest="command", required=True)

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from airmic.common.audio import RATE, Block
-from airmic.common.cli import add_logging_options, positive_float
+from airmic.common.cli import Parser, add_logging_options, positive_float
 from airmic.common.dsp.analysis import TARGET_DB, InputReport, Recommendation, analyse, recommend
 from airmic.common.status import OUT, LevelMeter, StatusLine
 from airmic.sender.sources import open_source
@@ -29,7 +29,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="airmic-send probe",
         description="Record a few seconds from an input and tell what it needs.",
         epilog=EPILOG,

@@ -150,7 +150,7 @@ class Compressor:
         return _ramp(block, gains, first)
 
     def activity(self) -> str:
-        return f"comp -{abs(self.reduction_db):.0f} dB"
+        return _reduction("comp", self.reduction_db)
 
 
 class Agc:
@@ -240,4 +240,10 @@ class Limiter:
         return _ramp(out, gains, first)  # at or below the ceiling by construction
 
     def activity(self) -> str:
-        return f"limit -{self.reduction_db:.0f} dB"
+        return _reduction("limit", self.reduction_db)
+
+
+def _reduction(name: str, db: float) -> str:
+    """A gain reduction for the meters: 'limit -3 dB', or 'limit idle' (never '-0 dB')."""
+    db = abs(db)
+    return f"{name} -{db:.0f} dB" if db >= 0.5 else f"{name} idle"

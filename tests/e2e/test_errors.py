@@ -135,11 +135,23 @@ def test_unknown_host():
         (["airmic-receive", "--max-streams", "many"], ["--max-streams", "whole number"]),
         (["airmic-receive", "--latency", "nanms"], ["--latency"]),
         (["airmic-receive", "--latency", "200ms..20ms"], ["--latency"]),
+        (["airmic-receive", "--latency", "5ms"], ["--latency", "at least 15ms"]),
+        (["airmic-send", "--to", "127.0.0.1", "--bitrate", "1M"], ["--bitrate", "64k"]),
+        (["airmic-send", "pair", "882", "03"], ["6 digits"]),
     ],
 )
 def test_bad_usage_exits_2(args, words):
     result = run(command(args[0]), *args[1:])
     assert_clean_error(result, 2, *words)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, no usage
+
+
+def test_a_bitrate_takes_units(udp_port):
+    line = ["--to", f"127.0.0.1:{udp_port}", "--bitrate", "32k", "--input", "tone:440",
+            "--duration", "0.2", "--insecure"]  # fmt: skip
+    result = run(command("airmic-send"), *line)
+    assert result.returncode == 0, result.stderr
+    assert "32 kbit/s" in result.stderr
 
 
 @pytest.mark.parametrize("name", ["airmic-send", "airmic-receive"])
