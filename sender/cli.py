@@ -193,9 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _main(args: argparse.Namespace) -> int:
     if args.list_devices:
-        from airmic.common.devices import describe_devices
-
-        print(describe_devices())
+        print(list_devices())
         return 0
     if args.discover:
         from airmic.sender.pairing import list_receivers
@@ -229,6 +227,28 @@ async def _main(args: argparse.Namespace) -> int:
     )
     await run_sender(config, stop_event())
     return 0
+
+
+def list_devices() -> str:
+    """--list-devices: the sound server's sources (Linux), then PortAudio's devices."""
+    from airmic.common.devices import describe_devices
+    from airmic.common.errors import DeviceError
+
+    parts = []
+    if sys.platform == "linux":
+        from airmic.sender.pulse_source import describe_sources
+
+        try:
+            listing = describe_sources()
+        except DeviceError as exc:
+            listing = f"  none: {exc}"
+        parts.append(f"PulseAudio / PipeWire sources (--input pulse:NAME):\n{listing}")
+    try:
+        listing = describe_devices()
+    except DeviceError as exc:
+        listing = f"none: {exc}"
+    parts.append(f"sound devices (--input device:NAME|INDEX):\n{textwrap.indent(listing, '  ')}")
+    return "\n\n".join(parts)
 
 
 async def destination(args: argparse.Namespace) -> tuple[str, int] | WhipTarget:

@@ -19,29 +19,45 @@ from airmic.common.errors import DeviceError
 FRAGMENT = 0.005  # seconds per read: what the server hands over at a time
 
 
-def resolve(name: str) -> tuple[str, str]:
-    """The source `name` (the server's default one if empty) and its description. A
-    missing one is an error that lists the sources there are: PipeWire's pulse server
-    would silently record the default microphone instead."""
+def sources() -> tuple[list[tuple[str, str]], str]:
+    """The PulseAudio (or pipewire-pulse) server's sources, (name, description) each, and
+    the name of its default one. Raises DeviceError."""
     try:
         import pulsectl
     except (ImportError, OSError) as exc:
         raise DeviceError(f"cannot load libpulse ({exc}): 'apt-get install libpulse0'") from None
     try:
         with pulsectl.Pulse("airmic-send") as pulse:
-            sources = pulse.source_list()
-            wanted = name or pulse.server_info().default_source_name
+            found = [(source.name, source.description) for source in pulse.source_list()]
+            return found, pulse.server_info().default_source_name
     except pulsectl.PulseError:
         raise DeviceError(
             "no PulseAudio server is reachable (on a PipeWire desktop: is pipewire-pulse running?)"
         ) from None
-    for source in sources:
-        if source.name == wanted:
-            return source.name, source.description
-    there = "\n".join(f"  pulse:{s.name}  ({s.description})" for s in sources) or "  none"
+
+
+def describe_sources() -> str:
+    """The sources for `--list-devices`, each as `--input` takes it, the default marked."""
+    found, default = sources()
+    lines = [
+        f"  pulse:{name}  {description}{'  (default)' if name == default else ''}"
+        for name, description in found
+    ]
+    return "\n".join(lines) or "  none"
+
+
+def resolve(name: str) -> tuple[str, str]:
+    """The source `name` (the server's default one if empty) and its description. A
+    missing one is an error that lists the sources there are: PipeWire's pulse server
+    would silently record the default microphone instead."""
+    found, default = sources()
+    wanted = name or default
+    for source, description in found:
+        if source == wanted:
+            return source, description
     raise DeviceError(
         f"cannot record from PulseAudio source {wanted!r}: the server has no such source; "
-        f"it has:\n{there}"
+        f"it has:\n{describe_sources()}"
     )
 
 

@@ -190,6 +190,19 @@ def test_a_missing_pulse_source_is_a_clear_error(tmp_path, udp_port, pulse):
     assert "Traceback" not in sender.stderr
 
 
+@pytest.mark.parametrize("pulse", SERVERS, indirect=True)
+def test_list_devices_names_the_servers_sources(tmp_path, pulse):
+    described = ["sink_name=studio", "sink_properties=device.description=Studio-Desk"]
+    pactl(pulse, "load-module", "module-null-sink", *described)
+    listing = Process([command("airmic-send"), "--list-devices"], tmp_path, "list", pulse)
+    assert listing.wait() == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[0] == "PulseAudio / PipeWire sources (--input pulse:NAME):"
+    studio = next(line for line in lines if "pulse:studio.monitor" in line)
+    assert "Monitor of Studio-Desk" in studio  # by its description, as --input takes it
+    assert next(line for line in lines if "pulse:feed.monitor" in line).endswith("(default)")
+
+
 def test_a_server_that_dies_under_the_receiver_is_survived(tmp_path, udp_port, pulse):
     folder = tmp_path / "receiver"
     folder.mkdir()
