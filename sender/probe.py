@@ -4,6 +4,7 @@ airmic-send command that gives it."""
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 
 import numpy as np
@@ -14,18 +15,25 @@ from airmic.common.audio import RATE, Block
 from airmic.common.cli import Parser, add_logging_options, positive_float
 from airmic.common.dsp.analysis import TARGET_DB, InputReport, Recommendation, analyse, recommend
 from airmic.common.status import OUT, LevelMeter, StatusLine
+from airmic.sender.secure import receivers
 from airmic.sender.sources import open_source
 
+log = logging.getLogger(__name__)
+
 EPILOG = """\
-While it records, clap once and talk as you will when streaming (a sentence or two). Then
-it reports level and peak, noise floor, clipping, DC offset, mains hum, bandwidth and
-polarity, and recommends a preset and gain.
+While it records, clap once, sharply, near the microphone, wait a moment, then talk as you
+will when streaming (a sentence or two). Then it reports level and peak, noise floor,
+clipping, DC offset, mains hum, bandwidth and polarity (the clap's first peak tells it
+surely; the voice's waveform is a guess), and recommends a preset, gain and polarity.
 
 examples:
   airmic-send probe                              the default input, 6 seconds
   airmic-send probe --input device:USB --seconds 10
   airmic-send probe --input file:earbuds-test.wav   analyse a recording instead
 """
+
+
+ASK = "clap once, wait a moment, then talk"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +62,11 @@ async def record(spec: str | None, seconds: float) -> np.ndarray:
     parts: list[Block] = []
 
     def status() -> Text:
-        line = Text(f"recording {source.description}  {got / RATE:4.1f}/{seconds:g} s  ")
+        line = Text(f"{ASK}  {got / RATE:4.1f}/{seconds:g} s  ", style="bold")
         line.append_text(meter.render())
         return line
+
+    log.info("recording %g s from %s: %s", seconds, source.description, ASK)
 
     with StatusLine(status):
         async for block in source.blocks():
@@ -73,7 +83,7 @@ def render(report: InputReport, advice: Recommendation, spec: str | None, to: st
     table = Table(title="input probe", show_header=False, box=None, padding=(0, 2))
     voice = "none heard" if report.voice_db is None else f"{report.voice_db:.1f} dBFS"
     table.add_row("voice level", f"{voice} (target {TARGET_DB:g} dBFS while speaking)")
-    table.add_row("peak", f"{report.peak_db:.1f} dBFS")
+    table.add_row("peak", "silence" if report.silent else f"{report.peak_db:.1f} dBFS")
     snr = "" if report.snr_db is None else f" ({report.snr_db:.0f} dB below the voice)"
     table.add_row("noise floor", f"{report.noise_db:.1f} dBFS{snr}")
     table.add_row("clipping", f"{report.clipped} samples" if report.clipped else "none")
@@ -91,11 +101,23 @@ def render(report: InputReport, advice: Recommendation, spec: str | None, to: st
         else f"{report.low_hz:.0f} Hz - {report.high_hz / 1000:.1f} kHz"
     )
     table.add_row("bandwidth", band)
-    table.add_row("polarity", str(report.polarity))
+    clap = report.clap
+    table.add_row(
+        "polarity",
+        f"{'inverted' if clap.sign < 0 else 'normal'} (the clap at {clap.at:.1f} s)"
+        if clap
+        else "? (no clap heard)",
+    )
+    table.add_row("voice's polarity", str(report.polarity))
     OUT.print(table)
     for reason in advice.reasons:
         OUT.print(f"  - {reason}")
-    command = ["airmic-send", "--to", to or "RECEIVER"]
+    if report.silent:
+        OUT.print("\nrecommended: nothing yet (nothing was heard)")
+        return
+    command = ["airmic-send"]
+    if to or not receivers().all():  # a paired sender finds its receiver by itself
+        command += ["--to", to or "RECEIVER"]
     if spec:
         command += ["--input", spec]
     OUT.print(
@@ -107,4 +129,4 @@ async def probe(args: argparse.Namespace) -> int:
     samples = await record(args.input, args.seconds)
     report = analyse(samples)
     render(report, recommend(report), args.input, args.to)
-    return 0
+    return 1 if report.silent else 0

@@ -65,3 +65,16 @@ def hum_level_db(x: np.ndarray, mains: float = 50.0) -> float:
         phasor = np.exp(-2j * np.pi * mains * h * n)
         power += 2 * abs(np.mean(x * phasor)) ** 2
     return 10 * np.log10(power / np.mean(np.square(x.astype(np.float64))))
+
+
+def clap(seed: int = 0, peak: float = 0.9) -> np.ndarray:
+    """A hand clap as a microphone of normal polarity hears it: a sharp compression (the
+    air pushed out from between the palms, about 0.6 ms), then the palms' decaying ring."""
+    rng = np.random.default_rng(seed)
+    n = int(0.08 * RATE)
+    pulse = np.zeros(n)
+    width = int(0.0006 * RATE)
+    pulse[:width] = np.sin(np.pi * np.arange(width) / width)
+    band = signal.butter(2, [800, 3000], "bandpass", fs=RATE, output="sos")
+    ring = signal.sosfilt(band, rng.standard_normal(n) * np.exp(-np.arange(n) / RATE / 0.012))
+    return peak * (pulse + 0.35 * ring)

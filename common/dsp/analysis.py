@@ -14,13 +14,14 @@ from scipy import signal
 from airmic.common.audio import RATE
 from airmic.common.dsp.filters import Samples, high_pass
 from airmic.common.dsp.hum import Hum, detect_hum, notches
-from airmic.common.dsp.polarity import Polarity, estimate_polarity
+from airmic.common.dsp.polarity import Clap, Polarity, estimate_polarity, find_clap
 from airmic.common.dsp.presets import PRESETS
 
 TARGET_DB = -20.0  # the voice level the presets aim at (dBFS RMS while speaking)
 FRAME = RATE // 20  # 50 ms level frames
 Mask = npt.NDArray[np.bool_]  # over the 50 ms frames
 CLIP = 0.999  # a sample this close to full scale was clipped (or about to be)
+SILENCE_DB = -90.0  # a peak below this: nothing reached the input (16 bits' last step)
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,20 @@ class InputReport:
     hum: Hum | None
     low_hz: float | None  # where the voice's long-term spectrum falls off, below and above
     high_hz: float | None
-    polarity: Polarity
+    polarity: Polarity  # from the voice's waveform
+    clap: Clap | None  # from a hand clap's first peak: the surer test
 
     @property
     def snr_db(self) -> float | None:
         return None if self.voice_db is None else self.voice_db - self.noise_db
+
+    @property
+    def silent(self) -> bool:
+        return self.peak_db < SILENCE_DB
+
+    @property
+    def inverted(self) -> bool:
+        return (self.clap.sign if self.clap else self.polarity.sign) < 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,7 @@ def analyse(samples: Samples) -> InputReport:
         low_hz=low,
         high_hz=high,
         polarity=estimate_polarity(centred) if voice is not None else Polarity(0, 0.0, 0),
+        clap=find_clap(x - dc),
     )
 
 
@@ -125,6 +136,10 @@ def _bandwidth(x: Samples, voiced: Mask, quiet: Mask) -> tuple[float | None, flo
 def recommend(report: InputReport) -> Recommendation:
     """The preset, gain and polarity for the input the report describes."""
     reasons = []
+    if report.silent:
+        return Recommendation(
+            "mic", 0.0, False, ["no sound at all: is the input muted, or another one?"]
+        )
     if report.voice_db is None:
         return Recommendation("mic", 0.0, False, ["no voice heard: talk while it records"])
     high = report.high_hz or 0.0
@@ -146,9 +161,14 @@ def recommend(report: InputReport) -> Recommendation:
     gain = max(0.0, min(48.0, 2 * round(gain / 2)))
     if abs(gain - PRESETS[preset].gain_db) < 3:
         gain = PRESETS[preset].gain_db
-    invert = report.polarity.sign < 0
+    invert = report.inverted
+    voice, clap = report.polarity.sign, report.clap
+    if clap is not None and voice and voice != clap.sign:
+        reasons.append("the voice's waveform and the clap disagree on polarity: the clap wins")
     if invert:
-        reasons.append("the voice's polarity is inverted")
+        reasons.append(f"the {'clap' if clap else 'voice'}'s polarity is inverted")
+    if clap is None and not voice:
+        reasons.append("polarity unsure: probe again and clap once, sharply, before you talk")
     if report.clipped:
         reasons.append(f"{report.clipped} clipped samples: turn the input down in the system mixer")
     if report.hum is not None:

@@ -49,7 +49,7 @@ def detect_hum(samples: Samples, harmonics: int = HARMONICS) -> Hum | None:
             near = spectrum[max(1, k - round(12 / bin_hz)) : k + round(12 / bin_hz) + 1]
             peak = k - 1 + int(np.argmax(spectrum[k - 1 : k + 2]))
             power = float(np.sum(spectrum[peak - 1 : peak + 2])) / 1.5  # Hann: 1.5 bins wide
-            heights.append(10 * np.log10(power / (2 * float(np.median(near)) + 1e-30)))
+            heights.append(10 * np.log10((power + 1e-30) / (2 * float(np.median(near)) + 1e-30)))
             freqs.append(_interpolate(spectrum, peak) * bin_hz)
             powers.append(power)
         strong = [i for i, height in enumerate(heights) if height > MIN_PROMINENCE_DB]

@@ -31,6 +31,7 @@ ORDER = 18  # formants up to 8 kHz, two poles each, and two for the tilt
 FRAME, HOP = 400, 160  # 25 ms windows every 10 ms
 _ABOVE_BASS = signal.butter(2, 800, "highpass", fs=ANALYSIS_RATE, output="sos")
 UNSURE = 0.15  # |median skewness| below this: no verdict
+_ABOVE_HUM = signal.butter(2, 300, "highpass", fs=RATE, output="sos")
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,50 @@ def estimate_polarity(samples: Samples) -> Polarity:
     median = float(np.median(np.asarray(skews)[loud]))
     sign = 0 if abs(median) < UNSURE else (1 if median < 0 else -1)
     return Polarity(sign, median, int(loud.sum()))
+
+
+CLAP_RISE_DB = 20.0  # a clap's onset: this much above anything in the 150 ms before it
+CLAP_QUIET = 150  # ms of quiet before it (a consonant has its vowel that near)
+CLAP_DECAY_DB = 15.0  # and this much down from 60 to 250 ms after (a consonant has its vowel)
+
+
+@dataclass(frozen=True)
+class Clap:
+    sign: int  # +1 as recorded (its first peak positive), -1 inverted
+    at: float  # seconds into the recording
+    peak_db: float
+
+
+def find_clap(samples: Samples) -> Clap | None:
+    """The polarity of a hand clap in `samples`, the loudest impulsive onset; None if none.
+
+    A clap's first pressure wave is a compression (the air pushed out from between the
+    palms), so through a microphone of normal polarity its first peak is positive. Unlike
+    the voice's waveform, that edge keeps its sign through a driver's bass roll-off (a
+    high-pass passes the edge, its undershoot comes later) and treble loss (which only
+    rounds it off)."""
+    # Above the hum and the room's rumble (causal: the edge keeps its sign and its place).
+    x = signal.sosfilt(_ABOVE_HUM, np.asarray(samples, dtype=np.float64))
+    ms = RATE // 1000
+    frames = len(x) // ms
+    if frames < 100:
+        return None
+    power = np.mean(x[: frames * ms].reshape(frames, ms) ** 2, axis=1) + 1e-20
+    level = 10 * np.log10(power)
+    best: Clap | None = None
+    for i in range(CLAP_QUIET + 2, frames - 250):
+        loudest = level[i : i + 5].max()
+        if (
+            level[i : i + 2].max() - np.percentile(level[i - CLAP_QUIET - 2 : i - 2], 90)
+            < CLAP_RISE_DB
+            or level[i + 60 : i + 250].max() > loudest - CLAP_DECAY_DB
+        ):
+            continue
+        burst = x[(i - 1) * ms : (i + 5) * ms]
+        peak = float(np.max(np.abs(burst)))
+        # The first excursion past half the burst's peak: its sign is the clap's.
+        first = burst[np.argmax(np.abs(burst) >= 0.5 * peak)]
+        clap = Clap(1 if first > 0 else -1, (i - 1) / 1000, 20 * np.log10(peak + 1e-12))
+        if best is None or clap.peak_db > best.peak_db:
+            best = clap
+    return best

@@ -1,6 +1,8 @@
 """Presets on simulated transducers, polarity on voices of known polarity, and the probe's
 analysis naming the faults that were put in."""
 
+import warnings
+
 import numpy as np
 import pytest
 import soxr
@@ -11,9 +13,9 @@ from airmic.common.audio import level_dbfs
 from airmic.common.dsp import PRESETS
 from airmic.common.dsp.analysis import TARGET_DB, analyse, recommend
 from airmic.common.dsp.chain import build_chain
-from airmic.common.dsp.polarity import estimate_polarity
+from airmic.common.dsp.polarity import estimate_polarity, find_clap
 from tests.audio_match import best_lag
-from tests.transducer import hum_level_db, simulate
+from tests.transducer import KINDS, clap, hum_level_db, simulate
 from tests.voices import TEXTS, VOICES, glottal_voice
 
 RATE = 48_000
@@ -123,3 +125,37 @@ def test_probe_sees_clipping_and_inverted_polarity():
     assert any("clipped" in reason for reason in recommend(report).reasons)
     silent = analyse(np.random.default_rng(0).standard_normal(RATE * 3) * 1e-4)
     assert silent.voice_db is None and "no voice" in recommend(silent).reasons[0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_clap_tells_the_polarity_where_the_voice_cannot(speech_samples, kind):
+    """espeak's voice has no glottal pulse to read; a clap before it settles the polarity,
+    through every transducer's phase response, either way round."""
+    for seed, flip in ((0, 1), (1, -1), (2, 1), (3, -1)):
+        quiet = np.zeros(RATE // 2)
+        x = flip * np.concatenate([quiet, clap(seed), quiet, speech_samples])
+        raw = simulate(x, kind, seed=seed)
+        expected = flip * (-1 if KINDS[kind].invert else 1)
+        found = find_clap(raw)
+        assert found is not None and found.sign == expected
+        assert found.at == pytest.approx(0.5, abs=0.005)
+        report = analyse(raw)
+        assert report.inverted == (expected < 0) and recommend(report).invert == (expected < 0)
+
+
+def test_speech_alone_is_no_clap():
+    """Plosives after a pause rise as fast as a clap; a vowel follows them, a clap's ring
+    dies away."""
+    for i, (voice, f0) in enumerate(VOICES):
+        clip = glottal_voice(TEXTS[i % len(TEXTS)], voice, f0, seed=i)
+        assert find_clap(clip) is None  # digital silence between words, the hardest case
+        assert find_clap(simulate(clip, "speaker", seed=i)) is None
+
+
+def test_digital_silence_is_said_plainly():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning on the terminal
+        report = analyse(np.zeros(RATE * 3, dtype=np.float32))
+        advice = recommend(report)
+    assert report.silent and report.voice_db is None and report.clap is None
+    assert "no sound at all" in advice.reasons[0]

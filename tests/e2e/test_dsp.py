@@ -4,6 +4,9 @@ has none (ffmpeg)."""
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import shutil
 
 import numpy as np
@@ -11,10 +14,13 @@ import pytest
 import soundfile
 
 from airmic.common.dsp import PRESETS
+from airmic.common.peers import Peers
+from airmic.sender.cli import build_parser
+from airmic.sender.secure import RECEIVERS_FILE
 from tests.conftest import command
 from tests.dsp.test_presets import active_level_db
 from tests.processes import Process, ReceiverProcess, send
-from tests.transducer import hum_level_db, simulate
+from tests.transducer import clap, hum_level_db, simulate
 from tests.voices import TEXTS, glottal_voice
 
 pytestmark = pytest.mark.e2e
@@ -71,6 +77,37 @@ def test_probe_recommends_the_preset_gain_and_polarity(tmp_path):
     assert "60 Hz" in report and "inverted" in report
     assert f"airmic-send --to pc.local --input file:{path} --preset speaker" in report
     assert "--invert" in report
+
+
+def test_probe_on_digital_silence_says_so(tmp_path):
+    path = tmp_path / "silence.wav"
+    soundfile.write(path, np.zeros(RATE * 3), RATE, subtype="PCM_16")
+    line = [command("airmic-send"), "probe", "--input", f"file:{path}", "--seconds", "3"]
+    probe = Process(line, tmp_path, "probe")
+    assert probe.wait() == 1, probe.stderr  # nothing to recommend
+    assert "Warning" not in probe.stderr and "Traceback" not in probe.stderr
+    assert re.search(r"peak\s+silence", probe.stdout) and "-240" not in probe.stdout
+    assert "no sound at all" in probe.stdout and "recommended: nothing yet" in probe.stdout
+
+
+def test_probe_reads_a_clap_and_prints_a_runnable_command(tmp_path, speech_samples):
+    """A paired sender's recommended command needs no --to: as printed, it parses."""
+    quiet = np.zeros(RATE // 2)
+    talk = np.concatenate([quiet, clap(), quiet, speech_samples])
+    path = tmp_path / "clap.wav"
+    soundfile.write(path, simulate(talk, "speaker"), RATE, subtype="PCM_16")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    Peers(tmp_path / "config" / "airmic" / RECEIVERS_FILE).add("studio", bytes(32))
+    line = [command("airmic-send"), "probe", "--input", f"file:{path}", "--seconds", "9"]
+    probe = Process(line, tmp_path, "probe", env)
+    assert probe.wait() == 0, probe.stderr
+    print(probe.stdout)
+    assert "clap once, wait a moment, then talk" in probe.stderr  # what to do, while it records
+    assert re.search(r"polarity\s+inverted \(the clap at 0\.5 s\)", probe.stdout)
+    printed = shlex.split(probe.stdout.split("recommended:")[1].splitlines()[1])
+    assert printed[0] == "airmic-send" and "--to" not in printed
+    args = build_parser().parse_args(printed[1:])
+    assert (args.preset, args.invert, args.input) == ("speaker", True, f"file:{path}")
 
 
 def test_sender_preset_cleans_a_speaker_driver(tmp_path, udp_port, speaker_file):
