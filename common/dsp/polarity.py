@@ -75,7 +75,7 @@ def estimate_polarity(samples: Samples) -> Polarity:
     return Polarity(sign, median, int(loud.sum()))
 
 
-CLAP_RISE_DB = 20.0  # a clap's onset: this much above anything in the 150 ms before it
+CLAP_RISE_DB = 15.0  # a clap's onset: this much above anything in the 150 ms before it
 CLAP_QUIET = 150  # ms of quiet before it (a consonant has its vowel that near)
 CLAP_DECAY_DB = 15.0  # and this much down from 60 to 250 ms after (a consonant has its vowel)
 
