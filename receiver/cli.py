@@ -139,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit this long after the last stream went silent (or after start, if none came)",
     )
     parser.add_argument(
+        "--record",
+        metavar="DIR",
+        type=Path,
+        help="record every room (a sender, by its name) into a new folder in DIR, named by "
+        "the start time: ROOM.opus each (the Opus packets as they arrived, on one timeline: "
+        "the files play in step) and session.json",
+    )
+    parser.add_argument(
         "--stats-json", metavar="PATH", help="write per-stream counters to PATH on exit"
     )
     parser.add_argument(
@@ -232,6 +240,7 @@ async def _main(args: argparse.Namespace) -> int:
             discovery=not args.no_advertise,
             interface=args.interface,
             insecure=args.insecure,
+            record=args.record,
         )
         await run_receiver(config, stop_event())
     return 0

@@ -3,7 +3,8 @@
 mDNS/DNS-SD: advertises the receiver; HTTPS also takes pairings (SPAKE2)
 UDP socket (its own thread) ─► guard (handshakes, SRTP) ─┐
 HTTPS: page, WHIP ─► WebRTC (aiortc) RTP (the event loop) ─┴► demux (validate; one session
-    per SSRC and source) ─► the session's inbox
+    per SSRC and source) ─► the session's inbox, and [--record: the recording thread ─►
+    the room's Ogg Opus file, the packets as they came]
 the output's clock (the virtual mic's server, a sound card, or the paced clock for files),
     every block: inbox ─► jitter buffer ─► Opus decoder (FEC, concealment) ─► delay and
     drift control ─► [DSP chain] ─► the stream's files, and mixed into the output
@@ -37,12 +38,14 @@ from airmic.common.errors import DeviceError
 from airmic.common.identity import load_identity
 from airmic.common.log import OnceLogger
 from airmic.common.playout import BLOCK, Playout
+from airmic.common.rtp import MediaPacket
 from airmic.common.status import StatusLine, meter
 from airmic.receiver.demux import Address, Demux, StreamKey
 from airmic.receiver.discovery import Advertiser, Announcement
 from airmic.receiver.guard import Guard
 from airmic.receiver.pairing import PAGE_LINK, PairingDesk, senders
 from airmic.receiver.player import Feed, Output, PacedClock, Player, StreamSink
+from airmic.receiver.recording import Recording
 from airmic.receiver.session import Metrics, Origin, Session
 from airmic.receiver.sinks import SinkFactory
 from airmic.receiver.transport import listen
@@ -77,6 +80,7 @@ class ReceiverConfig:
     interface: str | None = None  # where mDNS goes; None: the --listen address (or all)
     folder: Path = field(default_factory=config_dir)  # keys, pairings, certificate, token
     insecure: bool = False  # also take plain RTP from anyone (ffmpeg, GStreamer)
+    record: Path | None = None  # a session folder in it, an Ogg Opus file per room
 
 
 class Receiver:
@@ -105,6 +109,7 @@ class Receiver:
         self._finisher = ThreadPoolExecutor(1, thread_name_prefix="finisher")
         self._all_finished = threading.Condition()
         self._revocation_check = 0.0
+        self.recording = Recording(config.record, time.monotonic()) if config.record else None
 
     def receive(self, data: bytes, addr: Address, now: float) -> bytes | None:
         """A datagram from the UDP socket (its thread); what to answer, if anything."""
@@ -122,20 +127,29 @@ class Receiver:
         sender = self.whip.senders.get((host, port))
         keyed = self.guard.keyed.get((host, port))
         if sender is not None:
-            origin = Origin(f"{sender.label} (WebRTC)", True, "webrtc")
+            origin = Origin(f"{sender.label} (WebRTC)", True, "webrtc", sender.label)
         elif keyed is not None:
-            origin = Origin(f"{keyed.peer.name} ({host}:{port})", True)
+            origin = Origin(f"{keyed.peer.name} ({host}:{port})", True, room=keyed.peer.name)
         else:
-            origin = Origin(f"{host}:{port}/{ssrc:08x}", False)
+            origin = Origin(f"{host}:{port}/{ssrc:08x}", False, room=host)
         sinks, outputs = self._open_sinks(origin.name)
         names = [sink.description for sink in sinks] + [o.description for o in outputs]
+        tap = None  # the room's recording gets each packet as it arrives
+        if self.recording is not None:
+            recording = self.recording
+            recording.stream(key, origin.room, origin.name, now)
+            names.append(f"room {origin.room} in {recording.folder}")
+
+            def tap(packet: MediaPacket, arrived: float) -> None:
+                recording.packet(key, packet, arrived)
+
         log.info("stream %s started -> %s", origin.name, ", ".join(names))
         # A browser's sender may name its transducer (the page's "plugged in" choice).
         dsp = PRESETS[sender.preset] if sender and sender.preset else self.config.dsp
         chain = build_chain(dsp, self.config.block) if dsp else None
         if chain is not None:
             log.info("stream %s: DSP %s", origin.name, chain.describe())
-        session = Session(origin, Playout(self.config.latency), now, chain, tuple(names))
+        session = Session(origin, Playout(self.config.latency), now, chain, tuple(names), tap)
         feeds = [Feed(session) for _ in outputs[1:]]  # the first output's clock pulls
         player = Player(session, sinks, feeds, self._finisher, self._ended)
         self._players[key] = player
@@ -229,6 +243,8 @@ class Receiver:
         if not await asyncio.to_thread(self.wait_finished, self.demux.opened, CLOSE_TIMEOUT):
             log.warning("%d streams did not finish", self.demux.opened - len(self.finished))
         await asyncio.to_thread(self.clock.close)
+        if self.recording is not None:
+            await asyncio.to_thread(self.recording.close)
         self._finisher.shutdown(wait=False)
         if self.config.stats_json:
             self.config.stats_json.write_text(json.dumps(self.report(), indent=2) + "\n")

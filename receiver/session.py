@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ class Origin:
     name: str
     encrypted: bool  # SRTP from a paired sender, or DTLS-SRTP (WebRTC)
     transport: str = "udp"  # or "webrtc"
+    room: str = ""  # the sender's name (or, for plain RTP, its host): its streams' room
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,10 @@ class Session:
         now: float,
         dsp: Chain | None = None,
         sinks: tuple[str, ...] = (),
+        tap: Callable[[MediaPacket, float], None] | None = None,
     ) -> None:
         self.origin = origin
+        self.tap = tap  # also gets each packet as it arrives (the room's recording)
         self.sinks = sinks  # their descriptions
         self.playout = playout
         self.dsp = dsp  # for senders that cannot run it themselves (browsers, ffmpeg)
@@ -105,6 +109,8 @@ class Session:
     def push(self, packet: MediaPacket, now: float) -> None:
         """A packet arrived at `now` (any thread; never blocks)."""
         self.last_packet = now
+        if self.tap is not None:
+            self.tap(packet, now)
         self._inbox.append((packet, now))
         if len(self._inbox) > INBOX:  # the driver is stuck: keep the newest
             self._inbox.popleft()
