@@ -24,6 +24,7 @@ from airmic.common.cli import (
 )
 from airmic.common.delay import MODES, LatencyRange, parse_latency
 from airmic.common.dsp import add_dsp_options, settings_from_args
+from airmic.common.errors import UsageError
 from airmic.receiver.web_config import WebConfig
 
 # What receiving needs (aiortc, aiohttp, zeroconf, scipy, libpulse: a second and more to
@@ -139,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit this long after the last stream went silent (or after start, if none came)",
     )
     parser.add_argument(
+        "--mics",
+        choices=("one", "per-room"),
+        default="one",
+        help="one: every stream mixed into the one virtual mic (the default); per-room: a "
+        'mic for each room (a sender, by its name), "AirMic (kitchen)", made when it '
+        "first streams and kept until exit",
+    )
+    parser.add_argument(
         "--record",
         metavar="DIR",
         type=Path,
@@ -224,7 +233,10 @@ async def _main(args: argparse.Namespace) -> int:
     with ExitStack() as opened:  # a virtual mic made at start is removed whatever happens
         sinks = []
         for spec in args.sink or [None]:
-            sinks.append(parse_sink(spec) if spec else default_sink())
+            if args.mics == "per-room" and spec in (None, "virtual"):
+                sinks.append(room_mics())
+            else:
+                sinks.append(parse_sink(spec) if spec else default_sink())
             opened.callback(sinks[-1].close)
         config = ReceiverConfig(
             listen=args.listen,
@@ -253,6 +265,15 @@ def web_config(args: argparse.Namespace) -> WebConfig | None:
         host, port = args.listen
         return WebConfig(host, port, tls=True, new_token=args.new_token)
     return dataclasses.replace(args.web, new_token=args.new_token)
+
+
+def room_mics() -> SinkFactory:
+    """--mics per-room: a virtual mic per room (Linux: PulseAudio or PipeWire)."""
+    from airmic.receiver.virtual_mic import PLATFORM, RoomMicsSinkFactory
+
+    if PLATFORM != "linux":
+        raise UsageError("--mics per-room needs PulseAudio or PipeWire (Linux) for now")
+    return RoomMicsSinkFactory()
 
 
 def default_sink() -> SinkFactory:

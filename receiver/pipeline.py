@@ -132,7 +132,7 @@ class Receiver:
             origin = Origin(f"{keyed.peer.name} ({host}:{port})", True, room=keyed.peer.name)
         else:
             origin = Origin(f"{host}:{port}/{ssrc:08x}", False, room=host)
-        sinks, outputs = self._open_sinks(origin.name)
+        sinks, outputs = self._open_sinks(origin.name, origin.room)
         names = [sink.description for sink in sinks] + [o.description for o in outputs]
         tap = None  # the room's recording gets each packet as it arrives
         if self.recording is not None:
@@ -158,14 +158,14 @@ class Receiver:
         (outputs[0] if outputs else self.clock).attach(player)
         return session
 
-    def _open_sinks(self, name: str) -> tuple[list[StreamSink], list[Output]]:
+    def _open_sinks(self, name: str, room: str) -> tuple[list[StreamSink], list[Output]]:
         """The stream's own sinks (creating a file: on the network thread, as the stream's
         first packets must wait for it anyway) and the shared outputs it attaches to."""
         sinks: list[StreamSink] = []
         outputs: list[Output] = []
         for factory in self.config.sinks:
             try:
-                opened = factory.open(name)
+                opened = factory.open(name, room)
             except DeviceError as exc:  # e.g. the sound server went away: the others play on
                 self.sink_errors.report(
                     factory.spec, "stream %s: no %s: %s", name, factory.spec, exc

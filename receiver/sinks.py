@@ -37,7 +37,7 @@ class SinkFactory(Protocol):
 
     spec: str
 
-    def open(self, stream: str) -> StreamSink | Output: ...
+    def open(self, stream: str, room: str) -> StreamSink | Output: ...
 
     def close(self) -> None: ...
 
@@ -166,7 +166,7 @@ class WavSinkFactory:
             raise UsageError(f"cannot write {path}: no folder {path.parent}")
         self._writer = FileWriter()
 
-    def open(self, stream: str) -> StreamSink:
+    def open(self, stream: str, room: str) -> StreamSink:
         return WavSink(self.path, self._writer)
 
     def close(self) -> None:
@@ -191,7 +191,7 @@ class NullSink:
 class NullSinkFactory:
     spec = "null"
 
-    def open(self, stream: str) -> StreamSink:
+    def open(self, stream: str, room: str) -> StreamSink:
         return NullSink()
 
     def close(self) -> None:
@@ -316,7 +316,7 @@ class DeviceSinkFactory:
         self.device = find_device(spec, "output")  # fail at start-up, not at the first stream
         self.output = DeviceOutput(self.device, spec or "default", block)
 
-    def open(self, stream: str) -> Output:
+    def open(self, stream: str, room: str) -> Output:
         return self.output
 
     def close(self) -> None:

@@ -82,6 +82,7 @@ class VirtualMic:
     """The names of one virtual mic: `airmic` / "AirMic", or `airmic_NAME` / "AirMic (NAME)"."""
 
     name: str = ""
+    label: str = ""  # what apps show in "AirMic (LABEL)" (default: the name)
 
     def __post_init__(self) -> None:
         if self.name and not NAME.fullmatch(self.name):
@@ -99,7 +100,8 @@ class VirtualMic:
 
     @property
     def description(self) -> str:
-        return f"AirMic ({self.name})" if self.name else "AirMic"
+        label = (self.label or self.name).replace('"', "'")
+        return f"AirMic ({label})" if label else "AirMic"
 
     @property
     def tag(self) -> str:
@@ -173,9 +175,9 @@ class VirtualMicSinkFactory:
 
     RETRY = 0.5  # seconds between attempts while the server is away
 
-    def __init__(self, name: str, block: int = BLOCK) -> None:
+    def __init__(self, name: str, block: int = BLOCK, label: str = "") -> None:
         self.spec = f"virtual:{name}" if name else "virtual"
-        self.mic = VirtualMic(name)
+        self.mic = VirtualMic(name, label)
         self.block = block
         self.mic.create()
         try:
@@ -193,7 +195,7 @@ class VirtualMicSinkFactory:
         output.description = f"virtual:{self.mic.source}"
         return output
 
-    def open(self, stream: str) -> Output:
+    def open(self, stream: str, room: str) -> Output:
         output = self.output
         if output.failed is not None:
             raise DeviceError(f"the sound server went away ({output.failed})")
@@ -251,6 +253,37 @@ class VirtualMicSinkFactory:
     @property
     def description(self) -> str:
         return self.mic.description
+
+
+class RoomMicsSinkFactory:
+    """`--mics per-room`: a virtual mic for each room, "AirMic (kitchen)", made when the
+    room first streams and kept (delivering silence between its streams) until exit, so an
+    app that picked it keeps it across the sender's reconnections."""
+
+    spec = "virtual:per-room"
+
+    def __init__(self, block: int = BLOCK) -> None:
+        self.block = block
+        self._mics: dict[str, VirtualMicSinkFactory] = {}
+        pulse_client().close()  # no server: say so at start, not at the first stream
+
+    def open(self, stream: str, room: str) -> Output:
+        mic = self._mics.get(room)
+        if mic is None:
+            taken = {m.mic.name for m in self._mics.values()}
+            mic = VirtualMicSinkFactory(_mic_name(room, taken), self.block, label=room)
+            self._mics[room] = mic
+        return mic.open(stream, room)
+
+    def close(self) -> None:
+        for mic in self._mics.values():
+            mic.close()
+
+
+def _mic_name(room: str, taken: set[str]) -> str:
+    """A room's name as a mic's (source `airmic_NAME`): letters, digits, - and _ only."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "_", room).strip("_")[:28] or "room"
+    return next(n for n in (base, *(f"{base}-{i}" for i in range(2, 1000))) if n not in taken)
 
 
 def open_virtual(name: str) -> SinkFactory:

@@ -51,7 +51,7 @@ class Factory:
     def __init__(self, output: ClockedOutput) -> None:
         self.output = output
 
-    def open(self, stream: str) -> ClockedOutput:
+    def open(self, stream: str, room: str) -> ClockedOutput:
         return self.output
 
     def close(self) -> None:

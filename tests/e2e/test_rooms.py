@@ -1,0 +1,184 @@
+"""Rooms through the real commands: three paired senders, each with its own voice, at once
+into `airmic-receive --record DIR`; each room's Ogg Opus file (decoded by ffmpeg) carries
+its own voice and not the others', on one timeline; a sender that reconnects stays in its
+room; a receiver killed mid-stream leaves files that decode up to the last second."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from scipy import signal as dsp
+
+from airmic.common.identity import load_identity
+from airmic.common.peers import Peers
+from scripts.make_speech import make_speech
+from tests.audio_match import match
+from tests.conftest import command
+from tests.processes import Process, ReceiverProcess
+from tests.pulse import SERVERS, record_source
+from tests.voices import TEXTS
+
+pytestmark = pytest.mark.e2e
+RATE = 48_000
+ROOMS = {"kitchen": ("en", 0), "hall": ("de", 1), "desk": ("fr", 2)}
+
+
+@pytest.fixture
+def homes(tmp_path):
+    """A receiver's config folder, and a sender's for each room, all paired with it."""
+    receiver = tmp_path / "receiver"
+    studio = load_identity(receiver / "airmic")
+    envs = {"receiver": {**os.environ, "XDG_CONFIG_HOME": str(receiver)}}
+    for room in ROOMS:
+        home = tmp_path / room
+        Peers(receiver / "airmic" / "paired-senders.json").add(
+            room, load_identity(home / "airmic").public
+        )
+        Peers(home / "airmic" / "paired-receivers.json").add("studio", studio.public)
+        envs[room] = {**os.environ, "XDG_CONFIG_HOME": str(home)}
+    return envs
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory):
+    """A different voice saying a different text for each room, as 48 kHz WAV files."""
+    folder = tmp_path_factory.mktemp("voices")
+    paths = {}
+    for room, (voice, n) in ROOMS.items():
+        paths[room] = make_speech(folder / f"{room}.wav", " ".join(TEXTS[n:] + TEXTS[:n]), voice)
+    return paths
+
+
+def decode(path) -> np.ndarray:
+    """A file as ffmpeg decodes it, at 48 kHz: a recording, or what was sent."""
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1", "-ar", "48000", "-"],
+        capture_output=True,
+        timeout=60,
+    )
+    return np.frombuffer(out.stdout, dtype=np.float32)
+
+
+def sender(tmp_path, udp_port, env, room, wav, *extra):
+    line = [command("airmic-send"), "--to", f"127.0.0.1:{udp_port}", "--name", room,
+            "--input", f"file:{wav}", *extra]  # fmt: skip
+    return Process(line, tmp_path, room, env)
+
+
+def test_three_rooms_each_in_its_own_file(tmp_path, udp_port, homes, voices):
+    record = tmp_path / "sessions"
+    record.mkdir()
+    receiver = ReceiverProcess(tmp_path, udp_port, "--record", str(record), idle=2.0,
+                               sinks=("null",), env=homes["receiver"], secure=True)  # fmt: skip
+    senders = [sender(tmp_path, udp_port, homes[room], room, voices[room]) for room in ROOMS]
+    assert all(s.wait() == 0 for s in senders), [s.stderr for s in senders]
+    assert receiver.wait() == 0, receiver.stderr
+    (session,) = record.iterdir()
+    described = json.loads((session / "session.json").read_text())
+    assert {r["room"] for r in described["rooms"]} == set(ROOMS)
+    heard = {room: decode(session / f"{room}.opus") for room in ROOMS}
+    said = {room: decode(voices[room]) for room in ROOMS}
+    for room, audio in heard.items():
+        scores = {other: match(said[other], audio).correlation for other in ROOMS}
+        print(room, {k: round(v, 3) for k, v in scores.items()})
+        assert scores[room] > 0.9  # its own voice
+        assert all(scores[o] < 0.5 for o in ROOMS if o != room)  # and not the others (a mix: ~0.7)
+        start = next(r for r in described["rooms"] if r["room"] == room)["streams"][0]["start_s"]
+        lag = match(said[room], audio).lag / RATE
+        assert abs(lag - start) < 0.05  # where session.json says the room started
+
+
+def test_a_sender_that_reconnects_stays_in_its_room(tmp_path, udp_port, homes, voices):
+    record = tmp_path / "sessions"
+    record.mkdir()
+    receiver = ReceiverProcess(tmp_path, udp_port, "--record", str(record), idle=None,
+                               sinks=("null",), env=homes["receiver"], secure=True)  # fmt: skip
+    for _ in range(2):  # the sender stops and starts again: a new stream, the same room
+        tone = sender(tmp_path, udp_port, homes["kitchen"], "kitchen", voices["kitchen"],
+                      "--duration", "1.5")  # fmt: skip
+        assert tone.wait() == 0, tone.stderr
+    receiver.wait_for("ended", timeout=15)
+    assert receiver.stop() == 0
+    (session,) = record.iterdir()
+    assert sorted(p.name for p in session.iterdir()) == ["kitchen.opus", "session.json"]
+    (room,) = json.loads((session / "session.json").read_text())["rooms"]
+    assert len(room["streams"]) == 2  # two streams, one room, one file
+    audio = decode(session / "kitchen.opus")
+    said = decode(voices["kitchen"])[: int(1.5 * RATE)]
+    for stream in room["streams"]:  # each stream's speech where session.json puts it
+        at = round(stream["start_s"] * RATE)
+        assert match(said, audio[at : at + len(said) + RATE // 10]).correlation > 0.9
+
+
+def test_a_killed_receiver_leaves_files_that_decode(tmp_path, udp_port, homes, voices):
+    record = tmp_path / "sessions"
+    record.mkdir()
+    receiver = ReceiverProcess(tmp_path, udp_port, "--record", str(record), idle=None,
+                               sinks=("null",), env=homes["receiver"], secure=True)  # fmt: skip
+    talking = sender(tmp_path, udp_port, homes["hall"], "hall", voices["hall"], "--loop")
+    receiver.wait_for("recording into")
+    started = time.monotonic()
+    time.sleep(4)
+    receiver.stop(signal.SIGKILL)
+    killed = time.monotonic() - started
+    talking.stop()
+    (session,) = record.iterdir()
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(session / "hall.opus"), "-f", "f32le", "-"],
+        capture_output=True,
+        timeout=60,
+    )
+    audio = np.frombuffer(out.stdout, dtype=np.float32)
+    # Every complete page decodes; at most the last second (and the hold) is missing.
+    assert len(audio) / RATE > killed - 1.0 - 0.3 - 0.5, out.stderr
+    said = decode(voices["hall"])
+    assert match(said[: 2 * RATE], audio[: 3 * RATE]).correlation > 0.9
+
+
+@pytest.mark.parametrize("pulse", SERVERS, indirect=True)
+def test_each_room_has_its_own_mic(tmp_path, udp_port, homes, voices, pulse):
+    """`--mics per-room`: "AirMic (kitchen)", "AirMic (hall)", "AirMic (desk)", each
+    recorded with parecord, each with its own voice and none of the others'."""
+    env = {**pulse, "XDG_CONFIG_HOME": homes["receiver"]["XDG_CONFIG_HOME"]}
+    receiver = ReceiverProcess(tmp_path, udp_port, "--mics", "per-room", idle=None,
+                               sinks=("virtual",), env=env, secure=True)  # fmt: skip
+    senders = [sender(tmp_path, udp_port, homes[room], room, voices[room], "--loop")
+               for room in ROOMS]  # fmt: skip
+    records = {}
+    for room in ROOMS:
+        receiver.wait_for(f"virtual microphone 'AirMic ({room})' is ready")
+        path = tmp_path / f"mic-{room}.wav"
+        records[room] = (Process(record_source(f"airmic_{room}", path), tmp_path, f"rec-{room}",
+                                 pulse), path)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while any(not p.exists() or p.stat().st_size < 4 * RATE * 2 for _, p in records.values()):
+        assert time.monotonic() < deadline, "the mics were not recorded"
+        time.sleep(0.1)
+    for process, _ in records.values():
+        process.stop()
+    for s in senders:
+        s.stop()
+    assert receiver.stop() == 0, receiver.stderr
+    said = {room: decode(voices[room]) for room in ROOMS}
+    for room, (_, path) in records.items():
+        heard = decode(path)
+        chunk = heard[len(heard) // 2 - RATE : len(heard) // 2 + RATE]  # 2 s from its middle
+        fits = {other: best_fit(chunk, said[other]) for other in ROOMS}
+        print(room, {k: round(v, 3) for k, v in fits.items()})
+        assert fits[room] > 0.9 and all(fits[o] < 0.3 for o in ROOMS if o != room)
+
+
+def best_fit(chunk: np.ndarray, voice: np.ndarray) -> float:
+    """The best normalised correlation of `chunk` with any stretch of `voice` played in a
+    loop (the senders loop their files)."""
+    loops = np.tile(voice, 2).astype(np.float64)
+    chunk = chunk.astype(np.float64)
+    products = dsp.correlate(loops, chunk, mode="valid")
+    energies = np.sqrt(dsp.convolve(loops**2, np.ones(len(chunk)), mode="valid"))
+    return float(np.max(products / (energies * np.linalg.norm(chunk) + 1e-12)))
