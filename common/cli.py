@@ -129,10 +129,7 @@ def run(
 ) -> int:
     """Run an async main; turn errors into one line and an exit code, and Ctrl-C into 0."""
     setup_logging(args)
-    # Everything imported so far (numpy, scipy, rich, aiortc: ~95k objects) lives until exit.
-    # Frozen, it is left out of the garbage collector's full passes, which otherwise scan it
-    # all and stall the event loop for 25-50 ms here: several playout blocks, heard as gaps.
-    gc.freeze()
+    freeze()
     # The audio threads (a sound server's writer, a sound card's filler) wait for the
     # interpreter's lock whenever another thread runs Python; by default it changes hands
     # every 5 ms, a whole block, and the virtual mic's 10 ms queue ran dry now and then.
@@ -144,6 +141,15 @@ def run(
     except AirmicError as exc:
         log.error("error: %s", exc, exc_info=args.verbose > 0)
         return exc.exit_code
+
+
+def freeze() -> None:
+    """Everything imported so far (numpy, scipy, rich, aiortc: ~95k objects) lives until
+    exit. Frozen, it is left out of the garbage collector's full passes, which otherwise
+    scan it all and stall the threads for 25-50 ms here: several playout blocks, heard as
+    gaps. Called again by a command once it has imported what it streams with (imports
+    wait until a command knows it needs them, so that --help is instant)."""
+    gc.freeze()
 
 
 def stop_event() -> asyncio.Event:

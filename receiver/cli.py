@@ -16,6 +16,7 @@ from airmic.common.cli import (
     DEFAULT_PORT,
     Parser,
     add_logging_options,
+    freeze,
     number,
     parse_address,
     positive_float,
@@ -224,6 +225,7 @@ async def _main(args: argparse.Namespace) -> int:
     from airmic.receiver.sinks import parse_sink
     from airmic.receiver.virtual_mic import describe_sinks
 
+    freeze()
     if args.list_devices:
         print(describe_devices())
         return 0

@@ -15,6 +15,7 @@ from airmic.common.cli import (
     Parser,
     add_logging_options,
     bitrate,
+    freeze,
     parse_address,
     positive_float,
     run,
@@ -201,7 +202,8 @@ async def _main(args: argparse.Namespace) -> int:
         return await list_receivers(args.interface)
     from airmic.sender.pipeline import SenderConfig, run_sender
 
-    to = await destination(args)
+    to = await destination(args)  # imports discovery, the secure link, WebRTC
+    freeze()
     if not 96 <= args.payload_type <= 127:
         raise UsageError("--payload-type must be a dynamic type, 96-127 (RFC 7587)")
     try:
