@@ -26,6 +26,7 @@ from airmic.common.cli import (
 from airmic.common.delay import MODES, LatencyRange, parse_latency
 from airmic.common.dsp import add_dsp_options, settings_from_args
 from airmic.common.errors import UsageError
+from airmic.receiver.rooms import Room, parse_room
 from airmic.receiver.web_config import WebConfig
 
 # What receiving needs (aiortc, aiohttp, zeroconf, scipy, libpulse: a second and more to
@@ -79,6 +80,13 @@ def latency_option(text: str) -> LatencyRange:
     try:
         return parse_latency(text)
     except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def room_option(text: str) -> Room:
+    try:
+        return parse_room(text)
+    except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -147,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="one: every stream mixed into the one virtual mic (the default); per-room: a "
         'mic for each room (a sender, by its name), "AirMic (kitchen)", made when it '
         "first streams and kept until exit",
+    )
+    parser.add_argument(
+        "--room",
+        metavar="NAME[:SETTINGS]",
+        action="append",
+        type=room_option,
+        default=[],
+        help="a room's settings, for every stream of the sender of that name: gain=6dB "
+        "(-40 to 40, at its mic), preset=earbuds (its DSP), mute (silence at its mic; its "
+        "recording goes on); with --mics per-room its mic is made at start; repeatable",
     )
     parser.add_argument(
         "--record",
@@ -236,7 +254,7 @@ async def _main(args: argparse.Namespace) -> int:
         sinks = []
         for spec in args.sink or [None]:
             if args.mics == "per-room" and spec in (None, "virtual"):
-                sinks.append(room_mics())
+                sinks.append(room_mics([room.name for room in args.room]))
             else:
                 sinks.append(parse_sink(spec) if spec else default_sink())
             opened.callback(sinks[-1].close)
@@ -255,6 +273,7 @@ async def _main(args: argparse.Namespace) -> int:
             interface=args.interface,
             insecure=args.insecure,
             record=args.record,
+            rooms=args.room,
         )
         await run_receiver(config, stop_event())
     return 0
@@ -269,13 +288,13 @@ def web_config(args: argparse.Namespace) -> WebConfig | None:
     return dataclasses.replace(args.web, new_token=args.new_token)
 
 
-def room_mics() -> SinkFactory:
+def room_mics(rooms: list[str]) -> SinkFactory:
     """--mics per-room: a virtual mic per room (Linux: PulseAudio or PipeWire)."""
     from airmic.receiver.virtual_mic import PLATFORM, RoomMicsSinkFactory
 
     if PLATFORM != "linux":
         raise UsageError("--mics per-room needs PulseAudio or PipeWire (Linux) for now")
-    return RoomMicsSinkFactory()
+    return RoomMicsSinkFactory(rooms)
 
 
 def default_sink() -> SinkFactory:

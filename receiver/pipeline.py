@@ -46,6 +46,7 @@ from airmic.receiver.guard import Guard
 from airmic.receiver.pairing import PAGE_LINK, PairingDesk, senders
 from airmic.receiver.player import Feed, Output, PacedClock, Player, StreamSink
 from airmic.receiver.recording import Recording
+from airmic.receiver.rooms import Room, Rooms
 from airmic.receiver.session import Metrics, Origin, Session
 from airmic.receiver.sinks import SinkFactory
 from airmic.receiver.transport import listen
@@ -81,6 +82,7 @@ class ReceiverConfig:
     folder: Path = field(default_factory=config_dir)  # keys, pairings, certificate, token
     insecure: bool = False  # also take plain RTP from anyone (ffmpeg, GStreamer)
     record: Path | None = None  # a session folder in it, an Ogg Opus file per room
+    rooms: list[Room] = field(default_factory=list)  # set at start (--room)
 
 
 class Receiver:
@@ -110,6 +112,7 @@ class Receiver:
         self._all_finished = threading.Condition()
         self._revocation_check = 0.0
         self.recording = Recording(config.record, time.monotonic()) if config.record else None
+        self.rooms = Rooms({room.name: room for room in config.rooms})
 
     def receive(self, data: bytes, addr: Address, now: float) -> bytes | None:
         """A datagram from the UDP socket (its thread); what to answer, if anything."""
@@ -144,12 +147,18 @@ class Receiver:
                 recording.packet(key, packet, arrived)
 
         log.info("stream %s started -> %s", origin.name, ", ".join(names))
-        # A browser's sender may name its transducer (the page's "plugged in" choice).
-        dsp = PRESETS[sender.preset] if sender and sender.preset else self.config.dsp
+        room = self.rooms.get(origin.room)
+        # A browser's sender may name its transducer (the page's "plugged in" choice); a
+        # room set at start (--room NAME:preset=...) names it for every sender in it.
+        dsp = room.dsp(self.config.dsp)
+        if sender and sender.preset:
+            dsp = PRESETS[sender.preset]
         chain = build_chain(dsp, self.config.block) if dsp else None
         if chain is not None:
             log.info("stream %s: DSP %s", origin.name, chain.describe())
-        session = Session(origin, Playout(self.config.latency), now, chain, tuple(names), tap)
+        if room.gain_db or room.muted:
+            log.info("stream %s: room %s, %s", origin.name, room.name, room.describe())
+        session = Session(origin, Playout(self.config.latency), now, chain, tuple(names), tap, room)
         feeds = [Feed(session) for _ in outputs[1:]]  # the first output's clock pulls
         player = Player(session, sinks, feeds, self._finisher, self._ended)
         self._players[key] = player

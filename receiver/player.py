@@ -88,11 +88,14 @@ class Player:
     def beat(self, samples: int, now: float, plays_at: float) -> Block | None:
         """The stream's next block, on the driver's thread."""
         block = self.session.read(samples, now, plays_at)
-        for sink in self.sinks:
+        for sink in self.sinks:  # files: the stream as it came
             if block is None:
                 sink.idle(samples)
             else:
                 sink.write(block)
+        factor = self.session.room.factor  # the outputs (the mic): the room's gain, or mute
+        if block is not None and factor != 1.0:
+            block = block * np.float32(factor)
         for feed in self.feeds:
             feed.put(block if block is not None else np.zeros(samples, dtype=np.float32))
         return block

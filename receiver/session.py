@@ -22,6 +22,7 @@ from airmic.common.audio import RATE, Block, level_dbfs
 from airmic.common.dsp.chain import Chain
 from airmic.common.playout import Playout
 from airmic.common.rtp import MediaPacket
+from airmic.receiver.rooms import Room
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,10 @@ class Session:
         dsp: Chain | None = None,
         sinks: tuple[str, ...] = (),
         tap: Callable[[MediaPacket, float], None] | None = None,
+        room: Room | None = None,
     ) -> None:
         self.origin = origin
+        self.room = room or Room(origin.room or origin.name)  # its gain and mute, live
         self.tap = tap  # also gets each packet as it arrives (the room's recording)
         self.sinks = sinks  # their descriptions
         self.playout = playout

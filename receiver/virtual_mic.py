@@ -262,18 +262,23 @@ class RoomMicsSinkFactory:
 
     spec = "virtual:per-room"
 
-    def __init__(self, block: int = BLOCK) -> None:
+    def __init__(self, rooms: list[str], block: int = BLOCK) -> None:
         self.block = block
         self._mics: dict[str, VirtualMicSinkFactory] = {}
         pulse_client().close()  # no server: say so at start, not at the first stream
+        for room in rooms:  # named at start: their mics are there for apps to pick at once
+            self._mic(room)
 
     def open(self, stream: str, room: str) -> Output:
+        return self._mic(room).open(stream, room)
+
+    def _mic(self, room: str) -> VirtualMicSinkFactory:
         mic = self._mics.get(room)
         if mic is None:
             taken = {m.mic.name for m in self._mics.values()}
             mic = VirtualMicSinkFactory(_mic_name(room, taken), self.block, label=room)
             self._mics[room] = mic
-        return mic.open(stream, room)
+        return mic
 
     def close(self) -> None:
         for mic in self._mics.values():

@@ -6,9 +6,11 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import soundfile
 
 from airmic.receiver.pipeline import Receiver, ReceiverConfig
-from airmic.receiver.sinks import NullSinkFactory
+from airmic.receiver.rooms import Room
+from airmic.receiver.sinks import NullSinkFactory, WavSinkFactory
 from tests.audio_match import match
 from tests.receiver.test_session import datagrams
 
@@ -118,3 +120,47 @@ async def test_streams_play_apart_through_loss_and_drift_and_one_ending_stalls_n
     assert abs(by_name[name_c]["drift_ppm"] + PPM) < 150
     assert all(s["gaps"] == 0 for s in receiver.finished)
     await receiver.close()
+
+
+async def test_a_rooms_gain_and_mute_reach_its_outputs_not_its_files(tmp_path):
+    """A plain peer's room is its host. Muted: silence at the output (the mic), the file
+    as it came; a gain of -6 dB: half the amplitude at the output."""
+    output = ClockedOutput()
+    sinks = [Factory(output), WavSinkFactory(tmp_path / "room.wav")]
+    rooms = [Room("127.0.0.2", muted=True), Room("127.0.0.3", gain_db=-6.0206)]
+    config = ReceiverConfig(("127.0.0.1", 0), sinks, insecure=True, rooms=rooms)
+    config.discovery = False
+    receiver = Receiver(config)
+    rng = random.Random(7)
+    muted, quieter = ("127.0.0.2", 40_001), ("127.0.0.3", 40_002)
+    sent = {muted: tone(440, 2.0), quieter: tone(660, 2.0)}
+    schedule = jittered(datagrams(sent[muted], ssrc=1), muted, rng)
+    schedule += jittered(datagrams(sent[quieter], ssrc=2), quieter, rng)
+    schedule.sort(key=lambda s: s[0])
+    now, k = 0.0, 0
+    while now < 2.5:
+        while schedule and schedule[0][0] <= now:
+            _, data, addr = schedule.pop(0)
+            receiver.receive(data, addr, _)
+        output.beat(now)
+        k += 1
+        now = k * BLOCK / 48_000
+    receiver.tick(now + 10)
+    output.beat(now + 10)
+    assert receiver.wait_finished(2, 5.0)
+    await receiver.close()
+
+    heard = {name: np.concatenate(blocks) for name, blocks in output.audio.items()}
+    assert not heard["127.0.0.2:40001/00000001"].any()  # muted: nothing at the mic
+    half = heard["127.0.0.3:40002/00000002"]
+    result = match(sent[quieter] * 0.5, half)
+    assert result.correlation > 0.95
+    aligned = half[result.lag : result.lag + 48_000]
+    ratio = np.sqrt(np.mean(aligned**2) / np.mean(sent[quieter][:48_000] ** 2))
+    assert abs(ratio - 0.5) < 0.02  # -6 dB
+    files = {p.name: soundfile.read(p, dtype="float32")[0] for p in tmp_path.glob("room*.wav")}
+    assert len(files) == 2
+    for audio in files.values():  # each file as it came: full level, not muted
+        best = max(match(s, audio).correlation for s in sent.values())
+        level = np.sqrt(np.mean(audio**2))
+        assert best > 0.9 and level > 0.15
