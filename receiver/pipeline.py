@@ -229,6 +229,46 @@ class Receiver:
             self.finished.append(stats)
             self._all_finished.notify_all()
 
+    def rooms_view(self) -> list[dict[str, Any]]:
+        """Every room met so far (or set at start), its settings and its live streams: what
+        the dashboard shows."""
+        paired = {peer.name for peer in self.guard.senders.all()}
+        with self._lock:
+            live: dict[str, list[dict[str, Any]]] = {}
+            for session in self.demux.sessions.values():
+                live.setdefault(session.room.name, []).append(session.metrics.as_dict())
+            rooms = list(self.rooms.known.values())
+        return [
+            {
+                "name": room.name,
+                "muted": room.muted,
+                "gain_db": room.gain_db,
+                "preset": room.preset,
+                "paired": room.name in paired,
+                "streams": live.get(room.name, []),
+            }
+            for room in rooms
+        ]
+
+    def set_room(self, name: str, changes: dict[str, Any]) -> None:
+        room = self.rooms.get(name)
+        room.apply(changes)
+        log.info("room %s: %s (from the dashboard)", name, room.describe())
+
+    def end_room(self, name: str) -> int:
+        """End the room's streams now (its sender, if still there, starts a new one)."""
+        with self._lock:
+            keys = [k for k, s in self.demux.sessions.items() if s.room.name == name]
+            for key in keys:
+                self._end(key)
+        return len(keys)
+
+    def unpair_room(self, name: str) -> None:
+        """Revoke the paired sender of the room's name; its streams end."""
+        self.guard.senders.remove(name, "sender")
+        log.info("sender %r unpaired from the dashboard", name)
+        self.end_room(name)
+
     def publication_stats(self, publication_id: str) -> dict[str, Any] | None:
         """The stream a WebRTC publication plays, seen from here (None before it starts)."""
         publication = self.whip.publications.get(publication_id)
@@ -323,7 +363,7 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
         if config.web:
             desk = PairingDesk(config.folder, receiver.identity, config.name)
             web = await start_web(
-                config.web, config.folder, receiver.whip, receiver.publication_stats, desk
+                config.web, config.folder, receiver.whip, receiver.publication_stats, desk, receiver
             )
             resources.push_async_callback(web.close)
             web.announce()

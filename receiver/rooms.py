@@ -37,6 +37,25 @@ class Room:
     def dsp(self, default: DspSettings | None) -> DspSettings | None:
         return PRESETS[self.preset] if self.preset else default
 
+    def apply(self, changes: dict[str, object]) -> None:
+        """Changes from the dashboard: muted, gain_db, preset (None: the receiver's).
+        Raises UsageError, changing nothing."""
+        muted, gain, preset = self.muted, self.gain_db, self.preset
+        for key, value in changes.items():
+            if key == "muted" and isinstance(value, bool):
+                muted = value
+            elif (
+                key == "gain_db" and isinstance(value, int | float) and not isinstance(value, bool)
+            ):
+                if not -MAX_GAIN_DB <= value <= MAX_GAIN_DB:  # nan too
+                    raise UsageError(f"gain from -40 to +40 dB, not {value}")
+                gain = float(value)
+            elif key == "preset" and (value is None or value in PRESETS):
+                preset = value  # type: ignore[assignment]
+            else:
+                raise UsageError(f"{key}={value!r}? (muted, gain_db, preset)")
+        self.muted, self.gain_db, self.preset = muted, gain, preset
+
     def describe(self) -> str:
         parts = [
             f"gain {self.gain_db:+g} dB" if self.gain_db else "",

@@ -11,6 +11,7 @@ POST /pair, /pair/ID      a sender's pairing attempt (no token: the code is the 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import ipaddress
 import json
@@ -32,6 +33,7 @@ from airmic.common.log import OnceLogger
 from airmic.common.pairing import PairingError
 from airmic.common.status import CONSOLE
 from airmic.receiver.access import Access
+from airmic.receiver.dashboard import Control, Dashboard
 from airmic.receiver.pairing import PairingDesk
 from airmic.receiver.tls import Certificate, load_certificate
 from airmic.receiver.web_config import WebConfig, lan_addresses
@@ -52,6 +54,7 @@ class WebServer:
     token: str
     fingerprint: str | None  # of the certificate
     also: list[tuple[str, str]] = field(default_factory=list)  # other bases, their interface
+    dashboard: str = ""  # the dashboard's link, for this PC
 
     @property
     def url(self) -> str:
@@ -75,6 +78,8 @@ class WebServer:
             log.info("  also on %s: %s/?token=%s", interface, base, self.token)
         if self.fingerprint:
             log.info("its certificate's SHA-256 fingerprint: %s", self.fingerprint)
+        if self.dashboard:
+            log.info("dashboard (every room, live; pairing): %s", self.dashboard)
 
     async def close(self) -> None:
         await self.runner.cleanup()
@@ -93,12 +98,18 @@ async def start_web(
     whip: WhipEndpoint,
     stream_stats: Callable[[str], dict[str, Any] | None],
     desk: PairingDesk,
+    control: Control | None = None,
 ) -> WebServer:
     access = Access.load(folder / "token", renew=config.new_token)
     host = config.public_host()
     certificate = load_certificate(folder / "tls", [host]) if config.tls else None
     app = build_app(access, whip, stream_stats, desk)
-    return await serve(app, config, host, certificate, access.token)
+    server: list[WebServer] = []
+    if control is not None:
+        dashboard = Dashboard(control, access, folder, lambda: server[0].url, asyncio.Event())
+        dashboard.routes(app)
+    server.append(await serve(app, config, host, certificate, access.token))
+    return server[0]
 
 
 def build_app(
@@ -229,7 +240,7 @@ def build_app(
     # (a body larger than client_max_size gets a 413 before it is read)
     app.router.add_get("/", page)
     app.router.add_get("/presets", presets)
-    app.router.add_get("/{name}", asset)
+    app.router.add_get("/{name:[a-z]+\\.(?:js|css)}", asset)
     app.router.add_post("/whip", publish)
     app.router.add_get("/whip/{id}", stats)
     app.router.add_delete("/whip/{id}", end)
@@ -261,7 +272,19 @@ async def serve(
     also = []
     if host in ("0.0.0.0", ""):  # every IPv4 interface
         also = [(f"{scheme}://{ip}:{bound}", name) for ip, name in lan_addresses() if ip != shown]
-    return WebServer(runner, base, token, certificate.fingerprint if certificate else None, also)
+    loopback = host in ("0.0.0.0", "", "localhost") or _loopback(host)
+    dashboard = (
+        f"{scheme}://127.0.0.1:{bound}/dashboard" if loopback else f"{base}/dashboard?token={token}"
+    )
+    fingerprint = certificate.fingerprint if certificate else None
+    return WebServer(runner, base, token, fingerprint, also, dashboard)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name
+        return False
 
 
 def _host(address: str) -> str:

@@ -1,5 +1,5 @@
 """Debian's Chromium, driven by Playwright, as a phone would use the page: in its own
-network namespace, with a WAV file as its microphone."""
+network namespace, with a WAV file as its microphone; or on this PC, for the dashboard."""
 
 from __future__ import annotations
 
@@ -28,22 +28,23 @@ FLAGS = [
 
 @contextmanager
 def chromium(
-    ns: Namespace,
+    ns: Namespace | None,
     microphone: Path | None,
     folder: Path,
     phone: bool = True,
     env: dict[str, str] | None = None,
 ) -> Iterator:
-    """A Playwright browser context in Chromium inside `ns`, sized as a phone's screen,
-    whose microphone plays `microphone` in a loop; or, with None, captures the default
-    source of the PulseAudio server that `env` names."""
+    """A Playwright browser context in Chromium inside `ns` (None: on this machine), sized
+    as a phone's screen, whose microphone plays `microphone` in a loop; or, with None,
+    captures the default source of the PulseAudio server that `env` names."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is missing: run scripts/test, which installs it")
     from playwright.sync_api import sync_playwright
 
     # Playwright talks to the browser over a pipe, so the browser can live in the namespace.
     wrapper = folder / "chromium-in-netns"
-    wrapper.write_text(f'#!/bin/sh\nexec {" ".join(ns.run(CHROMIUM))} "$@"\n')
+    line = ns.run(CHROMIUM) if ns is not None else [CHROMIUM]
+    wrapper.write_text(f'#!/bin/sh\nexec {" ".join(line)} "$@"\n')
     wrapper.chmod(0o755)
     profile = folder / "profile"
     with sync_playwright() as playwright:
