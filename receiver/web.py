@@ -43,7 +43,7 @@ from airmic.receiver.whip import MAX_OFFER, BadOffer, WhipEndpoint
 log = logging.getLogger(__name__)
 
 PAGE = resources.files("airmic.receiver") / "page"
-ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "theme.css": "text/css"}
 LABEL = re.compile(r"[^\w .'-]+")
 
 

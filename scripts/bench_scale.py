@@ -50,9 +50,14 @@ def encode(speech: np.ndarray, seconds: float) -> list[bytes]:
     return [encoder.encode(loop[i * FRAME : (i + 1) * FRAME]) for i in range(frames)]
 
 
-def send(payloads: list[bytes], targets: list[tuple[str, int]]) -> None:
-    """Each target gets its own stream (socket, SSRC) of `payloads`, every 10 ms."""
+def send(
+    payloads: list[bytes], targets: list[tuple[str, int]], sources: list[str] | None = None
+) -> None:
+    """Each target gets its own stream (socket, SSRC) of `payloads`, every 10 ms; from the
+    address `sources[n]` if given (a loopback address of its own: a room of its own)."""
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in targets]
+    for sock, source in zip(sockets, sources or [], strict=False):
+        sock.bind((source, 0))
     packetizers = [Packetizer(ssrc=1000 + n) for n in range(len(targets))]
     datagrams = [[p.packetize(payload, FRAME) for payload in payloads] for p in packetizers]
     start = time.monotonic() + 0.05

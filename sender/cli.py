@@ -262,11 +262,10 @@ async def destination(args: argparse.Namespace) -> tuple[str, int] | WhipTarget:
 
     if args.to is None or (_is_name(args.to) and args.transport != "webrtc"):
         known = receivers()
-        if args.to is None:  # until the paired receiver answers
-            if known.all():
-                log.info("looking for %s on the network…", " or ".join(p.name for p in known.all()))
+        if args.to is None and known.all():  # until the paired receiver answers
+            log.info("looking for %s on the network…", " or ".join(p.name for p in known.all()))
             everyone = await discover(args.interface, PATIENCE, paired_found(known), known)
-        else:
+        else:  # a name, or none paired yet: whoever answers
             everyone = await discover(args.interface, known=known)
         named = args.to is not None and any(f.name.lower() == args.to.lower() for f in everyone)
         if args.to is None or named:
