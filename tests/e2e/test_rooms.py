@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import soundfile
 from scipy import signal as dsp
 
 from airmic.common.identity import load_identity
@@ -183,3 +184,42 @@ def looped(voice: np.ndarray, heard: np.ndarray) -> np.ndarray:
     fit = dsp.correlate(loops[: len(voice) + len(opening)], opening, mode="valid")
     start = (int(np.argmax(fit)) - RATE) % len(voice)
     return loops[start : start + len(heard)]
+
+
+def test_a_click_heard_by_two_rooms_lines_up_in_their_files(tmp_path, udp_port, homes, pulse):
+    """Two senders capture one sound server's source: a click played into it reaches both
+    at the same instant, and lands within a frame of the same place in both rooms' files
+    (which all start at the session's start)."""
+    record = tmp_path / "sessions"
+    record.mkdir()
+    env = {**pulse, "XDG_CONFIG_HOME": homes["receiver"]["XDG_CONFIG_HOME"]}
+    receiver = ReceiverProcess(tmp_path, udp_port, "--record", str(record), idle=None,
+                               sinks=("null",), env=env, secure=True)  # fmt: skip
+    senders = []
+    for room in ("kitchen", "hall"):
+        line = [command("airmic-send"), "--to", f"127.0.0.1:{udp_port}", "--name", room,
+                "--input", "pulse:feed.monitor"]  # fmt: skip
+        home = {**pulse, "XDG_CONFIG_HOME": homes[room]["XDG_CONFIG_HOME"]}
+        senders.append(Process(line, tmp_path, room, home))
+    for room in ("kitchen", "hall"):
+        receiver.wait_for(f"stream {room} (")
+    click = tmp_path / "click.wav"
+    samples = np.zeros(RATE, dtype=np.float32)
+    samples[RATE // 2 : RATE // 2 + 48] = 0.8  # a 1 ms click, half a second in
+    soundfile.write(click, samples, RATE)
+    for _ in range(2):  # twice, a second apart
+        subprocess.run(["paplay", "--device=feed", str(click)], env=pulse, check=True, timeout=30)
+    time.sleep(0.5)
+    for s in senders:
+        s.stop()
+    assert receiver.stop() == 0, receiver.stderr
+    (session,) = record.iterdir()
+    clicks = {}
+    for room in ("kitchen", "hall"):
+        audio = np.abs(decode(session / f"{room}.opus"))
+        loud = np.flatnonzero(audio > 0.3)
+        starts = loud[np.insert(np.diff(loud) > RATE // 4, 0, True)]  # each click's onset
+        assert len(starts) == 2, (room, starts)
+        clicks[room] = starts
+    print({room: (s / RATE).round(4).tolist() for room, s in clicks.items()})
+    assert np.all(np.abs(clicks["kitchen"] - clicks["hall"]) <= 480)  # within one 10 ms frame
