@@ -1,12 +1,13 @@
-"""Rooms through the real commands: three paired senders, each with its own voice, at once
-into `airmic-receive --record DIR`; each room's Ogg Opus file (decoded by ffmpeg) carries
-its own voice and not the others', on one timeline; a sender that reconnects stays in its
+"""Rooms through the real commands: three paired senders over UDP and one over WebRTC,
+each with its own voice, at once into `airmic-receive --record DIR`; each room's Ogg Opus
+file (decoded by ffmpeg) carries its own voice and not the others', on one timeline; a sender that reconnects stays in its
 room; a receiver killed mid-stream leaves files that decode up to the last second."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -51,7 +52,7 @@ def voices(tmp_path_factory):
     """A different voice saying a different text for each room, as 48 kHz WAV files."""
     folder = tmp_path_factory.mktemp("voices")
     paths = {}
-    for room, (voice, n) in ROOMS.items():
+    for room, (voice, n) in (ROOMS | {"lobby": ("en+f3", 1)}).items():
         paths[room] = make_speech(folder / f"{room}.wav", " ".join(TEXTS[n:] + TEXTS[:n]), voice)
     return paths
 
@@ -72,24 +73,31 @@ def sender(tmp_path, udp_port, env, room, wav, *extra):
     return Process(line, tmp_path, room, env)
 
 
-def test_three_rooms_each_in_its_own_file(tmp_path, udp_port, homes, voices):
+def test_four_rooms_each_in_its_own_file(tmp_path, udp_port, homes, voices):
+    """Three paired senders over UDP, and a fourth over WebRTC (the phone page's link)."""
     record = tmp_path / "sessions"
     record.mkdir()
     receiver = ReceiverProcess(tmp_path, udp_port, "--record", str(record), idle=2.0,
                                sinks=("null",), env=homes["receiver"], secure=True)  # fmt: skip
+    receiver.wait_for("phone page:")
+    link = re.search(r"phone page: (\S+)", receiver.stderr)[1]
     senders = [sender(tmp_path, udp_port, homes[room], room, voices[room]) for room in ROOMS]
+    line = [command("airmic-send"), "--to", link, "--name", "lobby",
+            "--input", f"file:{voices['lobby']}"]  # fmt: skip
+    senders.append(Process(line, tmp_path, "lobby", homes["receiver"]))
     assert all(s.wait() == 0 for s in senders), [s.stderr for s in senders]
     assert receiver.wait() == 0, receiver.stderr
     (session,) = record.iterdir()
     described = json.loads((session / "session.json").read_text())
-    assert {r["room"] for r in described["rooms"]} == set(ROOMS)
-    heard = {room: decode(session / f"{room}.opus") for room in ROOMS}
-    said = {room: decode(voices[room]) for room in ROOMS}
+    rooms = [*ROOMS, "lobby"]
+    assert {r["room"] for r in described["rooms"]} == set(rooms)
+    heard = {room: decode(session / f"{room}.opus") for room in rooms}
+    said = {room: decode(voices[room]) for room in rooms}
     for room, audio in heard.items():
-        scores = {other: match(said[other], audio).correlation for other in ROOMS}
+        scores = {other: match(said[other], audio).correlation for other in rooms}
         print(room, {k: round(v, 3) for k, v in scores.items()})
         assert scores[room] > 0.9  # its own voice
-        assert all(scores[o] < 0.5 for o in ROOMS if o != room)  # and not the others (a mix: ~0.7)
+        assert all(scores[o] < 0.5 for o in rooms if o != room)  # nor another's (a mix: ~0.7)
         start = next(r for r in described["rooms"] if r["room"] == room)["streams"][0]["start_s"]
         lag = match(said[room], audio).lag / RATE
         assert abs(lag - start) < 0.05  # where session.json says the room started
