@@ -1,7 +1,9 @@
 """Rooms through the real commands: three paired senders over UDP and one over WebRTC,
 each with its own voice, at once into `airmic-receive --record DIR`; each room's Ogg Opus
-file (decoded by ffmpeg) carries its own voice and not the others', on one timeline; a sender that reconnects stays in its
-room; a receiver killed mid-stream leaves files that decode up to the last second."""
+file (decoded by ffmpeg) carries its own voice and not the others', on one timeline; a
+sender that reconnects stays in its room; a receiver killed mid-stream leaves files that
+decode up to the last second; a click heard by two rooms lines up in their files; with
+`--mics per-room` each room's mic carries its own voice."""
 
 from __future__ import annotations
 
