@@ -117,8 +117,11 @@ def compare_stream(stream, speech):
 
 
 def test_two_phones_stream_into_the_receiver(tmp_path, udp_port, lan, speech):
-    """Two pages at once, each its own stream; one names its transducer (the mic preset)."""
-    receiver, url = start_receiver(tmp_path, udp_port, lan)
+    """Two pages at once, each its own stream and room; one names its transducer (the mic
+    preset); each room's recording (Ogg Opus) has the page's speech."""
+    record = tmp_path / "sessions"
+    record.mkdir()
+    receiver, url = start_receiver(tmp_path, udp_port, lan, "--record", str(record))
     with chromium(lan, speech, tmp_path) as context:
         kitchen = open_page(context, url, "kitchen", preset="mic")
         hall = open_page(context, url, "hall")
@@ -135,6 +138,9 @@ def test_two_phones_stream_into_the_receiver(tmp_path, udp_port, lan, speech):
     for view, stream in zip(views, streams.values(), strict=True):
         assert view["lost"] == 0 and stream["lost"] == 0
         assert compare_stream(stream, speech).correlation >= 0.9
+    (session,) = record.iterdir()
+    for room in ("kitchen", "hall"):  # the packets as they came, decoded by libsndfile
+        assert compare(session / f"{room}.opus", speech, f"room {room}").correlation >= 0.9
 
 
 def test_the_page_streams_through_5_percent_loss(tmp_path, udp_port, lan, speech):
