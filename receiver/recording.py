@@ -39,6 +39,8 @@ HOLD = 0.3
 """Seconds a room's newest packets wait for the late ones before they are written."""
 SYNC = 1.0
 """Seconds between two syncs of a file to the disk: at most this much is lost on a crash."""
+SWEEP = 0.1
+"""Seconds between two looks at every room (to sync it, and to write out a quiet one)."""
 ALIGN = 2.0
 """Seconds of arrivals over which a stream's timeline is checked against the receiver's."""
 SLIP = 240
@@ -70,7 +72,8 @@ class _Room:
     written: int = 0  # samples in the file
     newest: int = 0  # the end of the newest packet seen
     late: int = 0  # packets that came after their place was written
-    synced: float = 0.0
+    synced: float = 0.0  # when its file was last synced (the writer's monotonic clock)
+    heard: float = 0.0  # when its last packet was taken
 
 
 class Recording:
@@ -108,9 +111,10 @@ class Recording:
     # The writer's thread.
 
     def _run(self) -> None:
+        swept = 0.0
         while True:
             try:
-                item = self._queue.get(timeout=SYNC / 4)
+                item = self._queue.get(timeout=SWEEP)
             except queue.Empty:
                 item = ()
             if item is None:
@@ -118,12 +122,18 @@ class Recording:
             try:
                 if item and item[0] == "stream":
                     self._start_stream(*item[1:])
-                elif item:
-                    self._take(*item[1:])
-                for room in self._rooms.values():
-                    self._write(room, room.newest - round(HOLD * RATE))
-                    if time.monotonic() - room.synced >= SYNC:
-                        self._sync(room)
+                elif item:  # a packet: only its room has anything new to write
+                    room = self._take(*item[1:])
+                    if room is not None:
+                        self._write(room, room.newest - round(HOLD * RATE))
+                now = time.monotonic()
+                if now - swept >= SWEEP:  # a few times a second, every room
+                    swept = now
+                    for room in self._rooms.values():
+                        if now - room.heard >= HOLD:  # nothing more to wait for: write all
+                            self._write(room, room.newest)
+                        if now - room.synced >= SYNC:
+                            self._sync(room)
             except OSError as exc:  # a full disk: the audio plays on, the file stops here
                 log.error("recording: %s", exc)
         for room in self._rooms.values():
@@ -144,15 +154,17 @@ class Recording:
         self._streams[key] = (room, stream)
         self._describe()
 
-    def _take(self, key: object, packet: MediaPacket, now: float) -> None:
+    def _take(self, key: object, packet: MediaPacket, now: float) -> _Room | None:
         found = self._streams.get(key)
         if found is None:
-            return
+            return None
         room, stream = found
+        room.heard = time.monotonic()
         for copy in packet.redundant:  # the copies fill what the network lost
             self._place(room, stream, copy, late=False)
         position = self._place(room, stream, packet, late=True)
         self._align(stream, position, now)
+        return room
 
     def _align(self, stream: _Stream, position: int, now: float) -> None:
         """Keeps the stream on the receiver's clock: the least delay of its packets over a
