@@ -4,7 +4,25 @@
 
 const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.search).get("token") || "";
-const saved = JSON.parse(localStorage.getItem("airmic") || "{}");
+const saved = readSaved();
+
+// Settings are remembered where the browser allows; with storage blocked (cookies off, some
+// private modes) reading it throws, and the page works without it.
+function readSaved() {
+  try {
+    return JSON.parse(localStorage.getItem("airmic") || "{}");
+  } catch {
+    return {};
+  }
+}
+
+function save(values) {
+  try {
+    localStorage.setItem("airmic", JSON.stringify(values));
+  } catch {
+    // not remembered: nothing else depends on it
+  }
+}
 
 const ui = {
   start: $("start"), state: $("state"), message: $("message"), device: $("device"),
@@ -15,6 +33,7 @@ const ui = {
 };
 
 const RETRY_MS = [1000, 2000, 4000, 8000];  // reconnection back-off, then every 8 s
+const DISCONNECTED_MS = 5000;  // "disconnected" often recovers by itself: wait this long
 
 let wanted = false;   // the user pressed Start and not Stop
 let stream = null;    // the microphone
@@ -22,6 +41,7 @@ let pc = null;        // the current peer connection
 let resource = null;  // the WHIP session's URL, for stats and DELETE
 let retries = 0;
 let retryTimer = null;
+let dropTimer = null;  // a "disconnected" connection's grace period
 let wakeLock = null;
 let meterStop = null;
 
@@ -158,25 +178,58 @@ async function connect() {
 function onConnectionState(connection) {
   if (connection !== pc) return;
   const state = connection.connectionState;
+  clearTimeout(dropTimer);
   if (state === "connected") {
     retries = 0;
     setState("streaming", "streaming");
     say("");
-  } else if (state === "failed" || state === "disconnected") {
+  } else if (state === "disconnected") {
+    // A short dropout (Wi-Fi roaming, a burst of loss): ICE often recovers within seconds,
+    // and the stream goes on as one. Only a connection that stays down is replaced.
+    setState("reconnecting", "connection unsteady…");
+    dropTimer = setTimeout(() => retry(connection, "The connection dropped; reconnecting…"),
+      DISCONNECTED_MS);
+  } else if (state === "failed") {
     retry(connection, "The connection dropped; reconnecting…");
   }
 }
 
+// The receiver forgets a WHIP session when told (RFC 9725's DELETE), at once, rather than
+// when it times out: `keepalive` lets the request outlive a page being closed.
+function forget() {
+  if (resource) {
+    fetch(`${resource}?token=${encodeURIComponent(token)}`, { method: "DELETE", keepalive: true })
+      .catch(() => {});
+  }
+  resource = null;
+}
+
 function retry(connection, text) {
   if (!wanted || connection !== pc) return;
+  clearTimeout(dropTimer);
+  forget();
   connection.close();
   pc = null;
-  resource = null;
   const wait = RETRY_MS[Math.min(retries, RETRY_MS.length - 1)];
   retries += 1;
   setState("reconnecting", "reconnecting…");
   say(`${text} Next try in ${wait / 1000} s.`, "info");
-  retryTimer = setTimeout(() => wanted && connect(), wait);
+  retryTimer = setTimeout(() => wanted && reconnect(), wait);
+}
+
+// connect() and everything it awaits may throw (a browser without some API): never an
+// unhandled rejection that leaves the page saying "connecting…" forever.
+function reconnect() {
+  connect().catch((error) => {
+    if (pc) retry(pc, `Could not connect: ${error && error.message ? error.message : error}.`);
+    else fail(`Could not connect: ${error && error.message ? error.message : error}`);
+  });
+}
+
+function fail(text) {
+  stop();
+  setState("error", "cannot stream");
+  say(text);
 }
 
 async function start() {
@@ -185,8 +238,13 @@ async function start() {
     return say("The microphone needs a secure page: open the https:// link from the " +
       "receiver's QR code, and accept its certificate when the browser warns.");
   }
-  localStorage.setItem("airmic", JSON.stringify(settings()));
-  const context = new AudioContext();  // made while the tap counts, so it may run
+  if (typeof RTCPeerConnection === "undefined") {
+    return fail("This browser cannot stream: it has no WebRTC. Open the link in Safari, " +
+      "Chrome or Firefox (an app's built-in browser may lack it).");
+  }
+  save(settings());
+  const Context = window.AudioContext || window.webkitAudioContext;  // older iOS
+  const context = new Context();  // made while the tap counts, so it may run
   wanted = true;
   ui.start.textContent = "Stop";
   ui.start.setAttribute("aria-pressed", "true");
@@ -198,20 +256,22 @@ async function start() {
     setState("error", "no microphone");
     return say(explain(error));
   }
-  await listDevices();
-  meterStop = startMeter(stream, context);
-  await keepAwake();
-  connect();
+  try {
+    await listDevices();
+    meterStop = startMeter(stream, context);
+    await keepAwake();
+  } catch {
+    // the meter, the device list and the wake lock are extras: streaming goes on without
+  }
+  reconnect();
 }
 
 function stop() {
   wanted = false;
   clearTimeout(retryTimer);
+  clearTimeout(dropTimer);
   retries = 0;
-  if (resource) {
-    fetch(`${resource}?token=${encodeURIComponent(token)}`, { method: "DELETE" }).catch(() => {});
-  }
-  resource = null;
+  forget();
   if (pc) pc.close();
   pc = null;
   if (stream) stream.getTracks().forEach((t) => t.stop());
@@ -296,7 +356,7 @@ ui.preset.addEventListener("change", () => wanted && (stop(), start()));
 document.addEventListener("visibilitychange", () => {
   if (wanted && document.visibilityState === "visible" && !wakeLock) keepAwake();
 });
-window.addEventListener("online", () => wanted && !pc && connect());
+window.addEventListener("online", () => wanted && !pc && reconnect());
 window.addEventListener("pagehide", () => wanted && stop());
 setInterval(pollStats, 1000);
 restore();

@@ -185,3 +185,23 @@ def test_the_page_streams_into_the_virtual_mic(tmp_path, udp_port, lan, speech, 
     assert result.correlation >= 0.9
     # No gap beyond a frame, unless the machine stalled the mic: then the receiver counted it
     assert result.longest_gap <= 1 or stream["gap_ms"] >= 10 * (result.longest_gap - 1)
+
+
+def test_a_browser_without_webrtc_or_storage_is_handled(tmp_path, udp_port, lan, speech):
+    """Storage blocked (cookies off): the page streams anyway. No WebRTC (an app's built-in
+    browser): Start says so at once, instead of "connecting…" forever."""
+    receiver, url = start_receiver(tmp_path, udp_port, lan)
+    with chromium(lan, speech, tmp_path) as context:
+        context.add_init_script(
+            "Object.defineProperty(window, 'localStorage', "
+            "{get() { throw new DOMException('blocked', 'SecurityError'); }});"
+        )
+        page = open_page(context, url, "kitchen")  # streams, storage or not
+        stop_page(page)
+        bare = context.new_page()
+        bare.add_init_script("delete window.RTCPeerConnection;")
+        bare.goto(url)
+        bare.click("#start")
+        bare.wait_for_function("window.airmic.state === 'error'", timeout=5_000)
+        assert "no WebRTC" in bare.inner_text("#message")
+    assert receiver.stop() == 0, receiver.stderr
