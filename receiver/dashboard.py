@@ -20,7 +20,7 @@ import ipaddress
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,11 +36,7 @@ from airmic.receiver.pairing import open_window, read_window
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).parent / "page"
-FILES = {
-    "dashboard.html": "text/html",
-    "dashboard.js": "text/javascript",
-    "dashboard.css": "text/css",
-}
+FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 EVERY = 0.25
 """Seconds between two updates on the page."""
 
@@ -61,8 +57,10 @@ class Dashboard:
     folder: Path  # the receiver's config: the pairing window's file
     page_link: Callable[[], str]  # the phone page's link, with its token
     closing: asyncio.Event
+    _page: bytes = field(default=b"", init=False)  # the page, read once by routes()
 
     def routes(self, app: web.Application) -> None:
+        self._page = (PAGE / "dashboard.html").read_bytes()
         app.router.add_get("/dashboard", self.page)
         app.router.add_get("/dashboard/events", self.events)
         app.router.add_post("/dashboard/pair", self.pair)
@@ -89,9 +87,8 @@ class Dashboard:
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         self._allowed(request)
-        body = (PAGE / "dashboard.html").read_bytes()
         return web.Response(
-            body=body, content_type="text/html", headers={"Cache-Control": "no-store"}
+            body=self._page, content_type="text/html", headers={"Cache-Control": "no-store"}
         )
 
     async def events(self, request: web.Request) -> web.StreamResponse:

@@ -46,7 +46,7 @@ from airmic.receiver.guard import Guard
 from airmic.receiver.pairing import PAGE_LINK, PairingDesk, senders
 from airmic.receiver.player import Feed, Output, PacedClock, Player, StreamSink
 from airmic.receiver.recording import Recording
-from airmic.receiver.rooms import Room, Rooms
+from airmic.receiver.rooms import Room
 from airmic.receiver.session import Metrics, Origin, Session
 from airmic.receiver.sinks import SinkFactory
 from airmic.receiver.transport import listen
@@ -112,7 +112,7 @@ class Receiver:
         self._all_finished = threading.Condition()
         self._revocation_check = 0.0
         self.recording = Recording(config.record, time.monotonic()) if config.record else None
-        self.rooms = Rooms({room.name: room for room in config.rooms})
+        self.rooms = {room.name: room for room in config.rooms}  # and each met (the lock)
 
     def receive(self, data: bytes, addr: Address, now: float) -> bytes | None:
         """A datagram from the UDP socket (its thread); what to answer, if anything."""
@@ -147,7 +147,7 @@ class Receiver:
                 recording.packet(key, packet, arrived)
 
         log.info("stream %s started -> %s", origin.name, ", ".join(names))
-        room = self.rooms.get(origin.room)
+        room = self.rooms.setdefault(origin.room, Room(origin.room))
         # A browser's sender may name its transducer (the page's "plugged in" choice); a
         # room set at start (--room NAME:preset=...) names it for every sender in it.
         dsp = room.dsp(self.config.dsp)
@@ -237,7 +237,7 @@ class Receiver:
             live: dict[str, list[dict[str, Any]]] = {}
             for session in self.demux.sessions.values():
                 live.setdefault(session.room.name, []).append(session.metrics.as_dict())
-            rooms = list(self.rooms.known.values())
+            rooms = list(self.rooms.values())
         return [
             {
                 "name": room.name,
@@ -251,7 +251,8 @@ class Receiver:
         ]
 
     def set_room(self, name: str, changes: dict[str, Any]) -> None:
-        room = self.rooms.get(name)
+        with self._lock:
+            room = self.rooms.setdefault(name, Room(name))
         room.apply(changes)
         log.info("room %s: %s (from the dashboard)", name, room.describe())
 

@@ -72,6 +72,8 @@ class _Room:
     written: int = 0  # samples in the file
     newest: int = 0  # the end of the newest packet seen
     late: int = 0  # packets that came after their place was written
+    slips: int = 0  # times a stream was moved back in step with the receiver's clock
+    slip_ms: float = 0.0  # by how much in all (each a tiny skip or concealed stretch)
     synced: float = 0.0  # when its file was last synced (the writer's monotonic clock)
     heard: float = 0.0  # when its last packet was taken
 
@@ -163,10 +165,10 @@ class Recording:
         for copy in packet.redundant:  # the copies fill what the network lost
             self._place(room, stream, copy, late=False)
         position = self._place(room, stream, packet, late=True)
-        self._align(stream, position, now)
+        self._align(room, stream, position, now)
         return room
 
-    def _align(self, stream: _Stream, position: int, now: float) -> None:
+    def _align(self, room: _Room, stream: _Stream, position: int, now: float) -> None:
         """Keeps the stream on the receiver's clock: the least delay of its packets over a
         window is the sender's clock's drift since the stream began (jitter only adds to
         it); past `SLIP`, the stream's later packets move by that much (a lost-frame packet
@@ -177,6 +179,8 @@ class Recording:
             return
         if stream.window_start and abs(stream.least_delay) > SLIP:
             stream.base += round(stream.least_delay)
+            room.slips += 1
+            room.slip_ms += abs(stream.least_delay) * 1000 / RATE
         stream.window_start, stream.least_delay = now, float("inf")
 
     def _place(self, room: _Room, stream: _Stream, packet: MediaPacket, late: bool) -> int:
@@ -234,6 +238,8 @@ class Recording:
                 "room": room.name,
                 "file": room.path.name,
                 "late_packets": room.late,
+                "slips": room.slips,
+                "slip_ms": round(room.slip_ms, 1),
                 "streams": [
                     {"origin": s.origin, "start_s": round(s.started, 3)} for s in room.streams
                 ],

@@ -9,8 +9,7 @@ each block, the preset (the DSP chain) to the streams that start after a change.
 from __future__ import annotations
 
 import math
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from airmic.common.dsp import PRESETS, DspSettings
 from airmic.common.dsp.presets import parse_db
@@ -92,15 +91,3 @@ def parse_room(text: str) -> Room:
                 f"--room {name}: {item!r}? (gain=6dB, preset={'|'.join(PRESETS)}, mute)"
             )
     return room
-
-
-@dataclass
-class Rooms:
-    """The receiver's rooms by name: those set at start, and each new one met."""
-
-    known: dict[str, Room] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def get(self, name: str) -> Room:
-        with self._lock:
-            return self.known.setdefault(name, Room(name))

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
@@ -120,14 +120,9 @@ def distinct(found: list[Found]) -> list[Found]:
         unique.setdefault((f.address, f.port, f.fingerprint), f)
     names = [f.name.lower() for f in unique.values()]
     return [
-        f if names.count(f.name.lower()) == 1 else _renamed(f, f"{f.name}@{f.address}:{f.port}")
+        f if names.count(f.name.lower()) == 1 else replace(f, name=f"{f.name}@{f.address}:{f.port}")
         for f in unique.values()
     ]
-
-
-def _renamed(found: Found, name: str) -> Found:
-    return Found(name, found.address, found.port, found.web, found.fingerprint, found.version,
-                 found.instance)  # fmt: skip
 
 
 def paired_with(found: Found, receivers: Peers) -> bool:

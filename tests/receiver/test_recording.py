@@ -112,6 +112,7 @@ def test_rooms_line_up_with_losses_reordering_and_a_reconnection(tmp_path, speec
     (hall_room,) = [r for r in session["rooms"] if r["room"] == "hall"]
     assert [s["start_s"] for s in hall_room["streams"]] == [1.5, 3.5]
     assert hall_room["file"] == "hall.opus"
+    assert all(r["slips"] == 0 for r in session["rooms"])  # no clock moved: nothing slipped
 
 
 def test_a_session_never_takes_an_existing_folder(tmp_path):
@@ -150,3 +151,6 @@ def test_a_sender_clock_that_runs_slow_stays_in_step(tmp_path, speech_samples):
     print(f"the last 3 s at {lag} samples, arrived at {arrived:.0f}")
     assert abs(lag - arrived) <= FRAME
     assert match(tail, audio[lag : lag + len(tail)]).correlation > 0.9
+    (room,) = json.loads((recording.folder / "session.json").read_text())["rooms"]
+    print(f"slips: {room['slips']}, {room['slip_ms']} ms")
+    assert room["slips"] >= 5 and 25 <= room["slip_ms"] <= 45  # told: about 40 ms moved
