@@ -83,17 +83,17 @@ def open_page(context, url, name, preset=""):
     page.wait_for_selector(f"#preset option[value='{preset}']", state="attached")
     page.select_option("#preset", preset)
     page.click("#start")
-    page.wait_for_function("window.airmic.state === 'streaming'", timeout=20_000)
+    page.wait_for_function("window.airmic && window.airmic.state === 'streaming'", timeout=20_000)
     return page
 
 
 def stop_page(page):
     """Press Stop (the page ends its WHIP session, and its stream ends); the receiver's
     view of the stream as the page last showed it."""
-    page.wait_for_function("window.airmic.stats !== null", timeout=10_000)
+    page.wait_for_function("window.airmic && window.airmic.stats !== null", timeout=10_000)
     stats = page.evaluate("window.airmic.stats")
     page.click("#start")
-    page.wait_for_function("window.airmic.state === 'idle'")
+    page.wait_for_function("window.airmic && window.airmic.state === 'idle'")
     print(f"\nthe receiver's view on the page: {stats}")
     assert stats["delay_ms"] is not None
     return stats
@@ -202,6 +202,6 @@ def test_a_browser_without_webrtc_or_storage_is_handled(tmp_path, udp_port, lan,
         bare.add_init_script("delete window.RTCPeerConnection;")
         bare.goto(url)
         bare.click("#start")
-        bare.wait_for_function("window.airmic.state === 'error'", timeout=5_000)
+        bare.wait_for_function("window.airmic && window.airmic.state === 'error'", timeout=5_000)
         assert "no WebRTC" in bare.inner_text("#message")
     assert receiver.stop() == 0, receiver.stderr
