@@ -105,3 +105,15 @@ def silences(
     missing = (power[0] > 1e-4) & (power[1] < 0.01 * power[0])
     runs = int(np.sum(missing[1:] & ~missing[:-1]) + missing[0])
     return runs, float(missing.sum() * frame / 48), _longest_run(missing) * frame / 48
+
+
+def as_counted(result: Match, stream: dict, clean: float) -> bool:
+    """Whether a mic's recording shows what the receiver counted for its stream (a
+    `--stats-json` entry). A stream it calls clean (no gap at the output, nothing lost or
+    stretched) matches to `clean` with no gap over one 10 ms frame. Where it counted damage,
+    a busy machine may lower the match (never below 0.8), and a gap of N frames needs
+    (N - 1) x 10 ms of gaps counted at the output: damage it did not count fails."""
+    counted = stream["gaps"] or stream["underruns"] or stream["lost"]
+    if result.longest_gap > 1 and stream["gap_ms"] < 10 * (result.longest_gap - 1):
+        return False
+    return result.correlation >= (0.8 if counted else clean)

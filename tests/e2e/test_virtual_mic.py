@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.audio_match import match, silences
+from tests.audio_match import as_counted, match, silences
 from tests.conftest import command, free_udp_port
 from tests.pipewire import restart_pipewire_pulse
 from tests.processes import Process, ReceiverProcess, send
@@ -57,6 +57,7 @@ def test_the_mic_appears_delivers_silence_then_the_stream(tmp_path, udp_port, pu
     subprocess.run(["sleep", "0.5"], check=True)
     recorder.stop()
     assert receiver.stop() == 0, receiver.stderr
+    (stream,) = receiver.stats()["streams"]
     assert airmic_modules(pulse) == []  # removed on exit
     assert "airmic" not in sources(pulse)
 
@@ -65,9 +66,9 @@ def test_the_mic_appears_delivers_silence_then_the_stream(tmp_path, udp_port, pu
     result = match(speech_samples, out, max_lag=len(out))  # recorded from before the start
     print(f"\nrecorded from the virtual mic: correlation {result.correlation:.4f}, "
           f"longest gap {result.longest_gap} frames")  # fmt: skip
-    # At most one 10 ms frame, as below: late in the full suite, the machine itself stalls
-    # now and then (the recorders, not airmic, lose samples in the same runs).
-    assert result.correlation >= MIC_CORRELATION and result.longest_gap <= 1
+    # Late in the full suite the machine itself stalls now and then: what that costs the
+    # mic must be what the receiver counted.
+    assert as_counted(result, stream, MIC_CORRELATION), stream
     assert result.lag > 0.8 * 48_000 and not out[: result.lag - 4800].any()  # silence first
 
 
@@ -138,10 +139,11 @@ def test_two_receivers_get_their_own_mics(tmp_path, pulse, speech, speech_sample
     subprocess.run(["sleep", "0.5"], check=True)
     for process in [*recorders, kitchen, hall]:
         process.stop()
+    (stream,) = kitchen.stats()["streams"]
 
     kitchen_audio = soundfile.read(recordings["kitchen"], dtype="float32")[0]
     kitchen = match(speech_samples, kitchen_audio, max_lag=len(kitchen_audio))
-    assert kitchen.correlation >= MIC_CORRELATION and kitchen.longest_gap <= 1
+    assert as_counted(kitchen, stream, MIC_CORRELATION), (kitchen.correlation, stream)
     hall_audio = soundfile.read(recordings["hall"], dtype="float32")[0]
     spectrum = np.abs(np.fft.rfft(hall_audio))
     assert abs(np.argmax(spectrum) * 48_000 / len(hall_audio) - 440) < 2  # the tone, alone
