@@ -100,7 +100,10 @@ def test_a_resize_is_not_heard(tmp_path, null_sink, tolerance):
             stream.resize(2 * BLOCK * 4)
 
     length, runs, losses = play(tmp_path, null_sink, 300, resize)
-    assert runs == []
+    # Nothing heard that was not measured: a busy machine may stall the loop (as in the
+    # test above), but a resize cuts nothing (reopening the stream cut 20-30 ms unmeasured).
+    for heard in runs:
+        assert any(heard - 1.0 <= measured <= heard + tolerance for measured in losses), runs
     assert all(loss <= tolerance for loss in losses)  # PipeWire: a quantum now and then
     assert abs(length - 1500) < tolerance
 
