@@ -3,7 +3,8 @@ keys it yields (SRTP with AEAD_AES_128_GCM, RFC 3711 and 7714, through pylibsrtp
 
     sender ── HELLO: its key, an ephemeral X25519 key, a nonce; signed ──────────► receiver
            ◄─ WELCOME: its key, an ephemeral X25519 key; signed over both halves ──
-    both: X25519 of the ephemerals ─► HKDF-SHA256 ─► SRTP master key and salt (28 bytes)
+    both: X25519 of the ephemerals ─► HKDF-SHA256 ─► two SRTP master keys and salts, one
+          for each direction (the receiver's reports go back under the second)
 
 Each side checks that the other's long-term key (Ed25519) is one it paired with and that
 it signed this exchange; the keys are fresh for each stream (forward secrecy: the identity
@@ -180,4 +181,6 @@ def _derive(mine: X25519PrivateKey, theirs: bytes, hello: Hello, welcome_ephemer
     except ValueError:
         raise BadHandshake("a malformed ephemeral key") from None
     info = b"airmic srtp v1" + hello.ephemeral + welcome_ephemeral
-    return HKDF(hashes.SHA256(), MASTER_KEY, salt=hello.nonce, info=info).derive(shared)
+    # Two master keys, one a direction (common/srtp.py `directions`); HKDF's output does not
+    # depend on its length, so the first is what senders before reports derived alone.
+    return HKDF(hashes.SHA256(), 2 * MASTER_KEY, salt=hello.nonce, info=info).derive(shared)

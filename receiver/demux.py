@@ -2,21 +2,25 @@
 
 A new stream is believed only after two packets in sequence (RFC 3550 section 6.2.1 and
 appendix A.1): a flood of garbage or of random "RTP" cannot open streams. Every dropped
-datagram is counted by reason and logged once per reason. Sans-I/O, given `now`; one
-thread at a time (the receiver holds a lock around it).
+datagram is counted by reason and logged once per reason. RTCP from a stream's sender
+(common/rtcp.py) is answered with a receiver report; its name (SDES) names a plain
+peer's room; its BYE ends the stream. Sans-I/O, given `now`; one thread at a time (the
+receiver holds a lock around it).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
 
 from aiortc.rtp import RtpPacket
 
+from airmic.common import rtcp
 from airmic.common.log import OnceLogger
-from airmic.common.rtp import DroppedPacket, MediaPacket, media_from_rtp, parse_media
+from airmic.common.rtp import Drop, DroppedPacket, MediaPacket, media_from_rtp, parse_media
 from airmic.receiver.guard import Answer, Guard
 from airmic.receiver.session import Session
 
@@ -28,6 +32,8 @@ T = TypeVar("T", bytes, RtpPacket)
 
 PROBATION_SLOTS = 64
 """Candidate streams remembered at once; the oldest is forgotten first."""
+NAMES = 256
+"""Names from RTCP remembered for streams not yet open."""
 
 
 class Demux:
@@ -36,8 +42,12 @@ class Demux:
         open_session: Callable[[StreamKey, float], Session],
         max_streams: int = 16,
         guard: Guard | None = None,
+        goodbye: Callable[[StreamKey], None] = lambda key: None,
     ) -> None:
         self._open_session = open_session
+        self._goodbye = goodbye  # a stream's sender said BYE
+        self.ssrc = secrets.randbits(32)  # this receiver's, in its reports
+        self.names: OrderedDict[tuple[str, int], str] = OrderedDict()  # SDES by host, SSRC
         self.guard = guard  # handshakes and SRTP; None: plain RTP only
         self.max_streams = max_streams
         self.sessions: dict[StreamKey, Session] = {}
@@ -56,12 +66,52 @@ class Demux:
             if isinstance(plain, Answer):
                 return plain.data  # a handshake, answered
             data = plain
+        if rtcp.is_rtcp(data):
+            return self._control(data, addr, now)
         self._take(parse_media, data, addr, now)
         return None
+
+    def _control(self, data: bytes, addr: Address, now: float) -> bytes | None:
+        """RTCP from `addr`: an SR is answered with an RR (sealed for its sender)."""
+        try:
+            report = rtcp.parse(data)
+        except DroppedPacket as exc:
+            self._drop(exc.reason, addr, str(exc))
+            return None
+        if report.ssrc is None:
+            self._drop(Drop.RTCP, addr, "RTCP with no report")
+            return None
+        if report.name:
+            named = (addr[0], report.ssrc)
+            self.names[named] = report.name
+            self.names.move_to_end(named)
+            if len(self.names) > NAMES:
+                self.names.popitem(last=False)
+        for ssrc in report.bye:
+            if self._stream(addr, ssrc) in self.sessions:
+                self._goodbye(self._stream(addr, ssrc))
+        key = self._stream(addr, report.ssrc)
+        session = self.sessions.get(key)
+        if session is None or report.sender is None:
+            return None
+        reply = session.report(report.ssrc, report.sender, self.ssrc, now)
+        return self.guard.seal(addr, reply) if self.guard is not None else reply
 
     def receive_rtp(self, rtp: RtpPacket, addr: Address, now: float) -> None:
         """Take one RTP packet that a WebRTC connection decrypted and parsed."""
         self._take(media_from_rtp, rtp, addr, now)
+
+    def _stream(self, addr: Address, ssrc: int) -> StreamKey:
+        """The stream RTCP from `addr` is about: the one from the same address, or for a
+        plain peer that sends its RTCP from another port (ffmpeg's is the next one), the
+        plain stream of that SSRC from the same host."""
+        key = (addr, ssrc)
+        if key not in self.sessions:
+            for (host, port), other in self.sessions:
+                plain = not self.sessions[((host, port), other)].origin.encrypted
+                if host == addr[0] and other == ssrc and plain:
+                    return (host, port), other
+        return key
 
     def _take(
         self, validate: Callable[[T], MediaPacket], raw: T, addr: Address, now: float
@@ -108,4 +158,5 @@ class Demux:
         self.dropped.report(reason, "dropped a datagram from %s:%d (%s): %s", *addr, reason, detail)
 
     def close(self, key: StreamKey) -> Session:
+        self.names.pop((key[0][0], key[1]), None)
         return self.sessions.pop(key)

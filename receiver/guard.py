@@ -4,12 +4,13 @@ A datagram is a handshake (a sender's HELLO: its key looked up among the paired 
 held in memory, before any signature is checked; answered with a WELCOME and fresh SRTP
 keys, or a signed REFUSE, at most once a second per address and REFUSALS a second in all;
 a paired key's signature is checked at most VERIFICATIONS times a second in all, a few of
-them per address, so that a flood cannot eat the core the audio needs),
-SRTP from an address that handshook
-(authenticated and decrypted: forged and replayed packets go no further), or plain RTP,
-taken only with --insecure. What is refused raises DroppedPacket, for the demux to count
-and log once per reason, before any decoding; what the sender must hear back (a WELCOME,
-a REFUSE, a request to handshake again) is returned, for the caller to send. Sans-I/O.
+them per address, so that a flood cannot eat the core the audio needs), SRTP or SRTCP
+from an address that handshook (authenticated and decrypted: forged and replayed packets
+go no further), or plain RTP and RTCP, taken only with --insecure. What is refused raises
+DroppedPacket, for the demux to count and log once per reason, before any decoding; what
+the sender must hear back (a WELCOME, a REFUSE, a request to handshake again) is returned,
+for the caller to send. What goes back to a sender that handshook (its receiver reports)
+is sealed with the keys of the other direction (`seal`). Sans-I/O.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from airmic.common.handshake import (
 )
 from airmic.common.identity import Identity
 from airmic.common.peers import Peer, Peers
+from airmic.common.rtcp import is_rtcp
 from airmic.common.rtp import Drop, DroppedPacket
-from airmic.common.srtp import Unprotector
+from airmic.common.srtp import Keys
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,8 @@ class Keyed:
     """An address that handshook: its sender, its keys, and newer keys not yet used."""
 
     peer: Peer
-    keys: Unprotector
-    pending: Unprotector | None = None
+    keys: Keys
+    pending: Keys | None = None
 
 
 class Guard:
@@ -104,6 +106,11 @@ class Guard:
             "not a paired sender's encrypted stream (plain RTP needs --insecure on both sides)",
             reply=request,
         )
+
+    def seal(self, addr: Address, rtcp: bytes) -> bytes:
+        """RTCP for `addr`, as SRTCP if it handshook (plain for an --insecure peer)."""
+        keyed = self.keyed.get(addr)
+        return rtcp if keyed is None else keyed.keys.send.protect_rtcp(rtcp)
 
     def paired(self) -> dict[bytes, Peer]:
         """The paired senders by key, read again only when the file changed; if it became
@@ -163,9 +170,9 @@ class Guard:
             self._hellos.popitem(last=False)
         keyed = self.keyed.get(addr)
         if keyed is not None and keyed.peer.key == peer.key:
-            keyed.pending = Unprotector(master)  # the current keys serve until these are used
+            keyed.pending = Keys(master, sender=False)  # the current ones serve until it is used
         else:
-            self.keyed[addr] = Keyed(peer, Unprotector(master))
+            self.keyed[addr] = Keyed(peer, Keys(master, sender=False))
             if len(self.keyed) > KEYED:
                 self.keyed.popitem(last=False)
             log.info("encrypted stream from %s:%d: sender %r", *addr, peer.name)
@@ -179,13 +186,14 @@ class Guard:
         return budget
 
     def _unprotect(self, keyed: Keyed, data: bytes) -> bytes:
+        control = is_rtcp(data)
         try:
-            return keyed.keys.unprotect(data)
+            return keyed.keys.receive.unprotect(data, control)
         except DroppedPacket:
             if keyed.pending is None:
                 raise
             try:
-                plain = keyed.pending.unprotect(data)
+                plain = keyed.pending.receive.unprotect(data, control)
             except DroppedPacket:
                 pass
             else:  # the sender moved to its new keys

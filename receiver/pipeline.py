@@ -1,10 +1,11 @@
 """The receiver's whole pipeline, wired in one place:
 
 mDNS/DNS-SD: advertises the receiver; HTTPS also takes pairings (SPAKE2)
-UDP socket (its own thread) ─► guard (handshakes, SRTP) ─┐
-HTTPS: page, WHIP ─► WebRTC (aiortc) RTP (the event loop) ─┴► demux (validate; one session
-    per SSRC and source) ─► the session's inbox, and [--record: the recording thread ─►
-    the room's Ogg Opus file, the packets as they came]
+UDP socket (its own thread) ─► guard (handshakes, SRTP, SRTCP) ─┐
+HTTPS: page, WHIP ─► WebRTC (aiortc) RTP (the event loop) ──────┴► demux (validate; one
+    session per SSRC and source; RTCP: each sender report answered with a receiver report,
+    a BYE ends the stream once it played out) ─► the session's inbox, and [--record: the
+    recording thread ─► the room's Ogg Opus file, the packets as they came]
 the output's clock (the virtual mic's server, a sound card, or the paced clock for files),
     every block: inbox ─► jitter buffer ─► Opus decoder (FEC, concealment) ─► delay and
     drift control ─► [DSP chain] ─► the stream's files, and mixed into the output
@@ -61,6 +62,14 @@ TICK = 0.1
 """Seconds between two housekeeping passes on the event loop."""
 CLOSE_TIMEOUT = 5.0
 """Seconds the receiver waits at exit for its streams to finish."""
+ENDINGS = {
+    "sender": "the sender stopped",
+    "silent": "silent too long",
+    "unpaired": "its sender was unpaired",
+    "disconnected": "its connection closed",
+    "dashboard": "from the dashboard",
+    "receiver": "the receiver stopped",
+}
 
 
 @dataclass
@@ -101,7 +110,7 @@ class Receiver:
         paired = senders(config.folder)
         paired.all()  # unreadable: a clear error now (later, the last good list serves)
         self.guard = Guard(self.identity, paired, config.insecure)
-        self.demux = Demux(self._open_session, config.max_streams, self.guard)
+        self.demux = Demux(self._open_session, config.max_streams, self.guard, self._goodbye)
         self.whip = WhipEndpoint(self.receive_rtp, self.end_streams_from, config.max_streams)
         self.sink_errors = OnceLogger(log)  # sinks that would not open, by spec
         self.finished: list[dict[str, Any]] = []
@@ -133,8 +142,9 @@ class Receiver:
             origin = Origin(f"{sender.label} (WebRTC)", True, "webrtc", sender.label)
         elif keyed is not None:
             origin = Origin(f"{keyed.peer.name} ({host}:{port})", True, room=keyed.peer.name)
-        else:
-            origin = Origin(f"{host}:{port}/{ssrc:08x}", False, room=host)
+        else:  # a plain peer names its room in its RTCP, if it sends any
+            named = self.demux.names.get((host, ssrc), host)
+            origin = Origin(f"{host}:{port}/{ssrc:08x}", False, room=named)
         sinks, outputs = self._open_sinks(origin.name, origin.room)
         names = [sink.description for sink in sinks] + [o.description for o in outputs]
         tap = None  # the room's recording gets each packet as it arrives
@@ -192,30 +202,37 @@ class Receiver:
             if now - self._revocation_check >= 1.0:  # `airmic-receive unpair` cuts at once
                 self._revocation_check = now
                 for address in self.guard.revoked():
-                    self._end_from(address)
+                    self._end_from(address, "unpaired")
             for key, session in list(self.demux.sessions.items()):
                 if now - session.last_packet > self.config.stream_timeout:
-                    self._end(key)
+                    self._end(key, "silent")
 
     def end_streams_from(self, address: Address) -> None:
         with self._lock:
-            self._end_from(address)
+            self._end_from(address, "disconnected")
 
-    def _end_from(self, address: Address) -> None:
+    def _end_from(self, address: Address, why: str) -> None:
         for key in [key for key in self.demux.sessions if key[0] == address]:
-            self._end(key)
+            self._end(key, why)
 
-    def _end(self, key: StreamKey) -> None:
-        self.demux.close(key)
+    def _end(self, key: StreamKey, why: str) -> None:
+        self.demux.close(key).ended = why
         self._players.pop(key).stop()  # its driver lets go of it; the finisher closes it
+
+    def _goodbye(self, key: StreamKey) -> None:
+        """The sender ended the stream (RTCP BYE): what is buffered plays out, then it ends."""
+        session = self.demux.close(key)
+        self._players.pop(key)
+        session.closing, session.ended = True, "sender"
 
     def _ended(self, metrics: Metrics) -> None:
         """A stream is drained and closed (the finisher's thread)."""
         stats = metrics.as_dict()
         log.info(
-            "stream %s ended: %.1f s, %d packets, %d repaired from copies, "
+            "stream %s ended (%s): %.1f s, %d packets, %d repaired from copies, "
             "%d lost (%d recovered by FEC), %d late, %d gaps at the outputs (%.0f ms)",
             metrics.stream,
+            ENDINGS.get(metrics.ended, metrics.ended),
             metrics.seconds,
             stats["received"],
             stats["repaired"],
@@ -261,7 +278,7 @@ class Receiver:
         with self._lock:
             keys = [k for k, s in self.demux.sessions.items() if s.room.name == name]
             for key in keys:
-                self._end(key)
+                self._end(key, "dashboard")
         return len(keys)
 
     def unpair_room(self, name: str) -> None:
@@ -289,7 +306,7 @@ class Receiver:
         await self.whip.close()
         with self._lock:
             for key in list(self.demux.sessions):
-                self._end(key)
+                self._end(key, "receiver")
         if not await asyncio.to_thread(self.wait_finished, self.demux.opened, CLOSE_TIMEOUT):
             log.warning("%d streams did not finish", self.demux.opened - len(self.finished))
         await asyncio.to_thread(self.clock.close)

@@ -87,6 +87,9 @@ class Player:
 
     def beat(self, samples: int, now: float, plays_at: float) -> Block | None:
         """The stream's next block, on the driver's thread."""
+        if self.session.closing and self.session.played_out:  # after a BYE
+            self.stopping = True
+            return None
         block = self.session.read(samples, now, plays_at)
         for sink in self.sinks:  # files: the stream as it came
             if block is None:

@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from aiortc.rtp import RtcpSenderInfo
 
+from airmic.common import rtcp
 from airmic.common.audio import RATE, Block, level_dbfs
 from airmic.common.dsp.chain import Chain
 from airmic.common.playout import Playout
@@ -66,6 +68,8 @@ class Metrics:
     gaps: int = 0  # underruns and dropped blocks at the outputs (the mic, a device)
     gap_ms: float = 0.0  # their length
     overflow: int = 0  # packets the inbox dropped while its driver was stuck
+    reports: int = 0  # sender reports (RTCP) received, each answered
+    ended: str = ""  # why: sender (its BYE), silent, unpaired, disconnected, dashboard, receiver
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -97,6 +101,10 @@ class Session:
         self.malformed = 0  # datagrams of this stream refused before the inbox (network side)
         self.gaps = 0  # counted by the outputs, on the driver's thread
         self.gap_ms = 0.0
+        self.reception = rtcp.Reception()  # loss and jitter for RTCP (network side)
+        self.closing = False  # the sender said BYE: play what is buffered, then end
+        self.ended = ""  # why it ended (Metrics.ended), set by whoever ended it
+        self.reports = 0  # sender reports answered (network side)
         self._inbox: collections.deque[tuple[MediaPacket, float]] = collections.deque()
         self._overflow = 0
         self._payload_type: int | None = None
@@ -112,12 +120,34 @@ class Session:
     def push(self, packet: MediaPacket, now: float) -> None:
         """A packet arrived at `now` (any thread; never blocks)."""
         self.last_packet = now
+        self.reception.packet(packet.seq, packet.timestamp, now)
         if self.tap is not None:
             self.tap(packet, now)
         self._inbox.append((packet, now))
         if len(self._inbox) > INBOX:  # the driver is stuck: keep the newest
             self._inbox.popleft()
             self._overflow += 1
+
+    def report(self, source: int, sent: RtcpSenderInfo, ssrc: int, now: float) -> bytes:
+        """The answer to the sender report `sent` from SSRC `source` (network side): an RR
+        from `ssrc`, and the stream as this receiver last published it."""
+        self.reception.sender_report(sent, now)
+        self.reports += 1
+        m = self.metrics
+        view = rtcp.View(
+            delay_ms=m.delay_ms or 0.0,
+            recovered=m.jitter.get("recovered", 0),
+            repaired=m.jitter.get("repaired", 0),
+            concealed=m.jitter.get("concealed", 0),
+            gaps=m.gaps,
+            gap_ms=m.gap_ms,
+        )
+        return rtcp.receiver_report(ssrc, self.reception.block(source, now), view)
+
+    @property
+    def played_out(self) -> bool:
+        """Nothing left to play but the last fraction of a block (the driver's thread)."""
+        return not self._inbox and not self.playout.jitter.buffered
 
     def read(self, samples: int, now: float, plays_at: float | None = None) -> Block | None:
         """The `samples` the driving output takes at `now` (and plays from `plays_at`, on
@@ -202,4 +232,6 @@ class Session:
             gaps=self.gaps,
             gap_ms=round(self.gap_ms, 1),
             overflow=self._overflow,
+            reports=self.reports,
+            ended=self.ended,
         )

@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--name",
         default=socket.gethostname(),
-        help="this sender's name on the receiver, for WebRTC (default: the host name)",
+        help="this sender's name on the receiver, its room there, for WebRTC and plain RTP "
+        "(a paired sender's is the name it paired with; default: the host name)",
     )
     parser.add_argument(
         "--fingerprint",
@@ -226,6 +227,7 @@ async def _main(args: argparse.Namespace) -> int:
         duration=args.duration,
         insecure=args.insecure,
         dsp=settings_from_args(args),
+        name=args.name,
     )
     await run_sender(config, stop_event())
     return 0

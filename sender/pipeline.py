@@ -37,6 +37,7 @@ class SenderConfig:
     duration: float | None = None  # seconds of audio to send; None: until the source ends
     dsp: DspSettings | None = None  # None: no processing at all
     insecure: bool = False  # plain RTP, for peers that are not airmic receivers
+    name: str = ""  # in RTCP: the room of a plain stream (default: the host name)
 
 
 @dataclass
@@ -59,7 +60,9 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
     link = await (  # to the receiver
         WhipLink.open(config.to)
         if isinstance(config.to, WhipTarget)
-        else RtpLink.open(config.to, config.payload_type, config.redundancy, not config.insecure)
+        else RtpLink.open(
+            config.to, config.payload_type, config.redundancy, not config.insecure, config.name
+        )
     )
     report = SenderReport()
 
@@ -117,15 +120,19 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         rate,
         f"; {link.dropped} dropped while not connected" if link.dropped else "",
     )
+    heard = link.summary()
+    if heard:
+        log.info("%s", heard)
     return report
 
 
-def _status(report: SenderReport, chain: Chain, link: str) -> Text:
+def _status(report: SenderReport, chain: Chain, link: Text) -> Text:
     line = Text("in  ")
     line.append_text(report.input.render())
     line.append(f"   {report.seconds:7.1f} s   {report.packets} packets\nout ")
     line.append_text(meter(report.output.level_db))
     line.append("   " + "   ".join(chain.activity()), style="cyan")
     if link:
-        line.append(f"\n{link}", style="dim")
+        line.append("\n")
+        line.append_text(link)
     return line

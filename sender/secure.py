@@ -31,7 +31,7 @@ from airmic.common.handshake import (
 from airmic.common.identity import Identity, load_identity
 from airmic.common.log import OnceLogger
 from airmic.common.peers import Peer, Peers
-from airmic.common.srtp import Protector
+from airmic.common.srtp import Keys
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class SecureChannel:
         self._transport = transport
         self._where = where
         self._identity = identity
-        self._protector: Protector | None = None
+        self._keys: Keys | None = None
         self.peer: Peer | None = None
         self.fatal: NetworkError | None = None
         self.ignored = 0  # handshake datagrams no paired receiver signed for this sender
@@ -79,8 +79,17 @@ class SecureChannel:
     def protect(self, rtp: bytes) -> bytes:
         if self.fatal is not None:
             raise self.fatal
-        assert self._protector is not None
-        return self._protector.protect(rtp)
+        assert self._keys is not None
+        return self._keys.send.protect(rtp)
+
+    def protect_rtcp(self, rtcp: bytes) -> bytes:
+        assert self._keys is not None
+        return self._keys.send.protect_rtcp(rtcp)
+
+    def unprotect_rtcp(self, srtcp: bytes) -> bytes:
+        """The receiver's report, checked and decrypted. Raises DroppedPacket."""
+        assert self._keys is not None
+        return self._keys.receive.unprotect(srtcp, rtcp=True)
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -109,7 +118,7 @@ class SecureChannel:
                     f"the receiver at {self._where} no longer knows this sender: pair again "
                     "(airmic-receive pair there, then airmic-send pair CODE here)"
                 )
-            self._protector, self.peer = Protector(answer[1]), answer[0]
+            self._keys, self.peer = Keys(answer[1], sender=True), answer[0]
             log.info("encrypted (SRTP, AES-128-GCM) with %s at %s", self.peer.name, self._where)
             return
         if stranger is not None:

@@ -2,18 +2,26 @@
 ICMP error (the receiver may simply not be up yet); and the RTP link built on it.
 
 A link takes Opus packets (`send(payload, samples)`) to a receiver: `RtpLink` here, or
-`WhipLink` (sender/webrtc.py) over WebRTC."""
+`WhipLink` (sender/webrtc.py) over WebRTC. The RTP link also sends RTCP on the same port
+(common/rtcp.py): a sender report a second, a BYE at the end; the receiver's reports
+come back on it (sender/feedback.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
+import time
 
+from rich.text import Text
+
+from airmic.common import rtcp
 from airmic.common.errors import NetworkError
 from airmic.common.handshake import is_handshake
 from airmic.common.log import OnceLogger
-from airmic.common.rtp import Packetizer
+from airmic.common.rtp import DroppedPacket, Packetizer
+from airmic.sender.feedback import Feedback
 from airmic.sender.secure import SecureChannel
 
 log = logging.getLogger(__name__)
@@ -25,10 +33,16 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.problems = OnceLogger(log)
         self.inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)  # handshake answers
+        # The receiver's reports, with their arrival on the wall and monotonic clocks: read
+        # by the link at its next packet (the newest kept if it falls behind).
+        self.reports: collections.deque[tuple[bytes, float, float]] = collections.deque(maxlen=16)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if is_handshake(data) and not self.inbox.full():  # nothing else is expected back
-            self.inbox.put_nowait(data)
+        if is_handshake(data):
+            if not self.inbox.full():
+                self.inbox.put_nowait(data)
+        elif rtcp.is_rtcp(data):
+            self.reports.append((data, time.time(), time.monotonic()))
 
     def error_received(self, exc: Exception) -> None:
         # ECONNREFUSED after an ICMP port-unreachable: nobody listens there (yet).
@@ -63,6 +77,11 @@ class UdpTransport:
         return self._protocol.inbox
 
     @property
+    def reports(self) -> collections.deque[tuple[bytes, float, float]]:
+        """The receiver's RTCP (a connected socket takes only its own)."""
+        return self._protocol.reports
+
+    @property
     def errors(self) -> int:
         return sum(self._protocol.problems.counts.values())
 
@@ -77,7 +96,7 @@ class UdpTransport:
 
 class RtpLink:
     """airmic's own RTP over UDP: each Opus packet in one datagram, with RFC 2198 copies of
-    the ones before."""
+    the ones before; and RTCP both ways."""
 
     dropped = 0  # a datagram is always sent
 
@@ -87,15 +106,22 @@ class RtpLink:
         packetizer: Packetizer,
         description: str,
         channel: SecureChannel | None,
+        name: str,
     ) -> None:
         self._transport = transport
         self._packetizer = packetizer
         self._channel = channel
         self.description = description
+        self.name = name  # in the SDES of its reports: the room of a plain stream
+        self.feedback = Feedback(packetizer.ssrc, time.monotonic(), plain=channel is None)
+        self.unreadable = OnceLogger(log)  # reports that did not parse or authenticate
+        self._packets = 0
+        self._octets = 0  # of payload, as an SR counts them
+        self._next_report = 0.0
 
     @classmethod
     async def open(
-        cls, to: Address, payload_type: int, redundancy: int, secure: bool = True
+        cls, to: Address, payload_type: int, redundancy: int, secure: bool = True, name: str = ""
     ) -> RtpLink:
         """With `secure`, after a handshake with the receiver: SRTP to a paired receiver."""
         packetizer = Packetizer(payload_type, redundancy=redundancy)
@@ -107,7 +133,7 @@ class RtpLink:
             raise
         kind = f"SRTP to {channel.peer.name} at" if channel and channel.peer else "plain RTP to"
         description = f"{kind} {to[0]}:{to[1]} ({redundancy} redundant, SSRC {packetizer.ssrc:08x})"
-        return cls(transport, packetizer, description, channel)
+        return cls(transport, packetizer, description, channel, name or socket.gethostname())
 
     @property
     def sent_bytes(self) -> int:
@@ -116,16 +142,62 @@ class RtpLink:
     def send(self, payload: bytes, samples: int) -> None:
         rtp = self._packetizer.packetize(payload, samples)
         self._transport.send(self._channel.protect(rtp) if self._channel else rtp)
+        self._packets += 1
+        self._octets += len(payload)
+        now = time.monotonic()
+        self._read_reports()
+        self.feedback.check(now)
+        if now >= self._next_report:
+            self._next_report = now + rtcp.INTERVAL
+            # The RTP time of the sample just sent, and the wall clock now.
+            report = rtcp.sender_report(
+                self._packetizer.ssrc,
+                time.time(),
+                self._packetizer.timestamp,
+                self._packets,
+                self._octets,
+                self.name,
+            )
+            self._send_rtcp(report)
 
-    def status(self) -> str:
+    def _send_rtcp(self, report: bytes) -> None:
+        self._transport.send(self._channel.protect_rtcp(report) if self._channel else report)
+
+    def _read_reports(self) -> None:
+        reports = self._transport.reports
+        while reports:
+            data, wall, now = reports.popleft()
+            try:
+                plain = self._channel.unprotect_rtcp(data) if self._channel else data
+                self.feedback.received(rtcp.parse(plain), wall, now)
+            except DroppedPacket as exc:
+                self.unreadable.report(exc.reason, "ignored a report: %s", exc)
+
+    def status(self) -> Text:
+        """The receiver's view, as last reported (rich's thread: reports are read by the
+        stream's, at each packet)."""
+        alarm = self.feedback.alarming
+        line = Text(self.feedback.status(time.monotonic()), "bold red" if alarm else "dim")
+        if self._ignored():
+            line.append(f"\n{self._ignored()}", style="dim")
+        return line
+
+    def _ignored(self) -> str:
         ignored = self._channel.ignored if self._channel else 0
         return (
             f"{ignored} handshake datagrams ignored (not signed for this sender)" if ignored else ""
         )
 
+    def summary(self) -> str:
+        """What the receiver last said it heard."""
+        self._read_reports()
+        return self.feedback.summary(time.monotonic())
+
     async def close(self) -> None:
+        # The receiver ends the stream now, not after its silence timeout.
+        self._send_rtcp(rtcp.goodbye(self._packetizer.ssrc, self.name))
         if self._channel is not None:
             await self._channel.close()
             if self._channel.ignored:
-                log.warning("%s", self.status())
+                log.warning("%s", self._ignored())
         self._transport.close()

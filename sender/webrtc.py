@@ -28,6 +28,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from rich.text import Text
 
 from airmic.common.audio import RATE
 from airmic.common.errors import NetworkError, UsageError
@@ -148,17 +149,23 @@ class WhipLink:
         self._track.put(packet)
         self.sent_bytes += RTP_HEADER + len(payload)
 
-    def status(self) -> str:
+    def status(self) -> Text:
         """For the status line: the receiver's view of the stream, or the connection's."""
         if self._track is None or self._lost.is_set():
-            return "WebRTC: reconnecting"
-        if not self.view:
-            return "WebRTC: connected"
-        delay = self.view.get("delay_ms")
+            return Text("WebRTC: reconnecting", "dim")
+        return Text(f"receiver: {self._heard()}" if self.view else "WebRTC: connected", "dim")
+
+    def _heard(self) -> str:
+        view = self.view or {}
+        delay = view.get("delay_ms")
         return (
-            f"receiver: delay {delay if delay is not None else '-'} ms, "
-            f"{self.view.get('lost', 0)} lost ({self.view.get('recovered', 0)} by FEC)"
+            f"delay {delay if delay is not None else '-'} ms, "
+            f"{view.get('lost', 0)} lost ({view.get('recovered', 0)} by FEC)"
         )
+
+    def summary(self) -> str:
+        """What the receiver last said it heard, for the summary."""
+        return f"the receiver reported: {self._heard()}" if self.view else ""
 
     async def close(self) -> None:
         if self._keeper is not None:

@@ -96,12 +96,14 @@ def test_four_rooms_each_in_its_own_file(tmp_path, udp_port, homes, voices):
     heard = {room: decode(session / f"{room}.opus") for room in rooms}
     said = {room: decode(voices[room]) for room in rooms}
     for room, audio in heard.items():
-        scores = {other: match(said[other], audio).correlation for other in rooms}
+        # A room starts where its sender did: the WebRTC one seconds late on a busy machine.
+        matches = {other: match(said[other], audio, max_lag=len(audio)) for other in rooms}
+        scores = {other: m.correlation for other, m in matches.items()}
         print(room, {k: round(v, 3) for k, v in scores.items()})
         assert scores[room] > 0.9  # its own voice
         assert all(scores[o] < 0.5 for o in rooms if o != room)  # nor another's (a mix: ~0.7)
         start = next(r for r in described["rooms"] if r["room"] == room)["streams"][0]["start_s"]
-        lag = match(said[room], audio).lag / RATE
+        lag = matches[room].lag / RATE
         assert abs(lag - start) < 0.05  # where session.json says the room started
 
 

@@ -30,12 +30,14 @@ from airmic.common.handshake import (
 )
 from airmic.common.identity import Identity, load_identity
 from airmic.common.peers import Peers
+from airmic.common.rtcp import is_rtcp
 from tests.audio_match import match
 from tests.conftest import command
 from tests.processes import Process, ReceiverProcess
 
 pytestmark = pytest.mark.e2e
-REPLAYED, MODIFIED = range(100, 120), range(200, 220)
+REPLAYED, MODIFIED = range(100, 120), range(200, 220)  # media packets
+REPORT = 2  # and the second sender report (SRTCP): replayed and modified too
 
 
 @pytest.fixture
@@ -55,7 +57,8 @@ def homes(tmp_path):
 
 class Relay(threading.Thread):
     """A UDP relay on 127.0.0.1 between a sender and a receiver that sends some media
-    packets twice (replays) and a modified copy of others (forgeries), for a bounded time."""
+    packets and a report twice (replays) and a modified copy of others (forgeries), for a
+    bounded time."""
 
     def __init__(self, port: int, seconds: float = 30.0) -> None:
         super().__init__(daemon=True)
@@ -67,6 +70,7 @@ class Relay(threading.Thread):
         self.seconds = seconds
         self.stopped = threading.Event()
         self.media = 0
+        self.reports = 0
 
     def run(self) -> None:
         sender = None
@@ -77,7 +81,6 @@ class Relay(threading.Thread):
             if self.front in ready:
                 data, sender = self.front.recvfrom(2048)
                 self.upstream(data, sender)
-                self.media += data[0] >> 6 == 2  # SRTP (not a handshake)
             if self.back in ready and sender is not None:
                 self.front.sendto(self.back.recv(2048), sender)
         deadline.cancel()
@@ -86,10 +89,17 @@ class Relay(threading.Thread):
 
     def upstream(self, data: bytes, sender: tuple[str, int]) -> None:
         """A datagram from the sender, on its way to the receiver."""
-        if data[0] >> 6 == 2 and self.media in MODIFIED:  # before the original: an index
-            self.back.send(data[:20] + bytes([data[20] ^ 0x40]) + data[21:])  # seen already
-        self.back.send(data)  # would make it a replay
-        if data[0] >> 6 == 2 and self.media in REPLAYED:
+        modify = replay = False
+        if data[0] >> 6 == 2 and is_rtcp(data):  # SRTCP
+            self.reports += 1
+            modify = replay = self.reports == REPORT
+        elif data[0] >> 6 == 2:  # SRTP (not a handshake)
+            self.media += 1
+            modify, replay = self.media in MODIFIED, self.media in REPLAYED
+        if modify:  # before the original: an index seen already would make it a replay
+            self.back.send(data[:20] + bytes([data[20] ^ 0x40]) + data[21:])
+        self.back.send(data)
+        if replay:
             self.back.send(data)
 
 
@@ -115,9 +125,13 @@ def test_replayed_and_modified_packets_are_dropped(tmp_path, udp_port, homes, sp
     print(f"\ndropped by the receiver: {stats['dropped']}; stream: {stream['received']} "
           f"packets, {stream['lost']} lost")  # fmt: skip
     assert stream["encrypted"] and stream["stream"].startswith("laptop")
-    assert stats["dropped"]["replayed"] == len(REPLAYED)
-    assert stats["dropped"]["forged"] == len(MODIFIED)
+    assert stats["dropped"]["replayed"] == len(REPLAYED) + 1  # and one report
+    assert stats["dropped"]["forged"] == len(MODIFIED) + 1
     assert stream["lost"] == 0
+    # Reports went both ways, sealed: the sender's BYE ended the stream, and the sender
+    # heard the receiver's view of it.
+    assert stream["ended"] == "sender"
+    assert "the receiver reported: lost 0" in sender.stderr
     out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
     assert match(speech_samples, out, max_lag=len(out)).correlation > 0.95
 
@@ -186,7 +200,8 @@ class Attacker(Relay):
             assert isinstance(message, Hello)
             self.hello = message
         self.back.send(data)
-        if data[0] >> 6 == 2 and self.media + 1 in (100, 200, 300):
+        self.media += data[0] >> 6 == 2  # SRTP or SRTCP
+        if data[0] >> 6 == 2 and self.media in (100, 200, 300):
             self.attack(sender)
 
     def attack(self, sender) -> None:

@@ -8,7 +8,9 @@ import random
 import numpy as np
 import soundfile
 
+from airmic.common import rtcp
 from airmic.receiver.pipeline import Receiver, ReceiverConfig
+from airmic.receiver.player import retire_stopped
 from airmic.receiver.rooms import Room
 from airmic.receiver.sinks import NullSinkFactory, WavSinkFactory
 from tests.audio_match import match
@@ -32,16 +34,13 @@ class ClockedOutput:
         self.pulled.append(pulled)
 
     def beat(self, now: float) -> None:
+        self.pulled = retire_stopped(self.pulled)  # as the outputs' threads do
         for pulled in self.pulled:
-            if pulled.stopping:
-                pulled.retire()
-                continue
             block = pulled.beat(BLOCK, now, now)
             silence = np.zeros(BLOCK, dtype=np.float32)
             self.audio.setdefault(pulled.session.name, []).append(
                 silence if block is None else block
             )
-        self.pulled = [p for p in self.pulled if not p.stopping]
 
     def close(self) -> None:
         pass
@@ -164,3 +163,55 @@ async def test_a_rooms_gain_and_mute_reach_its_outputs_not_its_files(tmp_path):
         best = max(match(s, audio).correlation for s in sent.values())
         level = np.sqrt(np.mean(audio**2))
         assert best > 0.9 and level > 0.15
+
+
+async def test_a_senders_reports_are_answered_its_name_is_its_room_and_its_bye_ends_it():
+    """A plain peer sends 2 s of tone, 5 packets lost, with a sender report (and its name)
+    after its first packet and each second, then BYE. Each SR gets an RR about its stream,
+    as of that moment; its name is its room; the BYE ends the stream at once, and nothing
+    it had buffered is cut."""
+    output = ClockedOutput()
+    config = ReceiverConfig(("127.0.0.1", 0), [Factory(output)], insecure=True)
+    config.discovery = False
+    receiver = Receiver(config)
+    addr, sent = ("127.0.0.5", 40_001), tone(440, 2.0)
+    packets = datagrams(sent, ssrc=7)
+    lost = {50, 51, 120, 121, 122}
+
+    def report(i: int) -> bytes:
+        return rtcp.sender_report(7, 1000.0 + i * 0.01, i * 480, i, i * 100, "kitchen")
+
+    schedule = [(i * 0.01, p) for i, p in enumerate(packets) if i not in lost]
+    schedule += [(i * 0.01 + 0.001, report(i)) for i in (0, 100, 199)]
+    schedule.append((199 * 0.01 + 0.002, rtcp.goodbye(7, "kitchen")))
+    schedule.sort(key=lambda s: s[0])
+    answers = []
+    now, k = 0.0, 0
+    while receiver.demux.opened == 0 or output.pulled:  # until its player is retired
+        while schedule and schedule[0][0] <= now:
+            at, data = schedule.pop(0)
+            answer = receiver.receive(data, addr, at)
+            if answer is not None:
+                answers.append((at, rtcp.parse(answer)))
+        output.beat(now)
+        k += 1
+        now = k * BLOCK / 48_000
+        assert now < 3.0  # ended by its BYE, long before the 5 s silence timeout
+    assert receiver.wait_finished(1, 5.0)
+    await receiver.close()
+
+    (stream,) = receiver.finished
+    assert stream["ended"] == "sender" and stream["lost"] == 5
+    # The first SR came before the stream was confirmed (two packets in sequence): no RR.
+    assert [round(at, 3) for at, _ in answers] == [1.001, 1.991]
+    for (at, answer), lost_so_far in zip(answers, (2, 5), strict=True):
+        (block,) = answer.blocks
+        assert block.ssrc == 7 and block.packets_lost == lost_so_far
+        assert block.lsr == rtcp.middle(rtcp.ntp(1000.0 + at - 0.001)) and block.dlsr == 0
+        assert answer.view is not None and answer.view.delay_ms > 0
+    assert receiver.rooms.keys() == {"kitchen"}
+    heard = np.concatenate(output.audio["127.0.0.5:40001/00000007"])
+    result = match(sent, heard)
+    assert result.correlation > 0.9
+    end = result.lag + len(sent) - 480  # the tone's last 10 ms: played out, not cut by BYE
+    assert np.sqrt(np.mean(heard[end - 480 : end] ** 2)) > 0.1

@@ -1,0 +1,207 @@
+"""RTCP on airmic's UDP streams (RFC 3550 section 6), multiplexed on the media port
+(RFC 5761): what each side tells the other.
+
+sender ─► receiver, about once a second: a sender report (SR: the wall-clock and RTP times
+    of the same instant, packets and bytes sent) with an SDES naming the sender; a BYE
+    when it stops, so the stream ends at once instead of after a silence.
+receiver ─► sender, in answer to each SR: a receiver report (RR: loss, interarrival jitter,
+    the last SR's time and how long ago it came, for the round trip) and airmic's view of
+    the stream in an APP packet ("AIRM": its buffer delay, repairs, gaps at the mic).
+
+Packets are aiortc's RTCP classes; APP, which aiortc skips, is packed here. Sans-I/O:
+every time is given. Encrypted streams carry these as SRTCP (common/srtp.py).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from aiortc.rtp import (
+    RtcpByePacket,
+    RtcpPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    is_rtcp,
+    pack_rtcp_packet,
+)
+
+from airmic.common.rtp import Drop, DroppedPacket
+
+__all__ = ["is_rtcp"]
+
+RATE = 48_000  # the RTP clock of Opus (RFC 7587)
+INTERVAL = 1.0
+"""Seconds between two sender reports: a point-to-point stream of 64 kbit/s and more can
+afford it (RFC 3550 section 6.2 allows 5 % of the session's bandwidth; this is under 1 %),
+and the sender learns within seconds that nobody listens."""
+APP = 204
+APP_NAME = b"AIRM"
+SDES_CNAME, SDES_NAME = 1, 2
+NTP_EPOCH = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+
+def ntp(wall: float) -> int:
+    """A Unix time as a 64-bit NTP timestamp."""
+    return int((wall + NTP_EPOCH) * (1 << 32)) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def middle(ntp_time: int) -> int:
+    """The middle 32 bits of an NTP timestamp, as RR's LSR carries them (1/65536 s)."""
+    return (ntp_time >> 16) & 0xFFFF_FFFF
+
+
+@dataclass(frozen=True)
+class View:
+    """The receiver's view of one stream, beyond what an RR says (its APP packet)."""
+
+    delay_ms: float  # buffered ahead of the output, now
+    recovered: int  # lost packets rebuilt from FEC
+    repaired: int  # lost packets replaced by a redundant copy
+    concealed: int  # lost packets concealed (heard as a smear)
+    gaps: int  # gaps at the outputs (the mic): heard as holes
+    gap_ms: float
+
+    _FORMAT = struct.Struct("!IIIIIf")  # a whole number of 32-bit words, as RTCP needs
+
+    def pack(self) -> bytes:
+        delay = min(0xFFFF_FFFF, max(0, round(self.delay_ms * 10)))
+        values = self.recovered, self.repaired, self.concealed, self.gaps
+        return self._FORMAT.pack(delay, *(v & 0xFFFF_FFFF for v in values), self.gap_ms)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> View:
+        delay, recovered, repaired, concealed, gaps, gap_ms = cls._FORMAT.unpack_from(data)
+        return cls(delay / 10, recovered, repaired, concealed, gaps, gap_ms)
+
+
+@dataclass
+class Report:
+    """What one compound RTCP datagram said."""
+
+    ssrc: int | None = None  # of whoever sent it
+    sender: RtcpSenderInfo | None = None  # an SR's
+    blocks: list[RtcpReceiverInfo] = field(default_factory=list)  # reception report blocks
+    name: str | None = None  # SDES NAME, else CNAME
+    bye: list[int] = field(default_factory=list)  # sources that left
+    view: View | None = None
+
+
+def parse(data: bytes) -> Report:
+    """One compound RTCP datagram. Raises DroppedPacket."""
+    try:
+        packets = RtcpPacket.parse(data)
+        view = _view(data)
+    except (ValueError, IndexError, struct.error) as exc:
+        raise DroppedPacket(Drop.RTCP, f"malformed RTCP: {exc}") from None
+    report = Report(view=view)
+    for packet in packets:
+        if isinstance(packet, RtcpSrPacket):
+            report.ssrc, report.sender = packet.ssrc, packet.sender_info
+            report.blocks += packet.reports
+        elif isinstance(packet, RtcpRrPacket):
+            report.ssrc = packet.ssrc
+            report.blocks += packet.reports
+        elif isinstance(packet, RtcpSdesPacket):
+            for chunk in packet.chunks:
+                items = dict(chunk.items)
+                name = items.get(SDES_NAME) or items.get(SDES_CNAME)
+                if name:
+                    report.name = name.decode("utf-8", "replace")[:64]
+        elif isinstance(packet, RtcpByePacket):
+            report.bye += packet.sources
+    return report
+
+
+def _view(data: bytes) -> View | None:
+    """airmic's APP packet in a compound, if there is one (aiortc's parser skips APP)."""
+    pos = 0
+    while pos + 4 <= len(data):
+        kind, words = data[pos + 1], struct.unpack_from("!H", data, pos + 2)[0]
+        body = data[pos + 4 : pos + 4 + 4 * words]
+        if kind == APP and body[4:8] == APP_NAME:
+            return View.unpack(body[8:])
+        pos += 4 + 4 * words
+    return None
+
+
+def sender_report(
+    ssrc: int, wall: float, timestamp: int, packets: int, octets: int, name: str
+) -> bytes:
+    """An SR (`timestamp` is the RTP time of the instant `wall`) and the sender's name."""
+    info = RtcpSenderInfo(ntp(wall), timestamp, packets & 0xFFFF_FFFF, octets & 0xFFFF_FFFF)
+    return bytes(RtcpSrPacket(ssrc, info)) + _sdes(ssrc, name)
+
+
+def goodbye(ssrc: int, name: str) -> bytes:
+    """The sender stops: an empty RR (a compound starts with a report), SDES, BYE."""
+    return bytes(RtcpRrPacket(ssrc)) + _sdes(ssrc, name) + bytes(RtcpByePacket([ssrc]))
+
+
+def receiver_report(ssrc: int, block: RtcpReceiverInfo, view: View) -> bytes:
+    """An RR about one stream, with airmic's view of it."""
+    app = ssrc.to_bytes(4, "big") + APP_NAME + view.pack()
+    return bytes(RtcpRrPacket(ssrc, [block])) + pack_rtcp_packet(APP, 0, app)
+
+
+def _sdes(ssrc: int, name: str) -> bytes:
+    value = name.encode()[:255]
+    return bytes(RtcpSdesPacket([RtcpSourceInfo(ssrc, [(SDES_CNAME, value)])]))
+
+
+class Reception:
+    """RFC 3550's reception statistics of one stream (appendix A.3 and A.8), fed on the
+    network side with each packet's arrival time. (aiortc's StreamStatistics reads the wall
+    clock itself at each call; here the arrival is the kernel's stamp, and time is given.)"""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self._base: int | None = None  # the first sequence number, extended
+        self._highest = 0  # extended
+        self._jitter = 0.0  # in RTP timestamp units
+        self._transit: float | None = None
+        self._expected_prior = self._received_prior = 0
+        self.last_sr: int = 0  # the middle 32 bits of the last SR's NTP time
+        self.last_sr_at: float | None = None  # when it came
+
+    def packet(self, seq: int, timestamp: int, now: float) -> None:
+        if self._base is None:
+            self._base = self._highest = seq
+        else:
+            delta = (seq - self._highest) & 0xFFFF
+            if delta < 0x8000:  # newer (a small step back is a reordered packet)
+                self._highest += delta
+        self.received += 1
+        transit = now * RATE - timestamp
+        if self._transit is not None:
+            change = abs(transit - self._transit)
+            if change < RATE:  # a timestamp jump (a restart) is not jitter
+                self._jitter += (change - self._jitter) / 16
+        self._transit = transit
+
+    def sender_report(self, info: RtcpSenderInfo, now: float) -> None:
+        self.last_sr, self.last_sr_at = middle(info.ntp_timestamp), now
+
+    def block(self, ssrc: int, now: float) -> RtcpReceiverInfo:
+        """The report block about the stream `ssrc` as of now (the interval since the
+        last block for the fraction lost)."""
+        expected = 0 if self._base is None else self._highest - self._base + 1
+        lost = expected - self.received
+        interval = expected - self._expected_prior
+        interval_lost = interval - (self.received - self._received_prior)
+        self._expected_prior, self._received_prior = expected, self.received
+        fraction = (interval_lost << 8) // interval if interval > 0 and interval_lost > 0 else 0
+        delay = 0 if self.last_sr_at is None else round((now - self.last_sr_at) * 65536)
+        return RtcpReceiverInfo(
+            ssrc=ssrc,
+            fraction_lost=min(fraction, 255),
+            packets_lost=max(-(1 << 23), min(lost, (1 << 23) - 1)),
+            highest_sequence=self._highest & 0xFFFF_FFFF,
+            jitter=round(self._jitter),
+            lsr=self.last_sr,
+            dlsr=delay & 0xFFFF_FFFF,
+        )
