@@ -2,11 +2,18 @@
 (RFC 5761): what each side tells the other.
 
 sender ─► receiver, about once a second: a sender report (SR: the wall-clock and RTP times
-    of the same instant, packets and bytes sent) with an SDES naming the sender; a BYE
-    when it stops, so the stream ends at once instead of after a silence.
+    of the same instant, packets and bytes sent) with an SDES naming the sender, and in an
+    APP packet ("AIRM", subtype 1) how far the receiver's wall clock is ahead of its own;
+    a BYE when it stops, so the stream ends at once instead of after a silence.
 receiver ─► sender, in answer to each SR: a receiver report (RR: loss, interarrival jitter,
     the last SR's time and how long ago it came, for the round trip) and airmic's view of
-    the stream in an APP packet ("AIRM": its buffer delay, repairs, gaps at the mic).
+    the stream (APP subtype 0: its buffer delay, repairs, gaps at the mic, the end-to-end
+    latency, and its wall clock as it sent this).
+
+The clocks' offset is NTP's (RFC 5905 section 8), from the four times of one exchange: the
+SR sent (T1, the sender's clock), received (T2 = T3 - DLSR) and answered (T3, the
+receiver's), and the answer received (T4). With it, the receiver places each packet's
+capture on its own clock, which gives the end-to-end latency: capture to the mic.
 
 Packets are aiortc's RTCP classes; APP, which aiortc skips, is packed here. Sans-I/O:
 every time is given. Encrypted streams carry these as SRTCP (common/srtp.py).
@@ -14,6 +21,7 @@ every time is given. Encrypted streams carry these as SRTCP (common/srtp.py).
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -41,6 +49,7 @@ afford it (RFC 3550 section 6.2 allows 5 % of the session's bandwidth; this is u
 and the sender learns within seconds that nobody listens."""
 APP = 204
 APP_NAME = b"AIRM"
+VIEW, OFFSET = 0, 1  # APP subtypes: the receiver's view, the sender's clock offset
 SDES_CNAME, SDES_NAME = 1, 2
 NTP_EPOCH = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
 
@@ -55,6 +64,16 @@ def middle(ntp_time: int) -> int:
     return (ntp_time >> 16) & 0xFFFF_FFFF
 
 
+def seconds(ntp_time: int) -> float:
+    """A 64-bit NTP timestamp as a Unix time."""
+    return ntp_time / (1 << 32) - NTP_EPOCH
+
+
+def short_diff(a: int, b: int) -> float:
+    """a - b in seconds, for two middle-32-bit NTP times less than 9 hours apart."""
+    return (((a - b) & 0xFFFF_FFFF ^ 0x8000_0000) - 0x8000_0000) / 65536
+
+
 @dataclass(frozen=True)
 class View:
     """The receiver's view of one stream, beyond what an RR says (its APP packet)."""
@@ -65,18 +84,24 @@ class View:
     concealed: int  # lost packets concealed (heard as a smear)
     gaps: int  # gaps at the outputs (the mic): heard as holes
     gap_ms: float
+    end_to_end_ms: float | None = None  # capture to the mic, once the clocks' offset is known
+    sent: int = 0  # the receiver's wall clock as it sent this (middle 32 bits of NTP)
 
-    _FORMAT = struct.Struct("!IIIIIf")  # a whole number of 32-bit words, as RTCP needs
+    _FORMAT = struct.Struct("!IIIIIffI")  # a whole number of 32-bit words, as RTCP needs
 
     def pack(self) -> bytes:
         delay = min(0xFFFF_FFFF, max(0, round(self.delay_ms * 10)))
         values = self.recovered, self.repaired, self.concealed, self.gaps
-        return self._FORMAT.pack(delay, *(v & 0xFFFF_FFFF for v in values), self.gap_ms)
+        latency = math.nan if self.end_to_end_ms is None else self.end_to_end_ms
+        counts = (v & 0xFFFF_FFFF for v in values)
+        return self._FORMAT.pack(delay, *counts, self.gap_ms, latency, self.sent)
 
     @classmethod
     def unpack(cls, data: bytes) -> View:
-        delay, recovered, repaired, concealed, gaps, gap_ms = cls._FORMAT.unpack_from(data)
-        return cls(delay / 10, recovered, repaired, concealed, gaps, gap_ms)
+        delay, *counts, gap_ms, latency, sent = cls._FORMAT.unpack_from(data)
+        recovered, repaired, concealed, gaps = counts
+        latency = None if math.isnan(latency) else latency
+        return cls(delay / 10, recovered, repaired, concealed, gaps, gap_ms, latency, sent)
 
 
 @dataclass
@@ -89,16 +114,21 @@ class Report:
     name: str | None = None  # SDES NAME, else CNAME
     bye: list[int] = field(default_factory=list)  # sources that left
     view: View | None = None
+    offset: float | None = None  # the receiver's wall clock less the sender's (seconds)
 
 
 def parse(data: bytes) -> Report:
     """One compound RTCP datagram. Raises DroppedPacket."""
     try:
         packets = RtcpPacket.parse(data)
-        view = _view(data)
+        apps = _apps(data)
+        view = View.unpack(apps[VIEW]) if VIEW in apps else None
+        offset = struct.unpack_from("!d", apps[OFFSET])[0] if OFFSET in apps else None
     except (ValueError, IndexError, struct.error) as exc:
         raise DroppedPacket(Drop.RTCP, f"malformed RTCP: {exc}") from None
-    report = Report(view=view)
+    if offset is not None and not math.isfinite(offset):
+        offset = None
+    report = Report(view=view, offset=offset)
     for packet in packets:
         if isinstance(packet, RtcpSrPacket):
             report.ssrc, report.sender = packet.ssrc, packet.sender_info
@@ -117,24 +147,39 @@ def parse(data: bytes) -> Report:
     return report
 
 
-def _view(data: bytes) -> View | None:
-    """airmic's APP packet in a compound, if there is one (aiortc's parser skips APP)."""
+def _apps(data: bytes) -> dict[int, bytes]:
+    """airmic's APP packets in a compound, by subtype (aiortc's parser skips APP)."""
+    apps = {}
     pos = 0
     while pos + 4 <= len(data):
         kind, words = data[pos + 1], struct.unpack_from("!H", data, pos + 2)[0]
         body = data[pos + 4 : pos + 4 + 4 * words]
         if kind == APP and body[4:8] == APP_NAME:
-            return View.unpack(body[8:])
+            apps[data[pos] & 0x1F] = body[8:]
         pos += 4 + 4 * words
-    return None
+    return apps
+
+
+def _app(ssrc: int, subtype: int, data: bytes) -> bytes:
+    return pack_rtcp_packet(APP, subtype, ssrc.to_bytes(4, "big") + APP_NAME + data)
 
 
 def sender_report(
-    ssrc: int, wall: float, timestamp: int, packets: int, octets: int, name: str
+    ssrc: int,
+    wall: float,
+    timestamp: int,
+    packets: int,
+    octets: int,
+    name: str,
+    offset: float | None = None,
 ) -> bytes:
-    """An SR (`timestamp` is the RTP time of the instant `wall`) and the sender's name."""
+    """An SR (`timestamp` is the RTP time of the instant `wall`), the sender's name, and
+    the clocks' offset once it is known."""
     info = RtcpSenderInfo(ntp(wall), timestamp, packets & 0xFFFF_FFFF, octets & 0xFFFF_FFFF)
-    return bytes(RtcpSrPacket(ssrc, info)) + _sdes(ssrc, name)
+    report = bytes(RtcpSrPacket(ssrc, info)) + _sdes(ssrc, name)
+    if offset is not None:
+        report += _app(ssrc, OFFSET, struct.pack("!d", offset))
+    return report
 
 
 def goodbye(ssrc: int, name: str) -> bytes:
@@ -144,8 +189,7 @@ def goodbye(ssrc: int, name: str) -> bytes:
 
 def receiver_report(ssrc: int, block: RtcpReceiverInfo, view: View) -> bytes:
     """An RR about one stream, with airmic's view of it."""
-    app = ssrc.to_bytes(4, "big") + APP_NAME + view.pack()
-    return bytes(RtcpRrPacket(ssrc, [block])) + pack_rtcp_packet(APP, 0, app)
+    return bytes(RtcpRrPacket(ssrc, [block])) + _app(ssrc, VIEW, view.pack())
 
 
 def _sdes(ssrc: int, name: str) -> bytes:

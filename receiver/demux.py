@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
@@ -43,9 +44,11 @@ class Demux:
         max_streams: int = 16,
         guard: Guard | None = None,
         goodbye: Callable[[StreamKey], None] = lambda key: None,
+        ahead: Callable[[], float] = lambda: time.time() - time.monotonic(),
     ) -> None:
         self._open_session = open_session
         self._goodbye = goodbye  # a stream's sender said BYE
+        self._ahead = ahead  # how far the wall clock is ahead of the one `now` is on
         self.ssrc = secrets.randbits(32)  # this receiver's, in its reports
         self.names: OrderedDict[tuple[str, int], str] = OrderedDict()  # SDES by host, SSRC
         self.guard = guard  # handshakes and SRTP; None: plain RTP only
@@ -94,7 +97,7 @@ class Demux:
         session = self.sessions.get(key)
         if session is None or report.sender is None:
             return None
-        reply = session.report(report.ssrc, report.sender, self.ssrc, now)
+        reply = session.report(report.ssrc, report, self.ssrc, now, self._ahead())
         return self.guard.seal(addr, reply) if self.guard is not None else reply
 
     def receive_rtp(self, rtp: RtpPacket, addr: Address, now: float) -> None:

@@ -355,6 +355,8 @@ class Receiver:
                 f"  lost {m.jitter['lost']} (FEC {m.jitter['recovered']})  "
                 f"repaired {m.jitter['repaired']}  late {m.jitter['late']}"
             )
+            if m.end_to_end_ms is not None:  # known once an airmic sender's reports tell
+                line.append(f"  end to end {m.end_to_end_ms:.0f} ms")
             lines.append(line)
         return Text("\n").join(lines)
 

@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from aiortc.rtp import RtcpSenderInfo
 
 from airmic.common import rtcp
 from airmic.common.audio import RATE, Block, level_dbfs
 from airmic.common.dsp.chain import Chain
 from airmic.common.playout import Playout
 from airmic.common.rtp import MediaPacket
+from airmic.receiver.latency import EndToEnd
 from airmic.receiver.rooms import Room
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class Metrics:
     gap_ms: float = 0.0  # their length
     overflow: int = 0  # packets the inbox dropped while its driver was stuck
     reports: int = 0  # sender reports (RTCP) received, each answered
+    end_to_end_ms: float | None = None  # capture to the output, once the sender's reports tell
     ended: str = ""  # why: sender (its BYE), silent, unpaired, disconnected, dashboard, receiver
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,6 +103,8 @@ class Session:
         self.gaps = 0  # counted by the outputs, on the driver's thread
         self.gap_ms = 0.0
         self.reception = rtcp.Reception()  # loss and jitter for RTCP (network side)
+        self.latency = EndToEnd()  # capture to the output, from the sender's reports
+        self._output = 0.0  # seconds from a pull to its being heard, as the output last said
         self.closing = False  # the sender said BYE: play what is buffered, then end
         self.ended = ""  # why it ended (Metrics.ended), set by whoever ended it
         self.reports = 0  # sender reports answered (network side)
@@ -121,6 +124,7 @@ class Session:
         """A packet arrived at `now` (any thread; never blocks)."""
         self.last_packet = now
         self.reception.packet(packet.seq, packet.timestamp, now)
+        self.latency.packet(packet.timestamp, now)
         if self.tap is not None:
             self.tap(packet, now)
         self._inbox.append((packet, now))
@@ -128,10 +132,13 @@ class Session:
             self._inbox.popleft()
             self._overflow += 1
 
-    def report(self, source: int, sent: RtcpSenderInfo, ssrc: int, now: float) -> bytes:
+    def report(self, source: int, sent: rtcp.Report, ssrc: int, now: float, ahead: float) -> bytes:
         """The answer to the sender report `sent` from SSRC `source` (network side): an RR
-        from `ssrc`, and the stream as this receiver last published it."""
-        self.reception.sender_report(sent, now)
+        from `ssrc`, and the stream as this receiver last published it. `ahead`: how far
+        the wall clock is ahead of the monotonic one, now."""
+        assert sent.sender is not None
+        self.reception.sender_report(sent.sender, now)
+        self.latency.sender_report(sent.sender, sent.offset, ahead)
         self.reports += 1
         m = self.metrics
         view = rtcp.View(
@@ -141,6 +148,8 @@ class Session:
             concealed=m.jitter.get("concealed", 0),
             gaps=m.gaps,
             gap_ms=m.gap_ms,
+            end_to_end_ms=m.end_to_end_ms,
+            sent=rtcp.middle(rtcp.ntp(now + ahead)),
         )
         return rtcp.receiver_report(ssrc, self.reception.block(source, now), view)
 
@@ -154,6 +163,7 @@ class Session:
         its device's clock); None while the stream has nothing to play (before it starts,
         in a pause). The driver's thread only."""
         self._take_inbox()
+        self._output = 0.0 if plays_at is None else plays_at - now
         block = self.playout.pull(samples, now, plays_at)
         if block is not None and self.playout.waiting and not block.any():
             block = None  # silence while the network is late: not part of the stream
@@ -202,6 +212,8 @@ class Session:
         self._published = now
         playout = self.playout
         current = playout.delay.current
+        dsp = self.dsp.latency_ms / 1000 if self.dsp is not None else 0.0
+        latency = self.latency.estimate(current, self._output, dsp)
         if log.isEnabledFor(logging.DEBUG) and current is not None:
             log.debug(
                 "%s: delay %.1f ms, target %.1f ms, ratio %.6f, drift %.0f ppm, waits %s",
@@ -233,5 +245,6 @@ class Session:
             gap_ms=round(self.gap_ms, 1),
             overflow=self._overflow,
             reports=self.reports,
+            end_to_end_ms=None if latency is None else round(latency * 1000, 1),
             ended=self.ended,
         )

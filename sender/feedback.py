@@ -7,16 +7,20 @@ back, both with the time.
 
 from __future__ import annotations
 
+import collections
 import logging
 from dataclasses import dataclass
 
-from airmic.common.rtcp import RATE, Report, View, middle, ntp
+from airmic.common.rtcp import RATE, Report, View, middle, ntp, short_diff
 
 log = logging.getLogger(__name__)
 
 NO_ANSWER = 3.0
 """Seconds without a report after which the receiver is said not to answer: three sender
 reports unanswered (a lost report or two is normal on Wi-Fi)."""
+EXCHANGES = 8
+"""Recent exchanges the clocks' offset is taken from: the one with the shortest round trip
+(NTP's choice: the least delayed has the least error, at most half its round trip)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,9 @@ class Feedback:
         self.plain = plain  # plain RTP: perhaps a peer that sends no reports (ffmpeg)
         self.heard: Heard | None = None
         self.reports = 0
+        self._exchanges: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=EXCHANGES
+        )  # (round trip, offset)
         self._since = now  # the stream's start, or the last report
         self.silent = False  # said that the receiver does not answer
 
@@ -46,9 +53,14 @@ class Feedback:
         if block is None:
             return
         trip = None
-        if block.lsr:  # RFC 3550 section 6.4.1: A - LSR - DLSR, in 1/65536 s
-            trip = ((middle(ntp(wall)) - block.lsr - block.dlsr) & 0xFFFF_FFFF) / 65.536
-            trip = trip if trip < 60_000 else 0.0  # clocks a hair apart: not negative
+        if block.lsr:  # RFC 3550 section 6.4.1: A - LSR - DLSR
+            arrived = middle(ntp(wall))
+            trip = max(0.0, short_diff(arrived, block.lsr) - block.dlsr / 65536) * 1000
+            if report.view is not None and report.view.sent:  # NTP's offset (RFC 5905)
+                answered = report.view.sent
+                received = (answered - block.dlsr) & 0xFFFF_FFFF
+                there = short_diff(received, block.lsr) + short_diff(answered, arrived)
+                self._exchanges.append((trip, there / 2))
         self.heard = Heard(
             now,
             block.packets_lost,
@@ -64,6 +76,13 @@ class Feedback:
         if self.silent:
             self.silent = False
             log.info("the receiver answers again")
+
+    @property
+    def offset(self) -> float | None:
+        """How far the receiver's wall clock is ahead of this one's (seconds), if known."""
+        if not self._exchanges:
+            return None
+        return min(self._exchanges)[1]
 
     @property
     def alarming(self) -> bool:
@@ -120,6 +139,8 @@ class Feedback:
             parts.append(f"concealed {view.concealed}")
             parts.append(f"mic gaps {view.gaps}")
             parts.append(f"buffer {view.delay_ms:.0f} ms")
+            if view.end_to_end_ms is not None:
+                parts.append(f"end to end {view.end_to_end_ms:.0f} ms")
         parts.append(f"jitter {heard.jitter_ms:.1f} ms")
         if heard.round_trip_ms is not None:
             parts.append(f"round trip {heard.round_trip_ms:.1f} ms")

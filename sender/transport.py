@@ -157,6 +157,7 @@ class RtpLink:
                 self._packets,
                 self._octets,
                 self.name,
+                self.feedback.offset,
             )
             self._send_rtcp(report)
 

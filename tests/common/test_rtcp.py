@@ -62,19 +62,25 @@ def test_loss_and_jitter_are_rfc_3550s():
     assert reception.block(0xABC, 3.0).fraction_lost == 0  # nothing since the last block
 
 
-def test_the_sender_reads_the_round_trip_and_says_when_the_reports_stop(caplog):
-    """An SR sent at wall time 100.000 s, answered 4 ms after it arrived, back at 100.010:
-    a 6 ms round trip. Then no report for NO_ANSWER seconds: said once, as a warning."""
+def test_the_sender_reads_the_round_trip_and_the_clocks_offset_and_says_when_reports_stop(
+    caplog,
+):
+    """The receiver's wall clock is 5 s ahead. An SR sent at 100.000 s (the sender's clock)
+    arrives at 105.003 (the receiver's), is answered at 105.007, and the answer is back at
+    100.010: a 6 ms round trip, an offset of 5 s. Then no report for NO_ANSWER seconds:
+    said once, as a warning."""
     caplog.set_level(logging.INFO)
     feedback = Feedback(0xABC, now=0.0)
+    assert feedback.offset is None
     reception = rtcp.Reception()
     reception.packet(1, 0, 0.0)
     reception.sender_report(RtcpSenderInfo(rtcp.ntp(100.0), 0, 1, 1), 0.003)
     block = reception.block(0xABC, 0.007)
-    view = rtcp.View(20.0, 0, 0, 0, 0, 0.0)
+    view = rtcp.View(20.0, 0, 0, 0, 0, 0.0, end_to_end_ms=41.5, sent=rtcp.middle(rtcp.ntp(105.007)))
     feedback.received(rtcp.parse(rtcp.receiver_report(0xDEF, block, view)), 100.010, 0.5)
     assert feedback.heard.round_trip_ms == pytest.approx(6.0, abs=0.05)
-    assert "buffer 20 ms" in feedback.describe()
+    assert feedback.offset == pytest.approx(5.0, abs=0.0001)
+    assert "buffer 20 ms" in feedback.describe() and "end to end 42 ms" in feedback.describe()
     feedback.check(0.5 + NO_ANSWER - 0.1)
     assert "does not answer" not in caplog.text
     for now in (0.6 + NO_ANSWER, 5 + NO_ANSWER):

@@ -3,12 +3,16 @@ when the receiver is gone; a sender that stops ends its stream at the receiver a
 
 from __future__ import annotations
 
+import heapq
 import re
+import select
 import signal
+import time
 
 import pytest
 
 from tests.processes import ReceiverProcess, send
+from tests.relay import UdpRelay
 
 pytestmark = pytest.mark.e2e
 
@@ -34,3 +38,56 @@ def test_a_stream_ends_when_its_sender_stops(tmp_path, udp_port, speech):
     (stream,) = receiver.stats()["streams"]
     sent = int(re.search(r"sent (\d+) packets", sender.stderr).group(1))
     assert stream["ended"] == "sender" and stream["received"] == sent  # nothing cut
+
+
+class DelayLine(UdpRelay):
+    """A relay that delays every datagram, both ways, by `delay`: a longer network path."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        super().__init__(port)
+        self.delay = delay
+
+    def run(self) -> None:
+        due: list[tuple[float, int, bytes, bool]] = []  # when, order, datagram, upstream
+        sender, order, end = None, 0, time.monotonic() + self.seconds
+        while not self.stopped.is_set() and time.monotonic() < end:
+            wait = max(0.0, due[0][0] - time.monotonic()) if due else 0.05
+            for sock in select.select([self.front, self.back], [], [], wait)[0]:
+                data, source = sock.recvfrom(2048)
+                sender = source if sock is self.front else sender
+                order += 1
+                heapq.heappush(
+                    due, (time.monotonic() + self.delay, order, data, sock is self.front)
+                )
+            while due and due[0][0] <= time.monotonic():
+                _, _, data, upstream = heapq.heappop(due)
+                if upstream:
+                    self.back.send(data)
+                elif sender is not None:
+                    self.front.sendto(data, sender)
+        self.front.close()
+        self.back.close()
+
+
+def test_the_end_to_end_latency_moves_with_the_network(tmp_path, udp_port, speech):
+    """The receiver places each packet's capture on its own clock (the reports give the
+    clocks' offset): a path 40 ms longer each way makes the latency it reports 40 ms longer
+    (the offset is NTP's: it holds for a symmetric path)."""
+    measured = {}
+    for delay in (0.0, 0.040):
+        folder = tmp_path / f"{delay * 1000:.0f}ms"
+        folder.mkdir()
+        receiver = ReceiverProcess(folder, udp_port, idle=None)
+        line = DelayLine(udp_port, delay)
+        line.start()
+        sender = send(line.port, "--input", f"file:{speech}", "--duration", "4", folder=folder)
+        assert sender.wait() == 0, sender.stderr
+        assert receiver.stop() == 0, receiver.stderr
+        line.stopped.set()
+        (stream,) = receiver.stats()["streams"]
+        measured[delay] = stream["end_to_end_ms"], stream["delay_ms"]
+        assert "end to end" in sender.stderr  # the sender was told it too
+    print(f"\nend to end (ms, and of it the buffer): {measured}")
+    (direct, _), (longer, _) = measured.values()
+    assert 10 < direct < 100  # a 10 ms frame, loopback, the buffer, the paced output
+    assert abs(longer - direct - 40) < 6

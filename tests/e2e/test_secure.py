@@ -34,6 +34,7 @@ from airmic.common.rtcp import is_rtcp
 from tests.audio_match import match
 from tests.conftest import command
 from tests.processes import Process, ReceiverProcess
+from tests.relay import UdpRelay
 
 pytestmark = pytest.mark.e2e
 REPLAYED, MODIFIED = range(100, 120), range(200, 220)  # media packets
@@ -55,20 +56,13 @@ def homes(tmp_path):
     return envs
 
 
-class Relay(threading.Thread):
+class Relay(UdpRelay):
     """A UDP relay on 127.0.0.1 between a sender and a receiver that sends some media
     packets and a report twice (replays) and a modified copy of others (forgeries), for a
     bounded time."""
 
     def __init__(self, port: int, seconds: float = 30.0) -> None:
-        super().__init__(daemon=True)
-        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.front.bind(("127.0.0.1", 0))
-        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.back.connect(("127.0.0.1", port))
-        self.port = self.front.getsockname()[1]
-        self.seconds = seconds
-        self.stopped = threading.Event()
+        super().__init__(port, seconds)
         self.media = 0
         self.reports = 0
 
