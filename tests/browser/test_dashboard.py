@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.audio_match import match
+from tests.audio_match import as_counted, match
 from tests.chromium import chromium
 from tests.e2e.test_rooms import decode, homes, looped, sender, voices  # noqa: F401 (fixtures)
 from tests.processes import Process, ReceiverProcess
@@ -64,7 +64,7 @@ def test_the_dashboard_shows_and_sets_the_rooms(tmp_path, udp_port, homes, voice
         )
         assert np.max(np.abs(silent[RATE // 4 :])) < 1e-3  # muted: nothing at its mic
         said = decode(voices["hall"])
-        assert match(looped(said, heard), heard).correlation > 0.9  # the other room plays on
+        hall = match(looped(said, heard), heard)  # the other room plays on: asserted below
 
         page.click("#pair")
         page.wait_for_selector("#pairing:not([hidden]) svg", timeout=5_000)
@@ -76,8 +76,11 @@ def test_the_dashboard_shows_and_sets_the_rooms(tmp_path, udp_port, homes, voice
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copy(tmp_path / "dashboard.png", SCREENSHOT)
 
-        talking["hall"].stop()  # its room goes idle once the stream times out (5 s)
+        talking["hall"].stop()  # its room goes idle: the sender ended its stream
         page.wait_for_selector('.room[data-room="hall"][data-live="false"]', timeout=15_000)
         assert page.locator('.room[data-room="kitchen"][data-live="true"]').count() == 1
     talking["kitchen"].stop()
     assert receiver.stop() == 0, receiver.stderr
+    streams = {s["stream"].split()[0]: s for s in receiver.stats()["streams"]}
+    # Chromium starting beside it stalls the mic now and then: what that cost must be counted.
+    assert as_counted(hall, streams["hall"], 0.9), (hall.correlation, streams["hall"])
