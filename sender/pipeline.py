@@ -61,7 +61,12 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         WhipLink.open(config.to)
         if isinstance(config.to, WhipTarget)
         else RtpLink.open(
-            config.to, config.payload_type, config.redundancy, not config.insecure, config.name
+            config.to,
+            config.payload_type,
+            config.redundancy,
+            not config.insecure,
+            config.name,
+            behind=encoder.lookahead / RATE + chain.latency_ms / 1000,
         )
     )
     report = SenderReport()

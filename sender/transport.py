@@ -107,12 +107,14 @@ class RtpLink:
         description: str,
         channel: SecureChannel | None,
         name: str,
+        behind: float = 0.0,
     ) -> None:
         self._transport = transport
         self._packetizer = packetizer
         self._channel = channel
         self.description = description
         self.name = name  # in the SDES of its reports: the room of a plain stream
+        self.behind = behind  # seconds the audio sent lags its capture (look-ahead, DSP)
         self.feedback = Feedback(packetizer.ssrc, time.monotonic(), plain=channel is None)
         self.unreadable = OnceLogger(log)  # reports that did not parse or authenticate
         self._packets = 0
@@ -121,9 +123,17 @@ class RtpLink:
 
     @classmethod
     async def open(
-        cls, to: Address, payload_type: int, redundancy: int, secure: bool = True, name: str = ""
+        cls,
+        to: Address,
+        payload_type: int,
+        redundancy: int,
+        secure: bool = True,
+        name: str = "",
+        behind: float = 0.0,
     ) -> RtpLink:
-        """With `secure`, after a handshake with the receiver: SRTP to a paired receiver."""
+        """With `secure`, after a handshake with the receiver: SRTP to a paired receiver.
+        `behind`: how far the audio sent lags its capture (the encoder's look-ahead, the
+        DSP's delay), for the capture times in its reports."""
         packetizer = Packetizer(payload_type, redundancy=redundancy)
         transport = await UdpTransport.open(*to)
         try:
@@ -133,7 +143,8 @@ class RtpLink:
             raise
         kind = f"SRTP to {channel.peer.name} at" if channel and channel.peer else "plain RTP to"
         description = f"{kind} {to[0]}:{to[1]} ({redundancy} redundant, SSRC {packetizer.ssrc:08x})"
-        return cls(transport, packetizer, description, channel, name or socket.gethostname())
+        name = name or socket.gethostname()
+        return cls(transport, packetizer, description, channel, name, behind)
 
     @property
     def sent_bytes(self) -> int:
@@ -149,10 +160,10 @@ class RtpLink:
         self.feedback.check(now)
         if now >= self._next_report:
             self._next_report = now + rtcp.INTERVAL
-            # The RTP time of the sample just sent, and the wall clock now.
+            # The RTP time of the sample just sent, and when it was captured.
             report = rtcp.sender_report(
                 self._packetizer.ssrc,
-                time.time(),
+                time.time() - self.behind,
                 self._packetizer.timestamp,
                 self._packets,
                 self._octets,
