@@ -98,6 +98,19 @@ def bitrate(text: str) -> int:
     return value
 
 
+def auto_or(low: int, high: int) -> Callable[[str], int | None]:
+    """A parser of 'auto' (None) or a whole number from `low` to `high`."""
+
+    def parse(text: str) -> int | None:
+        if text == "auto":
+            return None
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"auto, or {low} to {high}, not {text!r}")
+        return int(text)
+
+    return parse
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import opuslib_next
 import opuslib_next.api
@@ -64,6 +64,17 @@ class OpusEncoder:
         if not config.low_latency:
             self._encoder.inband_fec = int(config.fec)
             self._encoder.packet_loss_perc = config.expected_loss if config.fec else 0
+
+    @property
+    def expected_loss(self) -> int:
+        """The loss (percent) its in-band FEC is tuned for; settable while it encodes."""
+        return self.config.expected_loss if self.config.fec else 0
+
+    @expected_loss.setter
+    def expected_loss(self, percent: int) -> None:
+        if self.config.fec and not self.config.low_latency:
+            self.config = replace(self.config, expected_loss=percent)
+            self._encoder.packet_loss_perc = percent
 
     @property
     def lookahead(self) -> int:

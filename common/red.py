@@ -15,6 +15,7 @@ RED_PAYLOAD_TYPE = 63
 """RTP payload type of redundant audio when no SDP says otherwise: Chromium's choice."""
 MAX_BLOCK_BYTES = 1023  # a redundant block's length field is 10 bits (RFC 2198 section 3)
 MAX_OFFSET = 16383  # its timestamp offset field is 14 bits
+MAX_DEPTH = 3  # copies a packet carries at most: a burst of 3 lost packets comes back
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +70,18 @@ class RedPayload:
 
 
 class RedEncoder:
-    """Wraps each Opus packet with copies of the `depth` packets sent before it."""
+    """Wraps each Opus packet with copies of the `depth` packets sent before it (`depth`
+    may change at any packet: the sender's protection follows the network)."""
 
     def __init__(self, payload_type: int, depth: int) -> None:
         self.payload_type = payload_type
-        self._history: deque[tuple[int, bytes]] = deque(maxlen=depth)  # (timestamp, packet)
+        self.depth = depth
+        self._history: deque[tuple[int, bytes]] = deque(maxlen=MAX_DEPTH)  # (ts, packet)
 
     def encode(self, packet: bytes, timestamp: int) -> bytes:
         blocks = [RedBlock(self.payload_type, 0, packet)]
-        for ts, data in reversed(self._history):
+        recent = list(self._history)[len(self._history) - self.depth :] if self.depth else []
+        for ts, data in reversed(recent):
             offset = (timestamp - ts) & 0xFFFFFFFF
             if len(data) > MAX_BLOCK_BYTES or offset > MAX_OFFSET:
                 break  # the fields cannot say it; older copies stay out too, so that the

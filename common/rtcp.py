@@ -86,22 +86,23 @@ class View:
     gap_ms: float
     end_to_end_ms: float | None = None  # capture to the mic, once the clocks' offset is known
     sent: int = 0  # the receiver's wall clock as it sent this (middle 32 bits of NTP)
+    burst: float = 0.0  # packets lost in a row, on average, since the last report
 
-    _FORMAT = struct.Struct("!IIIIIffI")  # a whole number of 32-bit words, as RTCP needs
+    _FORMAT = struct.Struct("!IIIIIffIf")  # a whole number of 32-bit words, as RTCP needs
 
     def pack(self) -> bytes:
         delay = min(0xFFFF_FFFF, max(0, round(self.delay_ms * 10)))
         values = self.recovered, self.repaired, self.concealed, self.gaps
         latency = math.nan if self.end_to_end_ms is None else self.end_to_end_ms
         counts = (v & 0xFFFF_FFFF for v in values)
-        return self._FORMAT.pack(delay, *counts, self.gap_ms, latency, self.sent)
+        return self._FORMAT.pack(delay, *counts, self.gap_ms, latency, self.sent, self.burst)
 
     @classmethod
     def unpack(cls, data: bytes) -> View:
-        delay, *counts, gap_ms, latency, sent = cls._FORMAT.unpack_from(data)
+        delay, *counts, gap_ms, latency, sent, burst = cls._FORMAT.unpack_from(data)
         recovered, repaired, concealed, gaps = counts
         latency = None if math.isnan(latency) else latency
-        return cls(delay / 10, recovered, repaired, concealed, gaps, gap_ms, latency, sent)
+        return cls(delay / 10, recovered, repaired, concealed, gaps, gap_ms, latency, sent, burst)
 
 
 @dataclass
@@ -211,6 +212,9 @@ class Reception:
         self._expected_prior = self._received_prior = 0
         self.last_sr: int = 0  # the middle 32 bits of the last SR's NTP time
         self.last_sr_at: float | None = None  # when it came
+        self.burst = 0.0  # the mean run of lost packets in the last block's interval
+        self._runs = self._run_lost = 0  # runs of lost packets since the last block, and
+        # the packets in them (a hole in the sequence as packets arrive)
 
     def packet(self, seq: int, timestamp: int, now: float) -> None:
         if self._base is None:
@@ -219,6 +223,9 @@ class Reception:
             delta = (seq - self._highest) & 0xFFFF
             if delta < 0x8000:  # newer (a small step back is a reordered packet)
                 self._highest += delta
+                if delta > 1:
+                    self._runs += 1
+                    self._run_lost += delta - 1
         self.received += 1
         transit = now * RATE - timestamp
         if self._transit is not None:
@@ -238,6 +245,8 @@ class Reception:
         interval = expected - self._expected_prior
         interval_lost = interval - (self.received - self._received_prior)
         self._expected_prior, self._received_prior = expected, self.received
+        self.burst = self._run_lost / self._runs if self._runs else 0.0  # for the APP
+        self._runs = self._run_lost = 0
         fraction = (interval_lost << 8) // interval if interval > 0 and interval_lost > 0 else 0
         delay = 0 if self.last_sr_at is None else round((now - self.last_sr_at) * 65536)
         return RtcpReceiverInfo(

@@ -133,7 +133,9 @@ class Packetizer:
     """Turns Opus packets into RTP datagrams of one stream (RFC 3550 section 5.1).
 
     Sequence number and timestamp start at random values, as RFC 3550 asks, unless given.
-    With `redundancy`, each packet also carries that many packets before it (RFC 2198).
+    With `redundancy`, each packet also carries that many packets before it (RFC 2198);
+    with `red`, packets are RFC 2198's even when they carry no copy, so that `depth` can
+    change as the stream goes on (default: when there is redundancy).
     """
 
     def __init__(
@@ -143,13 +145,25 @@ class Packetizer:
         seq: int | None = None,
         timestamp: int | None = None,
         redundancy: int = 0,
+        red: bool | None = None,
     ) -> None:
         self.payload_type = payload_type
-        self._red = RedEncoder(payload_type, redundancy) if redundancy else None
+        red = bool(redundancy) if red is None else red
+        self._red = RedEncoder(payload_type, redundancy) if red else None
         self.ssrc = secrets.randbits(32) if ssrc is None else ssrc
         self.seq = secrets.randbits(16) if seq is None else seq
         self.timestamp = secrets.randbits(32) if timestamp is None else timestamp
         self._first = True
+
+    @property
+    def depth(self) -> int:
+        """Copies of earlier packets in each packet."""
+        return self._red.depth if self._red is not None else 0
+
+    @depth.setter
+    def depth(self, depth: int) -> None:
+        assert self._red is not None, "a stream without RFC 2198 cannot carry copies"
+        self._red.depth = depth
 
     def packetize(self, payload: bytes, samples: int) -> bytes:
         """One RTP datagram for `payload`, which lasts `samples` samples at 48 kHz."""

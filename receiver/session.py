@@ -140,6 +140,7 @@ class Session:
         self.reception.sender_report(sent.sender, now)
         self.latency.sender_report(sent.sender, sent.offset, ahead)
         self.reports += 1
+        block = self.reception.block(source, now)
         m = self.metrics
         view = rtcp.View(
             delay_ms=m.delay_ms or 0.0,
@@ -150,8 +151,9 @@ class Session:
             gap_ms=m.gap_ms,
             end_to_end_ms=m.end_to_end_ms,
             sent=rtcp.middle(rtcp.ntp(now + ahead)),
+            burst=self.reception.burst,
         )
-        return rtcp.receiver_report(ssrc, self.reception.block(source, now), view)
+        return rtcp.receiver_report(ssrc, block, view)
 
     @property
     def played_out(self) -> bool:

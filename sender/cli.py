@@ -14,6 +14,7 @@ from airmic.common.cli import (
     DEFAULT_PORT,
     Parser,
     add_logging_options,
+    auto_or,
     bitrate,
     freeze,
     parse_address,
@@ -24,7 +25,7 @@ from airmic.common.cli import (
 from airmic.common.dsp import PRESETS, add_dsp_options, settings_from_args
 from airmic.common.errors import NetworkError, UsageError
 from airmic.common.opus import FRAME_MS, OpusConfig
-from airmic.common.red import RED_PAYLOAD_TYPE
+from airmic.common.red import MAX_DEPTH, RED_PAYLOAD_TYPE
 
 # What streaming needs (aiortc, zeroconf, scipy, sounddevice: a second and more to load) is
 # imported in the functions that use it: --help, pair and --list-devices do not wait for it.
@@ -165,21 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opus.add_argument(
         "--expected-loss",
-        type=int,
-        default=10,
+        type=auto_or(0, 100),
+        default=None,
         metavar="PERCENT",
-        help="loss the in-band FEC is tuned for (default 10)",
+        help="loss the in-band FEC is tuned for; auto (the default, over UDP): from the "
+        "receiver's reports, 1 %% on a clean network and up to 25 %% (10 %% until a report "
+        "comes, and always over WebRTC)",
     )
     opus.add_argument("--no-fec", action="store_true", help="no in-band FEC")
     opus.add_argument(
         "--redundancy",
-        type=int,
-        default=1,
-        choices=range(3),
+        type=auto_or(0, MAX_DEPTH),
+        default=None,
         metavar="N",
         help="also send copies of the last N packets in each one (RFC 2198, payload type "
-        f"{RED_PAYLOAD_TYPE}): a lost packet comes back exact, for N+1 times the bitrate "
-        "(default 1; 0 for peers that only take plain Opus)",
+        f"{RED_PAYLOAD_TYPE}): a lost packet comes back exact, for N+1 times the bitrate. "
+        "auto (the default): from the receiver's reports, none on a clean network, as many "
+        f"as its losses come in a row when it loses (up to {MAX_DEPTH}; 1 until a report "
+        "comes); 0 for peers that only take plain Opus",
     )
     add_dsp_options(parser)
     opus.add_argument(
@@ -213,7 +217,7 @@ async def _main(args: argparse.Namespace) -> int:
             bitrate=args.bitrate,
             low_latency=args.low_latency,
             fec=not args.no_fec,
-            expected_loss=args.expected_loss,
+            expected_loss=10 if args.expected_loss is None else args.expected_loss,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -224,6 +228,7 @@ async def _main(args: argparse.Namespace) -> int:
         loop=args.loop,
         payload_type=args.payload_type,
         redundancy=args.redundancy,
+        adaptive_fec=args.expected_loss is None,
         duration=args.duration,
         insecure=args.insecure,
         dsp=settings_from_args(args),

@@ -47,11 +47,12 @@ class Feedback:
         self._since = now  # the stream's start, or the last report
         self.silent = False  # said that the receiver does not answer
 
-    def received(self, report: Report, wall: float, now: float) -> None:
-        """A report from the receiver came (at `wall` on the wall clock, `now` on ours)."""
+    def received(self, report: Report, wall: float, now: float) -> Heard | None:
+        """A report from the receiver came (at `wall` on the wall clock, `now` on ours);
+        what it said of this stream, if anything."""
         block = next((b for b in report.blocks if b.ssrc == self.ssrc), None)
         if block is None:
-            return
+            return None
         trip = None
         if block.lsr:  # RFC 3550 section 6.4.1: A - LSR - DLSR
             arrived = middle(ntp(wall))
@@ -76,6 +77,7 @@ class Feedback:
         if self.silent:
             self.silent = False
             log.info("the receiver answers again")
+        return self.heard
 
     @property
     def offset(self) -> float | None:

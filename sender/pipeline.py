@@ -33,7 +33,9 @@ class SenderConfig:
     opus: OpusConfig = field(default_factory=OpusConfig)
     loop: bool = False
     payload_type: int = DEFAULT_PAYLOAD_TYPE
-    redundancy: int = 1  # copies of earlier packets in each packet (RFC 2198; UDP only)
+    redundancy: int | None = None  # copies of earlier packets in each (RFC 2198; UDP only);
+    # None: as the receiver's reports call for (sender/protection.py)
+    adaptive_fec: bool = True  # FEC's expected loss from the reports (UDP); else opus's
     duration: float | None = None  # seconds of audio to send; None: until the source ends
     dsp: DspSettings | None = None  # None: no processing at all
     insecure: bool = False  # plain RTP, for peers that are not airmic receivers
@@ -67,6 +69,7 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
             not config.insecure,
             config.name,
             behind=encoder.lookahead / RATE + chain.latency_ms / 1000,
+            expected_loss=None if config.adaptive_fec else config.opus.expected_loss,
         )
     )
     report = SenderReport()
@@ -76,6 +79,8 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         block = chain.process(block)
         report.output.update(block)
         link.send(encoder.encode(block), len(block))
+        if link.expected_loss is not None and link.expected_loss != encoder.expected_loss:
+            encoder.expected_loss = link.expected_loss  # the reports call for more or less
         report.packets += 1
         report.seconds += len(block) / RATE
 

@@ -22,6 +22,7 @@ from airmic.common.handshake import is_handshake
 from airmic.common.log import OnceLogger
 from airmic.common.rtp import DroppedPacket, Packetizer
 from airmic.sender.feedback import Feedback
+from airmic.sender.protection import Protection
 from airmic.sender.secure import SecureChannel
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class RtpLink:
         channel: SecureChannel | None,
         name: str,
         behind: float = 0.0,
+        protection: Protection | None = None,
     ) -> None:
         self._transport = transport
         self._packetizer = packetizer
@@ -115,6 +117,7 @@ class RtpLink:
         self.description = description
         self.name = name  # in the SDES of its reports: the room of a plain stream
         self.behind = behind  # seconds the audio sent lags its capture (look-ahead, DSP)
+        self.protection = protection or Protection(packetizer.depth, None, time.monotonic())
         self.feedback = Feedback(packetizer.ssrc, time.monotonic(), plain=channel is None)
         self.unreadable = OnceLogger(log)  # reports that did not parse or authenticate
         self._packets = 0
@@ -126,15 +129,21 @@ class RtpLink:
         cls,
         to: Address,
         payload_type: int,
-        redundancy: int,
+        redundancy: int | None,
         secure: bool = True,
         name: str = "",
         behind: float = 0.0,
+        expected_loss: int | None = None,
     ) -> RtpLink:
         """With `secure`, after a handshake with the receiver: SRTP to a paired receiver.
         `behind`: how far the audio sent lags its capture (the encoder's look-ahead, the
-        DSP's delay), for the capture times in its reports."""
-        packetizer = Packetizer(payload_type, redundancy=redundancy)
+        DSP's delay), for the capture times in its reports. `redundancy` and FEC's
+        `expected_loss`, if None, follow the receiver's reports."""
+        protection = Protection(redundancy, expected_loss, time.monotonic())
+        adaptive = redundancy is None
+        depth = protection.level.copies if redundancy is None else redundancy
+        assert depth is not None
+        packetizer = Packetizer(payload_type, redundancy=depth, red=adaptive or depth > 0)
         transport = await UdpTransport.open(*to)
         try:
             channel = await SecureChannel.open(transport, f"{to[0]}:{to[1]}") if secure else None
@@ -142,9 +151,10 @@ class RtpLink:
             transport.close()
             raise
         kind = f"SRTP to {channel.peer.name} at" if channel and channel.peer else "plain RTP to"
-        description = f"{kind} {to[0]}:{to[1]} ({redundancy} redundant, SSRC {packetizer.ssrc:08x})"
+        copying = "copies as the network needs" if adaptive else f"{depth} redundant"
+        description = f"{kind} {to[0]}:{to[1]} ({copying}, SSRC {packetizer.ssrc:08x})"
         name = name or socket.gethostname()
-        return cls(transport, packetizer, description, channel, name, behind)
+        return cls(transport, packetizer, description, channel, name, behind, protection)
 
     @property
     def sent_bytes(self) -> int:
@@ -181,9 +191,20 @@ class RtpLink:
             data, wall, now = reports.popleft()
             try:
                 plain = self._channel.unprotect_rtcp(data) if self._channel else data
-                self.feedback.received(rtcp.parse(plain), wall, now)
+                heard = self.feedback.received(rtcp.parse(plain), wall, now)
             except DroppedPacket as exc:
                 self.unreadable.report(exc.reason, "ignored a report: %s", exc)
+                continue
+            if heard is not None:
+                burst = heard.view.burst if heard.view is not None else 0.0
+                level = self.protection.report(heard.fraction, burst, now)
+                if level is not None and level.copies is not None:
+                    self._packetizer.depth = level.copies
+
+    @property
+    def expected_loss(self) -> int | None:
+        """The loss FEC should be tuned for now, if the reports decide it."""
+        return self.protection.level.expected_loss
 
     def status(self) -> Text:
         """The receiver's view, as last reported (rich's thread: reports are read by the

@@ -163,6 +163,8 @@ class WhipLink:
             f"{view.get('lost', 0)} lost ({view.get('recovered', 0)} by FEC)"
         )
 
+    expected_loss = None  # FEC's tuning stays as configured: aiortc's reports do not say
+
     def summary(self) -> str:
         """What the receiver last said it heard, for the summary."""
         return f"the receiver reported: {self._heard()}" if self.view else ""

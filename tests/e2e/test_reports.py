@@ -10,7 +10,10 @@ import signal
 import time
 
 import pytest
+import soundfile
 
+from airmic.common.rtcp import is_rtcp
+from tests.audio_match import match
 from tests.processes import ReceiverProcess, send
 from tests.relay import UdpRelay
 
@@ -91,3 +94,45 @@ def test_the_end_to_end_latency_moves_with_the_network(tmp_path, udp_port, speec
     (direct, _), (longer, _) = measured.values()
     assert 10 < direct < 100  # a 10 ms frame, loopback, the buffer, the paced output
     assert abs(longer - direct - 40) < 6
+
+
+class LossyLine(UdpRelay):
+    """A relay that loses 2 media packets in every 20, in a row (10 %, in bursts of 2)."""
+
+    def run(self) -> None:
+        sender, media, end = None, 0, time.monotonic() + self.seconds
+        while not self.stopped.is_set() and time.monotonic() < end:
+            for sock in select.select([self.front, self.back], [], [], 0.05)[0]:
+                data, source = sock.recvfrom(2048)
+                if sock is self.back and sender is not None:
+                    self.front.sendto(data, sender)
+                    continue
+                sender = source
+                if data[0] >> 6 == 2 and not is_rtcp(data):
+                    media += 1
+                    if media % 20 in (10, 11):
+                        continue
+                self.back.send(data)
+        self.front.close()
+        self.back.close()
+
+
+def test_the_sender_protects_the_stream_as_the_receiver_loses_it(tmp_path, udp_port, speech,
+                                                                 speech_samples):  # fmt: skip
+    """10 % lost in bursts of 2: once the receiver reports it, the sender sends 2 copies
+    in each packet and tunes FEC for 15 %; from then on the copies bring the bursts back."""
+    receiver = ReceiverProcess(tmp_path, udp_port, idle=None)
+    line = LossyLine(udp_port)
+    line.start()
+    sender = send(line.port, "--input", f"file:{speech}", "--duration", "5", folder=tmp_path)
+    assert sender.wait() == 0, sender.stderr
+    assert receiver.stop() == 0, receiver.stderr
+    line.stopped.set()
+    assert "protection: 2 copies, FEC for 15 % loss" in sender.stderr
+    (stream,) = receiver.stats()["streams"]
+    lost = stream["lost"] + stream["repaired"]
+    print(f"\n{stream['repaired']} repaired from copies, {stream['recovered']} by FEC, "
+          f"{stream['concealed']} concealed, of {lost} lost")  # fmt: skip
+    assert stream["repaired"] > 0.6 * 0.1 * stream["received"]  # most after the first report
+    out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    assert match(speech_samples[: len(out)], out, max_lag=len(out)).correlation > 0.9
