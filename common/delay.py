@@ -5,7 +5,13 @@ Every packet's wait is recorded when it plays: the time from its arrival to the 
 first sample goes out (negative for a packet that came after its turn). The target keeps
 the lowest waits (a low quantile over a long window) just above a small margin, so the
 buffer holds only as much as the network's jitter needs: fast attack (a late packet counts
-at once), slow release (it leaves the window after `window` seconds). Sans-I/O.
+at once), slow release (it leaves the window after `window` seconds).
+
+Stalls are remembered apart (`Stalls`): a network that holds every packet for a while, then
+lets them through in a burst (Wi-Fi power save), does it again. From the second stall
+within STALL_PATTERN seconds, the target holds the longest stall seen lately, so the next
+one is absorbed instead of learned anew, window after window; once stalls stop for
+STALL_RELEASE seconds, the hold goes and the window's slow release takes over. Sans-I/O.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+
+from airmic.common.audio import RATE
+from airmic.common.rtp import unwrap
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,50 @@ SHORT = 1.0
 RECOMPUTE = 5
 """Waits added before that median is taken again (a median of 100 waits costs more than
 the rest of a frame's playout; one every 50 ms follows the delay closely enough)."""
+STALL = 0.04
+"""A packet this much later than the one before it (beyond their media time apart) came
+after a stall."""
+STALL_PATTERN = 10.0
+"""Seconds within which a second stall makes stalls a pattern to hold the target over."""
+STALL_RELEASE = 20.0
+"""Seconds without a stall after which the hold is released."""
+STALL_HEADROOM = 1.15
+"""The hold is this much longer than the longest stall seen: stall lengths vary (on the
+wifi-powersave trace, 60 s: 2 glitches with it, 4 without, 9 with no hold at all)."""
+
+
+class Stalls:
+    """The stalls of a stream's arrivals: when, and how long."""
+
+    def __init__(self) -> None:
+        self._seen: deque[tuple[float, float]] = deque()  # (when, how long)
+        self._last: tuple[float, int] | None = None  # the newest arrival: (now, timestamp)
+
+    def arrived(self, now: float, timestamp: int) -> None:
+        """A packet of RTP time `timestamp` arrived."""
+        if self._last is None:
+            self._last = (now, timestamp)
+            return
+        ahead = unwrap(timestamp, self._last[1], 32) - self._last[1]
+        if ahead <= 0:  # reordered, or a copy: not the newest
+            return
+        lateness = (now - self._last[0]) - ahead / RATE
+        if lateness >= STALL:
+            self._seen.append((now, lateness))
+            while self._seen[0][0] < now - STALL_RELEASE:
+                self._seen.popleft()
+        self._last = (now, unwrap(timestamp, self._last[1], 32))
+
+    def restart(self) -> None:
+        """A new timeline (the stream restarted): arrivals before it say nothing."""
+        self._last = None
+
+    def hold(self, now: float) -> float:
+        """The delay to hold for stalls (0 when they are not a pattern)."""
+        recent = [(at, length) for at, length in self._seen if at >= now - STALL_RELEASE]
+        if len(recent) < 2 or recent[-1][0] - recent[-2][0] > STALL_PATTERN:
+            return 0.0
+        return STALL_HEADROOM * max(length for _, length in recent)
 
 
 class DelayEstimator:
@@ -87,6 +140,7 @@ class DelayEstimator:
         self._cache: tuple[float, float] | None = None  # (when, target)
         self._current: float | None = None  # the last second's median, before the shift
         self._stale = 0  # waits added since it was taken
+        self.stalls = Stalls()
 
     def add(self, now: float, wait: float) -> None:
         """Record that a packet played `wait` seconds after it arrived (negative: late)."""
@@ -134,7 +188,7 @@ class DelayEstimator:
         block, since a packet must be there when the block that plays it is pulled.
         """
         if self._cache is None or now - self._cache[0] > 0.1:
-            self._cache = (now, self._spread())
+            self._cache = (now, max(self._spread(), self.stalls.hold(now)))
         wanted = floor + MARGIN + self._cache[1]
         return min(max(wanted, self.latency.low), max(self.latency.high, self.latency.low))
 

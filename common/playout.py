@@ -87,7 +87,9 @@ class Playout:
             # (Re)starting: a timeline that stopped and went on says nothing about clocks.
             self.drift.restart()
             self.drift.arrived(packet.timestamp, now)
+            self.delay.stalls.restart()
             self._start_at = now + self.target(now)
+        self.delay.stalls.arrived(now, packet.timestamp)
 
     def pull(self, samples: int, now: float, plays_at: float | None = None) -> Block | None:
         """The `samples` the sink takes at `now`; None while the stream is idle. `plays_at`:
