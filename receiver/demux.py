@@ -1,11 +1,15 @@
 """Sorts incoming datagrams into streams, one per (source address, SSRC).
 
 A new stream is believed only after two packets in sequence (RFC 3550 section 6.2.1 and
-appendix A.1): a flood of garbage or of random "RTP" cannot open streams. Every dropped
-datagram is counted by reason and logged once per reason. RTCP from a stream's sender
-(common/rtcp.py) is answered with a receiver report; its name (SDES) names a plain
-peer's room; its BYE ends the stream. Sans-I/O, given `now`; one thread at a time (the
-receiver holds a lock around it).
+appendix A.1): a flood of garbage or of random "RTP" cannot open streams. Plain streams
+(--insecure: nothing proves where they come from) are bounded by their host: PER_HOST live
+at once, and from then on a new one every 5 s; a new SSRC from an address replaces the
+stream it had if that one went quiet (a sender that restarted its numbering). So SSRC
+churn can neither lock others out nor open files without end. Every dropped datagram is
+counted by reason and logged once per reason. RTCP from a stream's sender
+(common/rtcp.py) is answered with a receiver report; its name (SDES) names a plain peer's
+room; its BYE ends the stream. Sans-I/O, given `now`; one thread at a time (the receiver
+holds a lock around it).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from aiortc.rtp import RtpPacket
 from airmic.common import rtcp
 from airmic.common.log import OnceLogger
 from airmic.common.rtp import Drop, DroppedPacket, MediaPacket, media_from_rtp, parse_media
-from airmic.receiver.guard import Answer, Guard
+from airmic.receiver.guard import Answer, Budget, Guard
 from airmic.receiver.session import Session
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,13 @@ PROBATION_SLOTS = 64
 """Candidate streams remembered at once; the oldest is forgotten first."""
 NAMES = 256
 """Names from RTCP remembered for streams not yet open."""
+PER_HOST = 4
+"""Plain streams from one host at once."""
+QUIET = 0.2
+"""Seconds a plain stream has been silent when a new SSRC from its address replaces it
+(two streams from one socket that both play stay apart)."""
+OPENINGS = 0.2, PER_HOST
+"""Plain streams a host may open a second, and at once: a restart every 5 s, at most."""
 
 
 class Demux:
@@ -43,11 +54,12 @@ class Demux:
         open_session: Callable[[StreamKey, float], Session],
         max_streams: int = 16,
         guard: Guard | None = None,
-        goodbye: Callable[[StreamKey], None] = lambda key: None,
+        finish: Callable[[StreamKey, str], None] = lambda key, why: None,
         ahead: Callable[[], float] = lambda: time.time() - time.monotonic(),
     ) -> None:
         self._open_session = open_session
-        self._goodbye = goodbye  # a stream's sender said BYE
+        self._finish = finish  # a stream is over (its BYE, or replaced): it plays out, ends
+        self._openings: OrderedDict[str, Budget] = OrderedDict()  # plain streams, by host
         self._ahead = ahead  # how far the wall clock is ahead of the one `now` is on
         self.ssrc = secrets.randbits(32)  # this receiver's, in its reports
         self.names: OrderedDict[tuple[str, int], str] = OrderedDict()  # SDES by host, SSRC
@@ -92,9 +104,12 @@ class Demux:
                 self.names.popitem(last=False)
         for ssrc in report.bye:
             if self._stream(addr, ssrc) in self.sessions:
-                self._goodbye(self._stream(addr, ssrc))
+                self._finish(self._stream(addr, ssrc), "sender")
         key = self._stream(addr, report.ssrc)
         session = self.sessions.get(key)
+        if report.sender is None and not report.bye and report.name is None:
+            self._drop(Drop.RTCP, addr, "RTCP that says nothing to a receiver")
+            return None
         if session is None or report.sender is None:
             return None
         reply = session.report(report.ssrc, report, self.ssrc, now, self._ahead())
@@ -148,11 +163,35 @@ class Demux:
         if len(self.sessions) >= self.max_streams:
             self._drop("too_many_streams", key[0], f"more than {self.max_streams} streams")
             return None
+        plain = self.guard is None or key[0] not in self.guard.keyed
+        if plain and not self._plain_may_open(key, now):
+            return None
         session = self._open_session(key, now)
         self.sessions[key] = session
         self.opened += 1
         session.push(first, now)
         return session
+
+    def _plain_may_open(self, key: StreamKey, now: float) -> bool:
+        """Whether a plain stream may open: its host's budget and cap; a stream from the
+        same address with another SSRC is replaced."""
+        (host, port), _ = key
+        budget = self._openings.pop(host, None) or Budget(*OPENINGS)
+        self._openings[host] = budget  # the most recent last; a flood stays bounded
+        if len(self._openings) > PROBATION_SLOTS:
+            self._openings.popitem(last=False)
+        if not budget.take(now):
+            self._drop("stream_churn", key[0], "new streams from one host, too fast")
+            return False
+        for other in [k for k in self.sessions if k[0] == (host, port)]:
+            session = self.sessions[other]
+            if not session.origin.encrypted and now - session.last_packet >= QUIET:
+                self._finish(other, "replaced")  # the sender restarted: a new SSRC
+        plain = [k for k, s in self.sessions.items() if k[0][0] == host and not s.origin.encrypted]
+        if len(plain) >= PER_HOST:
+            self._drop("too_many_from_host", key[0], f"more than {PER_HOST} plain streams")
+            return False
+        return True
 
     def _drop(self, reason: str, addr: Address, detail: str, ssrc: int | None = None) -> None:
         session = self.sessions.get((addr, ssrc)) if ssrc is not None else None

@@ -215,17 +215,19 @@ def _due(last: OrderedDict[Address, float], addr: Address, now: float) -> bool:
 
 
 class Budget:
-    """A token bucket: `rate` takes a second, as many at once after a quiet second. (A few
-    lines: the rate limiters on PyPI are built for asyncio or for web frameworks.)"""
+    """A token bucket: `rate` takes a second, `burst` at once after a quiet spell (default:
+    a second's worth). (A few lines: the rate limiters on PyPI are built for asyncio or for
+    web frameworks.)"""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate
-        self._tokens = rate
+        self.burst = rate if burst is None else burst
+        self._tokens = self.burst
         self._at: float | None = None
 
     def take(self, now: float) -> bool:
         if self._at is not None:
-            self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
         if self._tokens < 1:
             return False

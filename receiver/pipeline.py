@@ -64,6 +64,7 @@ CLOSE_TIMEOUT = 5.0
 """Seconds the receiver waits at exit for its streams to finish."""
 ENDINGS = {
     "sender": "the sender stopped",
+    "replaced": "its sender started a new stream",
     "silent": "silent too long",
     "unpaired": "its sender was unpaired",
     "disconnected": "its connection closed",
@@ -110,7 +111,7 @@ class Receiver:
         paired = senders(config.folder)
         paired.all()  # unreadable: a clear error now (later, the last good list serves)
         self.guard = Guard(self.identity, paired, config.insecure)
-        self.demux = Demux(self._open_session, config.max_streams, self.guard, self._goodbye)
+        self.demux = Demux(self._open_session, config.max_streams, self.guard, self._finish)
         self.whip = WhipEndpoint(self.receive_rtp, self.end_streams_from, config.max_streams)
         self.sink_errors = OnceLogger(log)  # sinks that would not open, by spec
         self.finished: list[dict[str, Any]] = []
@@ -219,11 +220,12 @@ class Receiver:
         self.demux.close(key).ended = why
         self._players.pop(key).stop()  # its driver lets go of it; the finisher closes it
 
-    def _goodbye(self, key: StreamKey) -> None:
-        """The sender ended the stream (RTCP BYE): what is buffered plays out, then it ends."""
+    def _finish(self, key: StreamKey, why: str) -> None:
+        """The stream is over (its sender's BYE, or a new SSRC replaced it): what is
+        buffered plays out, then it ends."""
         session = self.demux.close(key)
         self._players.pop(key)
-        session.closing, session.ended = True, "sender"
+        session.closing, session.ended = True, why
 
     def _ended(self, metrics: Metrics) -> None:
         """A stream is drained and closed (the finisher's thread)."""

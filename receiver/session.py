@@ -70,7 +70,7 @@ class Metrics:
     overflow: int = 0  # packets the inbox dropped while its driver was stuck
     reports: int = 0  # sender reports (RTCP) received, each answered
     end_to_end_ms: float | None = None  # capture to the output, once the sender's reports tell
-    ended: str = ""  # why: sender (its BYE), silent, unpaired, disconnected, dashboard, receiver
+    ended: str = ""  # why it ended: sender, replaced, silent, ... (pipeline.ENDINGS)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

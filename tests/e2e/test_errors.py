@@ -119,7 +119,11 @@ def test_unknown_host():
         (["airmic-send", "--to", "127.0.0.1", "--duration", "inf"], ["--duration", "'inf'"]),
         (["airmic-send", "--to", "127.0.0.1", "--duration", "-1"], ["--duration", "more than 0"]),
         (["airmic-send", "--to", "127.0.0.1", "--bitrate", "nan"], ["--bitrate"]),
-        (["airmic-send", "--to", "127.0.0.1", "--expected-loss", "500"], ["expected loss"]),
+        (
+            ["airmic-send", "--to", "127.0.0.1", "--expected-loss", "500"],
+            ["--expected-loss", "0 to 100"],
+        ),
+        (["airmic-send", "--to", "127.0.0.1", "--redundancy", "7"], ["--redundancy", "0 to 3"]),
         (["airmic-send", "--to", "127.0.0.1", "--payload-type", "7"], ["--payload-type"]),
         (["airmic-send", "--to", "127.0.0.1", "--input", "tone:nan"], ["tone frequency"]),
         (["airmic-send", "--to", "127.0.0.1", "--gain", "nandB"], ["gain"]),

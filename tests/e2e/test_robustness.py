@@ -6,10 +6,14 @@ import random
 import socket
 import time
 
+import numpy as np
 import pytest
 import soundfile
 from aiortc.rtp import RtpPacket
 
+from airmic.common.opus import OpusConfig, OpusEncoder
+from airmic.common.rtp import Packetizer
+from airmic.receiver.demux import PER_HOST
 from tests.audio_match import match
 from tests.processes import ReceiverProcess, send
 
@@ -63,3 +67,34 @@ def test_good_stream_survives_a_garbage_flood(tmp_path, udp_port, speech, speech
     print(f"\nflood of {sent} datagrams; dropped: {dropped}; correlation {result.correlation:.3f}")
     # Each kind is logged once, not once per datagram.
     assert receiver.stderr.count("dropped a datagram") <= 7
+
+
+def test_a_host_holding_many_plain_streams_locks_no_one_out(tmp_path, udp_port, speech,
+                                                            speech_samples):  # fmt: skip
+    """--insecure: a device at 127.0.0.3 keeps 16 SSRCs alive at 3 packets a second (before,
+    that held all 16 streams a receiver takes, for as long as it ran): it gets PER_HOST, and
+    the real sender's stream opens and plays whole beside it."""
+    receiver = ReceiverProcess(tmp_path, udp_port, idle=None)
+    silence = OpusEncoder(OpusConfig()).encode(np.zeros(480, dtype=np.float32))
+    packetizers = [Packetizer(ssrc=0xF000 + n) for n in range(16)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.3", 0))
+        for packetizer in packetizers:  # two in sequence: each stream is believed
+            for _ in range(2):
+                sock.sendto(packetizer.packetize(silence, 480), ("127.0.0.1", udp_port))
+        sender = send(udp_port, "--input", f"file:{speech}", "--duration", "4", folder=tmp_path)
+        deadline = time.monotonic() + 15  # bounded: 16 x 3 packets a second, 15 s at most
+        while sender.proc.poll() is None and time.monotonic() < deadline:
+            for packetizer in packetizers:
+                sock.sendto(packetizer.packetize(silence, 480), ("127.0.0.1", udp_port))
+            time.sleep(1 / 3)
+    assert sender.wait() == 0, sender.stderr
+    assert receiver.stop() == 0, receiver.stderr
+    stats = receiver.stats()
+    flood = [s for s in stats["streams"] if s["stream"].startswith("127.0.0.3")]
+    (real,) = [s for s in stats["streams"] if s["stream"].startswith("127.0.0.1")]
+    print(f"\n{len(flood)} streams from the flooding host; dropped: {stats['dropped']}")
+    assert len(flood) == PER_HOST and stats["dropped"]["too_many_from_host"] > 0
+    assert real["lost"] == 0
+    out, _ = soundfile.read(real["sinks"][0].removeprefix("wav:"), dtype="float32")
+    assert match(speech_samples[: 4 * 48_000], out, max_lag=len(out)).correlation > 0.9

@@ -10,7 +10,7 @@ from airmic.common.delay import parse_latency
 from airmic.common.opus import OpusConfig, OpusEncoder
 from airmic.common.playout import Playout
 from airmic.common.rtp import Packetizer
-from airmic.receiver.demux import Demux
+from airmic.receiver.demux import PER_HOST, Demux
 from airmic.receiver.session import Origin, Session
 from tests.audio_match import match
 
@@ -53,12 +53,17 @@ class Harness:
 
     def __init__(self, max_streams: int = 16) -> None:
         self.sinks: dict[int, ListSink] = {}
-        self.demux = Demux(self.open, max_streams)
+        self.demux = Demux(self.open, max_streams, finish=self.finish)
+        self.finished: list[tuple[int, str]] = []
 
     def open(self, key, now):
         sink = ListSink()
         self.sinks[key[1]] = sink
         return Session(Origin(str(key), encrypted=False), Playout(parse_latency("40ms")), now)
+
+    def finish(self, key, why):
+        self.demux.close(key)
+        self.finished.append((key[1], why))
 
     def run(self, schedule: list[tuple[float, bytes, tuple[str, int]]], until: float) -> None:
         schedule = sorted(schedule, key=lambda s: s[0])
@@ -175,3 +180,32 @@ def test_a_stream_that_stops_does_not_end_in_silence(speech_samples):
     assert len(sink.audio) <= 48_000 * 2 + 0.1 * 48_000  # its audio, the delay, concealment
     assert tail.any()
     assert sink.idle_samples >= 0.3 * 48_000  # the wait for more, then the idle time
+
+
+def test_plain_streams_from_one_host_are_bounded_and_churn_replaces():
+    """--insecure: a host that churns SSRCs (each a few packets, from one socket) holds
+    one stream at a time, each replacing the last, and opens a new one every 5 s once its
+    first PER_HOST are spent; one that opens many at once from many ports gets PER_HOST;
+    another host's stream opens all the while."""
+    harness = Harness()
+    silence = np.zeros(4800, dtype=np.float32)
+    churner, spreader, good = ("10.0.0.6", 5000), "10.0.0.7", ("10.0.0.8", 5000)
+    schedule = []
+    for n in range(20):  # a new SSRC every 0.5 s, 3 packets each
+        packets = datagrams(silence, ssrc=100 + n)[:3]
+        schedule += [(n * 0.5 + i * 0.01, p, churner) for i, p in enumerate(packets)]
+    ten_seconds = np.zeros(480_000, dtype=np.float32)
+    for n in range(12):  # 12 streams at once from 12 ports, for 10 s
+        packets = datagrams(ten_seconds, ssrc=200 + n)
+        schedule += [(i * 0.01, p, (spreader, 6000 + n)) for i, p in enumerate(packets)]
+    schedule += [(i * 0.01, p, good) for i, p in enumerate(datagrams(silence, ssrc=300))]
+    harness.run(schedule, until=10.0)
+    live = harness.demux.sessions
+    assert len([k for k in live if k[0] == churner]) <= 1  # each new SSRC replaced the last
+    assert len([k for k in live if k[0][0] == spreader]) == PER_HOST
+    assert 300 in harness.sinks  # the other host's stream opened
+    dropped = harness.demux.dropped.counts
+    assert dropped["too_many_from_host"] > 0 and "too_many_streams" not in dropped
+    churned = [why for ssrc, why in harness.finished if ssrc < 200]  # 19 tried
+    assert set(churned) == {"replaced"} and len(churned) <= PER_HOST + 2  # then one per 5 s
+    assert dropped["stream_churn"] > 0
