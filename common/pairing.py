@@ -96,6 +96,13 @@ def _name(message: Any) -> str:
     return "".join(c for c in name if c.isprintable())[:NAME_CHARS].strip() or "unnamed"
 
 
+def check_start(start: Any) -> None:
+    """That an attempt's first message has its parts (raises PairingError): asked before
+    anything else, so that junk gets one answer whether a window is open or not."""
+    _name(start)
+    _field(start, "spake")
+
+
 class SenderPairing:
     """The sender's side of one attempt."""
 

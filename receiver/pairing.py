@@ -9,6 +9,7 @@ receiver listens on, and the folder's rights already say who may open a window.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,13 @@ from typing import Any
 
 from airmic.common.config import write_private
 from airmic.common.identity import Identity
-from airmic.common.pairing import MAX_ATTEMPTS, NO_WINDOW, PairingError, PairingWindow
+from airmic.common.pairing import (
+    MAX_ATTEMPTS,
+    NO_WINDOW,
+    PairingError,
+    PairingWindow,
+    check_start,
+)
 from airmic.common.peers import Peer, Peers
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,13 @@ class PairingDesk:
     def begin(self, start: Any, source: str = "?") -> tuple[str, dict[str, str]]:
         """A new attempt from `source` (an address): its id and the reply. Raises
         PairingError."""
+        try:
+            check_start(start)  # junk: the same answer with a window open or not
+        except PairingError as exc:
+            with contextlib.suppress(PairingError):
+                self._current()  # a window is open: its `pair` command shows the attempt
+                self._attempt(source, f"refused: {exc}")
+            raise
         window = self._current()
         try:
             began = window.begin(self.identity, self.name, start, time.time())

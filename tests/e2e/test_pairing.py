@@ -167,14 +167,14 @@ def test_the_sender_finds_the_receiver_from_another_namespace(tmp_path, udp_port
 def test_junk_cannot_burn_the_window_and_pair_shows_every_attempt(tmp_path, udp_port, homes):
     """Malformed pairing requests, a second apart and more, while a window is open: refused,
     not counted, each shown by `airmic-receive pair` with its source; the real sender then
-    pairs with the code. Without a window, the answer is the same as once it closed."""
+    pairs with the code. Without a window, junk gets the same answer (it cannot tell that
+    a window is open), and a real attempt the same as once it closed."""
     receiving, sending = homes
     studio = receiver(tmp_path, udp_port, receiving)
     url = f"https://127.0.0.1:{udp_port}/pair"
-    assert _post(url, b"[1,2,3]") == (
-        403,
-        "no pairing window is open: run airmic-receive pair (again)",
-    )
+    assert _post(url, b"[1,2,3]") == (403, "malformed pairing message (no name)")
+    start = b'{"name": "x", "spake": "AAAA"}'  # well-formed, not a valid SPAKE2 element
+    assert _post(url, start) == (403, "no pairing window is open: run airmic-receive pair (again)")
     window, code = open_window(tmp_path, receiving)
     for junk in (b"[1,2,3]", b'{"name": "x"}', b'{"name": "x", "spake": "AAAA"}', b"[]", b"{}"):
         status, text = _post(url, junk)

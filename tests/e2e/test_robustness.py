@@ -72,8 +72,9 @@ def test_good_stream_survives_a_garbage_flood(tmp_path, udp_port, speech, speech
 def test_a_host_holding_many_plain_streams_locks_no_one_out(tmp_path, udp_port, speech,
                                                             speech_samples):  # fmt: skip
     """--insecure: a device at 127.0.0.3 keeps 16 SSRCs alive at 3 packets a second (before,
-    that held all 16 streams a receiver takes, for as long as it ran): it gets PER_HOST, and
-    the real sender's stream opens and plays whole beside it."""
+    that held all 16 streams a receiver takes, for as long as it ran): it gets PER_HOST (and
+    one more every 5 s, each replacing one of its own), and the real sender's stream opens
+    and plays whole beside it."""
     receiver = ReceiverProcess(tmp_path, udp_port, idle=None)
     silence = OpusEncoder(OpusConfig()).encode(np.zeros(480, dtype=np.float32))
     packetizers = [Packetizer(ssrc=0xF000 + n) for n in range(16)]
@@ -94,7 +95,9 @@ def test_a_host_holding_many_plain_streams_locks_no_one_out(tmp_path, udp_port, 
     flood = [s for s in stats["streams"] if s["stream"].startswith("127.0.0.3")]
     (real,) = [s for s in stats["streams"] if s["stream"].startswith("127.0.0.1")]
     print(f"\n{len(flood)} streams from the flooding host; dropped: {stats['dropped']}")
-    assert len(flood) == PER_HOST and stats["dropped"]["too_many_from_host"] > 0
+    dropped = stats["dropped"]
+    refused = dropped.get("stream_churn", 0) + dropped.get("too_many_from_host", 0)
+    assert len(flood) <= PER_HOST + 2 and refused > 0  # its first 4, then one every 5 s
     assert real["lost"] == 0
     out, _ = soundfile.read(real["sinks"][0].removeprefix("wav:"), dtype="float32")
     assert match(speech_samples[: 4 * 48_000], out, max_lag=len(out)).correlation > 0.9
