@@ -14,6 +14,8 @@ Sans-I/O: the caller gives `now` (seconds on the receiver's clock).
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +26,7 @@ from airmic.common.delay import MODES, DelayEstimator, LatencyRange
 from airmic.common.drift import DriftEstimator
 from airmic.common.jitter import Frame, FrameKind, JitterBuffer
 from airmic.common.opus import OpusDecoder
-from airmic.common.rtp import MediaPacket
+from airmic.common.rtp import MediaPacket, unwrap
 
 KP = 0.2  # per second: a 5 ms error asks for 1000 ppm
 MAX_CORRECTION = 0.002  # the delay is steered by 0.2 % at most
@@ -46,6 +48,34 @@ class PlayoutStats:
     decoded_samples: int = 0  # all audio the playout made, concealment included
     concealed_samples: int = 0  # of which concealment (lost packets, stretches)
     glitches: int = 0  # runs of concealment: what a listener may hear
+
+
+MAX_RUN = 100
+"""A longer hole in the sequence numbers is a sender that restarted, not a loss."""
+
+
+class LossRuns:
+    """Runs of packets the network lost (holes in the sequence numbers as packets arrive),
+    and their mean length over the last `window` seconds."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._top: int | None = None  # the highest sequence number, extended
+        self._runs: deque[tuple[float, int]] = deque()  # (when, length)
+
+    def arrived(self, seq: int, now: float) -> None:
+        top = self._top
+        extended = seq if top is None else unwrap(seq, top, 16)
+        if top is not None and top + 1 < extended <= top + MAX_RUN:
+            self._runs.append((now, extended - top - 1))
+        while self._runs and self._runs[0][0] < now - self.window:
+            self._runs.popleft()
+        if top is None or extended > top:
+            self._top = extended
+
+    @property
+    def mean(self) -> float:
+        return sum(n for _, n in self._runs) / len(self._runs) if self._runs else 0.0
 
 
 class Playout:
@@ -75,10 +105,14 @@ class Playout:
         self._block = BLOCK  # the sink's pull size, once known
         self._missed = 0  # packets the network lost: for good, or repaired by a later copy
         self.waiting = False  # the last frame was silence while nothing came: not the stream
+        self._copies = 0  # redundant copies the packets carry (RFC 2198), as the last said
+        self._runs = LossRuns(latency.window)  # how many packets the network loses in a row
 
     def push(self, packet: MediaPacket, now: float) -> None:
         """A packet arrived at `now`."""
         self.jitter.push(packet, now)
+        self._copies = len(packet.redundant)
+        self._runs.arrived(packet.seq, now)
         self.drift.arrived(packet.timestamp, now)
         for late in self.jitter.late_waits:
             self.delay.add(now, late)
@@ -159,11 +193,16 @@ class Playout:
 
     def _floor(self) -> float:
         """The least delay worth having: one sink block, and while packets are being lost,
-        one frame more, so that the next packet (with the lost one's FEC or copy) is there
-        in time."""
+        as many frames more as it takes for the lost one's FEC or copy to be there in time:
+        one for FEC (the next packet), and with copies as many as the losses come in a row
+        (the copy of a burst's first packet comes with the packet after the burst), up to
+        the copies each packet carries."""
         floor = self._block / RATE
-        if self.delay.loss_rate > LOSSY and self.jitter.fec:
-            floor += self.jitter.frame_samples / RATE
+        if self.delay.loss_rate > LOSSY:
+            frames = 1 if self.jitter.fec else 0
+            if self._copies:
+                frames = max(frames, min(self._copies, math.ceil(self._runs.mean)))
+            floor += frames * self.jitter.frame_samples / RATE
         return floor
 
     def _count(self, kind: FrameKind, samples: int) -> None:

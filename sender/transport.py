@@ -108,8 +108,8 @@ class RtpLink:
         description: str,
         channel: SecureChannel | None,
         name: str,
-        behind: float = 0.0,
-        protection: Protection | None = None,
+        behind: float,
+        protection: Protection,
     ) -> None:
         self._transport = transport
         self._packetizer = packetizer
@@ -117,7 +117,7 @@ class RtpLink:
         self.description = description
         self.name = name  # in the SDES of its reports: the room of a plain stream
         self.behind = behind  # seconds the audio sent lags its capture (look-ahead, DSP)
-        self.protection = protection or Protection(packetizer.depth, None, time.monotonic())
+        self.protection = protection  # copies and FEC, from the receiver's reports
         self.feedback = Feedback(packetizer.ssrc, time.monotonic(), plain=channel is None)
         self.unreadable = OnceLogger(log)  # reports that did not parse or authenticate
         self._packets = 0

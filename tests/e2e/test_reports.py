@@ -56,7 +56,10 @@ class DelayLine(UdpRelay):
         while not self.stopped.is_set() and time.monotonic() < end:
             wait = max(0.0, due[0][0] - time.monotonic()) if due else 0.05
             for sock in select.select([self.front, self.back], [], [], wait)[0]:
-                data, source = sock.recvfrom(2048)
+                try:
+                    data, source = sock.recvfrom(2048)
+                except ConnectionRefusedError:  # the receiver is gone: nothing to relay
+                    continue
                 sender = source if sock is self.front else sender
                 order += 1
                 heapq.heappush(
@@ -103,7 +106,10 @@ class LossyLine(UdpRelay):
         sender, media, end = None, 0, time.monotonic() + self.seconds
         while not self.stopped.is_set() and time.monotonic() < end:
             for sock in select.select([self.front, self.back], [], [], 0.05)[0]:
-                data, source = sock.recvfrom(2048)
+                try:
+                    data, source = sock.recvfrom(2048)
+                except ConnectionRefusedError:  # the receiver is gone: nothing to relay
+                    continue
                 if sock is self.back and sender is not None:
                     self.front.sendto(data, sender)
                     continue
