@@ -37,13 +37,15 @@ def record_pair(first: str, second: str, path: Path) -> list[str]:
 
     Two parecords would start at different moments; one GStreamer pipeline timestamps both
     on the system clock (provide-clock=false) in 2 ms pieces, so the delay between the
-    channels is the delay between the sources, to within a few ms (stop it with SIGINT)."""
+    channels is the delay between the sources, to within a few ms (stop it with SIGINT).
+    The mixer's pads are named: requested as `mix.`, their order (so the channels') is not
+    the command's, and one run in ten or so recorded them swapped."""
     caps = "audio/x-raw,rate=48000,channels=1,format=S16LE"
     src = "pulsesrc provide-clock=false latency-time=2000 buffer-time=20000"
     return (
         f"gst-launch-1.0 -e audiointerleave name=mix ! audioconvert ! wavenc "
-        f"! filesink location={path} {src} device={first} ! {caps} ! mix. "
-        f"{src} device={second} ! {caps} ! mix."
+        f"! filesink location={path} {src} device={first} ! {caps} ! mix.sink_0 "
+        f"{src} device={second} ! {caps} ! mix.sink_1"
     ).split()
 
 
