@@ -29,7 +29,7 @@ from aiohttp import web
 
 from airmic.common.dsp import PRESETS
 from airmic.common.errors import UsageError
-from airmic.common.pairing import MAX_ATTEMPTS, WINDOW_SECONDS, new_code
+from airmic.common.pairing import FAILURES_PER_ADDRESS, WINDOW_SECONDS, new_code
 from airmic.receiver.access import Access
 from airmic.receiver.pairing import open_window, read_window
 
@@ -145,7 +145,7 @@ class Dashboard:
                 "code": f"{code[:3]} {code[3:]}",
                 "command": f"airmic-send pair {code}",
                 "minutes": WINDOW_SECONDS / 60,
-                "attempts": MAX_ATTEMPTS,
+                "attempts": FAILURES_PER_ADDRESS,
                 "link": link,
                 "qr": segno.make(link, error="l").svg_inline(scale=5, dark="#000", light="#fff"),
             }

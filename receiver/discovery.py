@@ -58,12 +58,16 @@ class Advertiser:
     async def _register(self) -> None:
         wanted = self._info.name
         try:
-            await self._zeroconf.async_register_service(self._info, allow_name_change=True)
+            announced = await self._zeroconf.async_register_service(
+                self._info, allow_name_change=True
+            )
             if self._info.name != wanted:  # another receiver has the name: zeroconf made
-                # this one "NAME-2"; its TXT name follows, so senders see two names
+                # this one "NAME-2"; its TXT name follows, so senders see two names. The
+                # announcements with the old TXT go first (else a late one overrides it)
+                await announced
                 name = self._info.name.removesuffix(f".{SERVICE}")
                 self._info = _info(self._info.name, self._info, name)
-                await self._zeroconf.async_update_service(self._info)
+                await (await self._zeroconf.async_update_service(self._info))
                 log.warning(
                     "another receiver on the network is named %r: this one is %r "
                     "(--name NAME chooses another)",

@@ -20,13 +20,13 @@ from typing import Any
 from airmic.common.config import write_private
 from airmic.common.identity import Identity
 from airmic.common.pairing import (
-    MAX_ATTEMPTS,
     NO_WINDOW,
     PairingError,
     PairingWindow,
+    WrongCode,
     check_start,
 )
-from airmic.common.peers import Peer, Peers
+from airmic.common.peers import Peers
 
 log = logging.getLogger(__name__)
 
@@ -86,31 +86,34 @@ class PairingDesk:
             raise
         window = self._current()
         try:
-            began = window.begin(self.identity, self.name, start, time.time())
+            began = window.begin(self.identity, self.name, start, source, time.time())
         except PairingError as exc:
             self._attempt(source, f"refused: {exc}")
             raise
-        left = MAX_ATTEMPTS - window.started
-        self._attempt(source, f"an attempt ({left} left after it)")
+        self._attempt(source, "an attempt")
         return began
 
-    def finish(self, attempt_id: str, message: Any, source: str = "?") -> Peer:
-        """The sender that proved the code, now paired. Raises PairingError."""
+    def finish(self, attempt_id: str, message: Any, source: str = "?") -> dict[str, str]:
+        """The receiver's proof, for a sender that proved the code, now paired. Raises
+        PairingError."""
         window = self._current()
         try:
-            paired = window.finish(attempt_id, message, time.time())
+            paired, proof = window.finish(attempt_id, message, time.time())
+        except WrongCode:
+            left = f"{window.left(source)} more from this address, {window.failed} in all"
+            log.warning("pairing: a wrong code from %s (%s)", source, left)
+            self._attempt(source, f"wrong code ({left})")
+            if not window.open(time.time()):
+                self._outcome(f"closed after {window.failed} wrong codes")
+            raise
         except PairingError as exc:
-            left = MAX_ATTEMPTS - window.started
-            log.warning("pairing: %s from %s (%d attempts left)", exc, source, left)
-            self._attempt(source, str(exc))
-            if window.over(time.time()):
-                self._outcome(f"closed after {window.failed} failed attempts")
+            self._attempt(source, f"refused: {exc}")
             raise
         peer = self.senders.add(paired.name, paired.key)
         log.info("paired with sender %r (its key %s…)", peer.name, peer.fingerprint[:23])
         self._attempt(source, f"paired with {peer.name}")
         self._outcome(f"paired with {peer.name}")
-        return peer
+        return {"name": peer.name, **proof}
 
     def _attempt(self, source: str, result: str) -> None:
         """Tell the `pair` command of an attempt (it shows each), bounded."""

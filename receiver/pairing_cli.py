@@ -10,7 +10,7 @@ from pathlib import Path
 from airmic.common.cli import Parser, add_logging_options
 from airmic.common.config import config_dir
 from airmic.common.errors import UsageError
-from airmic.common.pairing import MAX_ATTEMPTS, WINDOW_SECONDS, new_code
+from airmic.common.pairing import FAILURES_PER_ADDRESS, WINDOW_SECONDS, new_code
 from airmic.common.status import OUT
 from airmic.receiver.pairing import PAGE_LINK, close_window, open_window, read_window, senders
 from airmic.receiver.web import qr_code
@@ -75,7 +75,7 @@ async def pair(folder: Path, seconds: float) -> int:
         OUT.print(f"phones: scan this, or open {link}\n", highlight=False)
     OUT.print(
         f"pairing code: [bold]{code[:3]} {code[3:]}[/bold]  (valid {seconds / 60:g} minutes, "
-        f"{MAX_ATTEMPTS} attempts)\n"
+        f"{FAILURES_PER_ADDRESS} wrong codes per device)\n"
         f"laptops: airmic-send pair {code}\n"
         "(airmic-receive must be running: it takes the attempt)"
     )

@@ -210,10 +210,10 @@ def build_app(
     async def pair_finish(request: web.Request) -> web.StreamResponse:
         finish = await pairing_message(request)
         try:
-            peer = desk.finish(request.match_info["id"], finish, request.remote or "?")
+            answer = desk.finish(request.match_info["id"], finish, request.remote or "?")
         except PairingError as exc:
             raise web.HTTPForbidden(text=f"{exc}\n") from None
-        return web.json_response({"name": peer.name})
+        return web.json_response(answer)
 
     async def no_trickle(request: web.Request) -> web.StreamResponse:
         # The answer carries every candidate (aiortc gathers them first), so there is

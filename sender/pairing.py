@@ -127,22 +127,18 @@ async def pair(web: str, code: str, name: str) -> Peer:
     # itself proves who is at the other end, through the code.
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         reply = await _post(http, f"{web}/pair", attempt.start())
-        finish, paired = attempt.finish(reply)
+        finish = attempt.finish(reply)
         if not isinstance(reply.get("next"), str) or not reply["next"].startswith("/pair/"):
             raise PairingError("malformed pairing message (no next step)")
-        await _post(http, web + reply["next"], finish, quiet=paired is None)
-    if paired is None:
-        raise NetworkError("wrong code (or not the receiver that shows it): try again")
+        paired = attempt.confirm(await _post(http, web + reply["next"], finish))
     return receivers().add(paired.name, paired.key)
 
 
-async def _post(http: aiohttp.ClientSession, url: str, message: dict, quiet: bool = False) -> dict:
-    """The receiver's JSON answer. Raises NetworkError; `quiet`: a refusal answers {}."""
+async def _post(http: aiohttp.ClientSession, url: str, message: dict) -> dict:
+    """The receiver's JSON answer. Raises NetworkError."""
     try:
         async with http.post(url, json=message, ssl=False) as response:
             text = await response.text()
-            if response.status != 200 and quiet:
-                return {}
             if response.status != 200:
                 refused = "refused" if response.status == 403 else f"answered {response.status}"
                 raise NetworkError(f"the receiver {refused}: {text.strip()}")

@@ -167,7 +167,7 @@ async function pair() {
   document.getElementById("code").textContent = window.code;
   document.getElementById("command").textContent = window.command;
   document.getElementById("pairing-hint").textContent =
-    `The code is valid ${window.minutes} minutes, for ${window.attempts} attempts.`;
+    `The code is valid ${window.minutes} minutes; a device that types it wrong ${window.attempts} times is refused.`;
   document.getElementById("pairing").hidden = false;
 }
 

@@ -142,14 +142,16 @@ def test_pairing_messages(start, finish):
     """The receiver's two steps, with whatever a client may post."""
     window = PairingWindow("123456", expires=10.0)
     try:
-        attempt_id, _ = window.begin(STUDIO, "studio", start, now=0.0)
+        attempt_id, _ = window.begin(STUDIO, "studio", start, "10.0.0.1", now=0.0)
         window.finish(attempt_id, finish, now=1.0)
     except PairingError:
         pass
 
 
 @settings(SPAKE2, max_examples=1_500)
-@given(st.one_of(JSON, FIELDS))
-def test_the_senders_side_of_pairing(reply):
+@given(st.one_of(JSON, FIELDS), st.one_of(JSON, FIELDS))
+def test_the_senders_side_of_pairing(reply, answer):
     with contextlib.suppress(PairingError):
-        SenderPairing("123456", STUDIO, "laptop").finish(reply)
+        attempt = SenderPairing("123456", STUDIO, "laptop")
+        attempt.finish(reply)
+        attempt.confirm(answer)
