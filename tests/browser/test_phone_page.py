@@ -16,9 +16,10 @@ from scipy import signal
 
 from tests.audio_match import match
 from tests.chromium import chromium
+from tests.firefox import firefox
 from tests.netns import namespace
 from tests.processes import Process, ReceiverProcess
-from tests.pulse import record_source
+from tests.pulse import pactl, record_source
 
 pytestmark = pytest.mark.browser
 RATE = 48_000
@@ -204,4 +205,68 @@ def test_a_browser_without_webrtc_or_storage_is_handled(tmp_path, udp_port, lan,
         bare.click("#start")
         bare.wait_for_function("window.airmic && window.airmic.state === 'error'", timeout=5_000)
         assert "no WebRTC" in bare.inner_text("#message")
+    assert receiver.stop() == 0, receiver.stderr
+
+
+@pytest.fixture
+def firefox_mic(pulse, tmp_path, speech):
+    """Firefox's microphone, a real one to it: the private server's default source,
+    `feed.monitor`, with the speech played into `feed` six times over."""
+    samples, rate = soundfile.read(speech, dtype="float32")
+    played = tmp_path / "speech-6x.wav"
+    soundfile.write(played, np.tile(samples, 6), rate)
+    pactl(pulse, "set-default-source", "feed.monitor")
+    player = Process(["paplay", "--device=feed", str(played)], tmp_path, "paplay", pulse)
+    yield pulse
+    player.stop()
+
+
+def test_the_page_streams_from_firefox(tmp_path, udp_port, lan, speech, firefox_mic):
+    """Firefox ESR on a "phone" (its own namespace), its microphone a PulseAudio source: the
+    page streams over WebRTC into the receiver, and the speech comes out whole."""
+    receiver, url = start_receiver(tmp_path, udp_port, lan)
+    with firefox(lan, tmp_path, firefox_mic) as browser:
+        page = open_page(browser, url, "kitchen")
+        time.sleep(8)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "phone-firefox.png")
+        stop_page(page)
+        receiver.wait_for("(kitchen) closed")
+    assert receiver.stop() == 0, receiver.stderr
+    (stream,) = receiver.stats()["streams"]
+    assert stream["stream"] == "kitchen (WebRTC)" and stream["lost"] == 0
+    result = compare_stream(stream, speech)
+    assert result.correlation >= 0.9 and result.longest_gap <= 1
+
+
+def test_firefox_through_5_percent_loss_keeps_one_stream(tmp_path, udp_port, lan, speech,
+                                                         firefox_mic):  # fmt: skip
+    """20 s at 5 % loss (each way, ICE and DTLS too): browsers call a short dropout
+    "disconnected"; the page waits for it to heal, so the stream stays one stream."""
+    receiver, url = start_receiver(tmp_path, udp_port, lan)
+    lan.lose_udp(5)
+    with firefox(lan, tmp_path, firefox_mic) as browser:
+        page = open_page(browser, url, "kitchen")
+        time.sleep(20)
+        stop_page(page)
+        receiver.wait_for("(kitchen) closed")
+    assert receiver.stop() == 0, receiver.stderr
+    (stream,) = receiver.stats()["streams"]  # one: not split by a reconnect
+    sent = stream["received"] + stream["lost"]
+    print(f"lost {stream['lost']} of {sent} packets: {stream['recovered']} rebuilt by FEC, "
+          f"{stream['concealed']} concealed")  # fmt: skip
+    assert stream["seconds"] > 18 and stream["lost"] >= 0.02 * sent
+    result = compare_stream(stream, speech)
+    assert result.longest_gap <= 6 and result.correlation >= 0.85
+
+
+def test_firefox_without_webrtc_is_told_so(tmp_path, udp_port, lan, firefox_mic):
+    receiver, url = start_receiver(tmp_path, udp_port, lan)
+    prefs = {"media.peerconnection.enabled": False}
+    with firefox(lan, tmp_path, firefox_mic, prefs) as browser:
+        page = browser.new_page()
+        page.goto(url)
+        page.click("#start")
+        page.wait_for_function("window.airmic && window.airmic.state === 'error'", timeout=5_000)
+        assert "no WebRTC" in page.inner_text("#message")
     assert receiver.stop() == 0, receiver.stderr
