@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_OFFER = 64 * 1024
 """Longer offers are refused: a browser's audio-and-video offer is about 6 kB."""
 
+MDNS_CANDIDATE = re.compile(r"a=candidate:\S+ \d+ \S+ \d+ \S+\.local \d+ ", re.IGNORECASE)
 CONNECT_TIMEOUT = 15.0
 """Seconds a publication has to connect (ICE and DTLS) before its slot is freed."""
 MAX_SSRCS = 2
@@ -106,7 +107,7 @@ class WhipEndpoint:
         address = (f"webrtc:{label}", number)
         publication = Publication(f"{number}", label, pc, address, preset)
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(_without_mdns(offer), "offer"))
             self._take_audio(publication)
             await pc.setLocalDescription(await pc.createAnswer())
         except BadOffer:
@@ -200,6 +201,22 @@ def _check_offer(offer: str) -> None:
         for m in parsed.media
     ):
         raise BadOffer("the offer has no Opus audio")
+
+
+def _without_mdns(offer: str) -> str:
+    """The offer without its mDNS candidates (`….local`: browsers hide their addresses so
+    until the page is granted the mic, Firefox with a fake mic always), and then without
+    its end-of-candidates. Not resolved: that would be a multicast query from every
+    receiver on every interface, for an address the browser's first connectivity check
+    tells anyway (a peer-reflexive candidate, RFC 8445 section 7.3.1.3). Handed to aiortc
+    as they are, unresolvable names ended ICE with no pair, and the answer carried none of
+    the receiver's candidates, so the connection could never form."""
+    lines = offer.split("\r\n")
+    kept = [line for line in lines if not MDNS_CANDIDATE.match(line)]
+    if len(kept) == len(lines):
+        return offer
+    log.debug("WebRTC offer: %d mDNS candidates left to the checks", len(lines) - len(kept))
+    return "\r\n".join(line for line in kept if line != "a=end-of-candidates")
 
 
 def _ask_for_opus_options(answer: str) -> str:

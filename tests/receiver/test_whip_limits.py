@@ -1,13 +1,16 @@
 """The WHIP endpoint's bounds, with real aiortc peer connections: simultaneous offers take
 at most the cap, an offer that never connects frees its slot, and a publication's extra
-SSRCs are dropped (each would be a stream, and a row in aiortc's receiver reports)."""
+SSRCs are dropped (each would be a stream, and a row in aiortc's receiver reports); an
+offer whose candidates are all mDNS names still connects."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
 from aiortc.rtp import RtpPacket
 
 from airmic.receiver.whip import MAX_SSRCS, BadOffer, WhipEndpoint
@@ -59,4 +62,27 @@ async def test_a_publication_plays_at_most_two_ssrcs(offer):
     reported = transceiver.receiver._RTCRtpReceiver__remote_streams
     assert set(reported) == {0, 1}  # aiortc's receiver report stays one packet
     assert whip.dropped.counts["ssrcs"] == 100 - MAX_SSRCS
+    await whip.close()
+
+
+async def test_an_offer_with_only_mdns_candidates_connects():
+    """A browser that hides its addresses behind `.local` names: the answer still carries
+    the receiver's candidates, the browser's checks reach it, and the audio flows."""
+    delivered = []
+    whip = WhipEndpoint(lambda rtp, *_: delivered.append(rtp), lambda _: None)
+    phone = RTCPeerConnection()
+    phone.addTrack(AudioStreamTrack())  # aiortc's: silence, as real Opus packets
+    await phone.setLocalDescription(await phone.createOffer())
+    hidden = re.sub(r"(a=candidate:\S+ \d+ \S+ \d+ )\S+( \d+ typ host)",
+                    r"\g<1>6a3f0c9e-7d21-4b8e-9f55-2c1d0e8b7a64.local\g<2>",
+                    phone.localDescription.sdp)  # fmt: skip
+    assert ".local" in hidden and "a=end-of-candidates" in hidden
+    _, answer = await whip.publish(hidden, "kitchen")
+    assert re.search(r"a=candidate:\S+ \d+ udp \d+ [0-9a-f.:]+ \d+ typ host", answer)
+    await phone.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    async with asyncio.timeout(15):
+        while len(delivered) < 50:  # half a second of the phone's audio
+            await asyncio.sleep(0.05)
+    assert phone.connectionState == "connected"
+    await phone.close()
     await whip.close()
