@@ -34,7 +34,11 @@ def level_dbfs(block: Block) -> float:
     """RMS level of a block in dBFS (-120 for digital silence)."""
     if len(block) == 0:
         return -120.0
-    power = float(np.dot(block, block)) / len(block)  # BLAS: a few times cheaper than mean()
+    return dbfs(float(np.dot(block, block)) / len(block))  # BLAS: cheaper than mean()
+
+
+def dbfs(power: float) -> float:
+    """A mean square as a level in dBFS, a full-scale sine's being 0 (-120 at least)."""
     return max(-120.0, 10.0 * math.log10(power + 1e-24) + 3.0103)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from airmic.common import rtcp
-from airmic.common.audio import RATE, Block, level_dbfs
+from airmic.common.audio import RATE, Block, dbfs, level_dbfs
 from airmic.common.dsp.chain import Chain
 from airmic.common.playout import Playout
 from airmic.common.rtp import MediaPacket
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 INBOX = 1000
 """Packets held for a driver that stopped pulling (10 s of 10 ms frames); older ones go."""
+HEARD = 1.0
+"""Seconds the level the page shows is averaged over."""
 PUBLISH = 0.25
 """Seconds between two metrics snapshots."""
 
@@ -64,7 +66,9 @@ class Metrics:
     target_ms: float = 0.0
     latency: str = ""
     seconds: float = 0.0
-    level_db: float = -120.0
+    level_db: float = -120.0  # the last block's
+    heard_db: float | None = None  # over the last whole second (a speaker's level, not an
+    # instant); None before the first
     gaps: int = 0  # underruns and dropped blocks at the outputs (the mic, a device)
     gap_ms: float = 0.0  # their length
     overflow: int = 0  # packets the inbox dropped while its driver was stuck
@@ -113,6 +117,8 @@ class Session:
         self._payload_type: int | None = None
         self._samples = 0
         self._last: Block | None = None  # the last block played, for its level
+        self._energy, self._counted = 0.0, 0  # sum of squares, samples, this HEARD spell
+        self._heard: float | None = None  # the level of the last whole spell
         self._published = -PUBLISH
         self.metrics = self._snapshot(now)
 
@@ -174,6 +180,11 @@ class Session:
                 block = self.dsp.process(block)
             self._samples += len(block)
             self._last = block
+            self._energy += float(np.dot(block, block))
+            self._counted += len(block)
+            if self._counted >= RATE * HEARD:
+                self._heard = dbfs(self._energy / self._counted)
+                self._energy, self._counted = 0.0, 0
         if now - self._published >= PUBLISH:
             self.metrics = self._snapshot(now)
         return block
@@ -243,6 +254,7 @@ class Session:
             latency=str(playout.delay.latency),
             seconds=round(self._samples / RATE, 3),
             level_db=round(level_dbfs(self._last), 1) if self._last is not None else -120.0,
+            heard_db=None if self._heard is None else round(self._heard, 1),
             gaps=self.gaps,
             gap_ms=round(self.gap_ms, 1),
             overflow=self._overflow,

@@ -2,6 +2,7 @@
 
 GET  /?token=T            the page (a phone opens it from the QR code)
 GET  /presets?token=T     the DSP presets a browser's stream can ask for (JSON)
+GET  /about?token=T       the receiver's name (JSON), for the page's "connected to"
 POST /whip?token=T        an SDP offer -> 201, the answer and the session's Location
                           (&name=ROOM names the stream, &preset=NAME processes it)
 GET  /whip/ID?token=T     the receiver's view of that stream (JSON: delay, loss, level)
@@ -43,7 +44,12 @@ from airmic.receiver.whip import MAX_OFFER, BadOffer, WhipEndpoint
 log = logging.getLogger(__name__)
 
 PAGE = resources.files("airmic.receiver") / "page"
-ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "theme.css": "text/css"}
+ASSETS = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "theme.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
 LABEL = re.compile(r"[^\w .'-]+")
 
 
@@ -121,6 +127,7 @@ def build_app(
     """The routes; `stream_stats(publication id)` is the receiver's view of a stream.
     Pairing needs no token: the code proves itself (SPAKE2), and the desk limits attempts."""
     index = (PAGE / "index.html").read_bytes()  # read once: a few kB, never changed
+    denied = (PAGE / "denied.html").read_bytes()
     assets = {name: (PAGE / name).read_bytes() for name in ASSETS}
 
     def allowed(request: web.Request) -> None:
@@ -131,12 +138,18 @@ def build_app(
             )
 
     async def page(request: web.Request) -> web.StreamResponse:
+        headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+        if not access.allows(request):  # a phone's user: a page that says what to do
+            headers["WWW-Authenticate"] = 'Bearer realm="airmic"'
+            return web.Response(status=401, body=denied, content_type="text/html", headers=headers)
+        return web.Response(body=index, content_type="text/html", headers=headers)
+
+    async def about(request: web.Request) -> web.StreamResponse:
         allowed(request)
-        return web.Response(
-            body=index,
-            content_type="text/html",
-            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
-        )
+        return web.json_response({"name": desk.name})
+
+    async def favicon(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=assets["favicon.svg"], content_type=ASSETS["favicon.svg"])
 
     async def asset(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -240,7 +253,9 @@ def build_app(
     # (a body larger than client_max_size gets a 413 before it is read)
     app.router.add_get("/", page)
     app.router.add_get("/presets", presets)
-    app.router.add_get("/{name:[a-z]+\\.(?:js|css)}", asset)
+    app.router.add_get("/about", about)
+    app.router.add_get("/favicon.ico", favicon)
+    app.router.add_get("/{name:[a-z]+\\.(?:js|css|svg)}", asset)
     app.router.add_post("/whip", publish)
     app.router.add_get("/whip/{id}", stats)
     app.router.add_delete("/whip/{id}", end)

@@ -185,6 +185,10 @@ class Page:
         pointer = {"type": "pointer", "id": "mouse", "actions": actions}
         self._browser.command("input.performActions", context=self._context, actions=[pointer])
 
+    def set_viewport_size(self, size: dict[str, int]) -> None:
+        self._browser.command("browsingContext.setViewport", context=self._context,
+                              viewport=size, devicePixelRatio=2)  # fmt: skip
+
     def inner_text(self, selector: str) -> str:
         return self.evaluate(f"document.querySelector({json.dumps(selector)}).innerText")
 

@@ -1,6 +1,7 @@
 // The phone page: publishes the microphone to this receiver by WHIP (RFC 9725).
-// Plain ES module, no build step. State is mirrored on <body data-state> for styling
-// and for the tests that drive this page in a real Chromium.
+// Plain ES module, no build step. State is mirrored on <body data-state> for styling,
+// and on window.airmic for the tests that drive this page in Chromium and Firefox:
+// idle, connecting, streaming, reconnecting, interrupted (the system took the mic), error.
 
 const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.search).get("token") || "";
@@ -25,15 +26,19 @@ function save(values) {
 }
 
 const ui = {
-  start: $("start"), state: $("state"), message: $("message"), device: $("device"),
+  start: $("start"), mute: $("mute"), stop: $("stop"), state: $("state"),
+  message: $("message"), receiverName: $("receiver-name"), device: $("device"),
   name: $("name"), preset: $("preset"), presetAbout: $("preset-about"),
-  ec: $("ec"), ns: $("ns"), agc: $("agc"),
+  restartHint: $("restart-hint"), ec: $("ec"), ns: $("ns"), agc: $("agc"),
   level: $("level"), peak: $("peak"), levelText: $("level-text"),
   delay: $("delay"), lost: $("lost"), recovered: $("recovered"), heard: $("heard"),
 };
+const FIGURES = [ui.delay, ui.lost, ui.recovered, ui.heard];
 
 const RETRY_MS = [1000, 2000, 4000, 8000];  // reconnection back-off, then every 8 s
 const DISCONNECTED_MS = 5000;  // "disconnected" often recovers by itself: wait this long
+const MIC_RETRY_MS = 2000;  // a microphone taken away is asked for again this often
+const SILENT_POLLS = 3;  // the receiver's view unanswered this many times: say so
 
 let wanted = false;   // the user pressed Start and not Stop
 let stream = null;    // the microphone
@@ -44,13 +49,34 @@ let retryTimer = null;
 let dropTimer = null;  // a "disconnected" connection's grace period
 let wakeLock = null;
 let meterStop = null;
+let muted = false;
+let receiverName = "";
+let unanswered = 0;   // polls of the receiver's view in a row that failed
+let micTimer = null;  // asking for a microphone that was taken away
 
-window.airmic = { state: "idle", stats: null };
+window.airmic = { state: "idle", stats: null, muted: false, microphone: () => stream };
 
 function setState(state, text) {
   window.airmic.state = state;
   document.body.dataset.state = state;
   ui.state.textContent = text || state;
+  ui.start.hidden = wanted;
+  ui.mute.hidden = ui.stop.hidden = !wanted;
+  if (state !== "streaming" && state !== "interrupted") clearFigures();
+  showReceiver();
+}
+
+function showReceiver() {
+  if (!receiverName) return;
+  const streaming = window.airmic.state === "streaming" || window.airmic.state === "interrupted";
+  ui.receiverName.textContent = streaming ? `Connected to ${receiverName}` :
+    `Streams to ${receiverName}`;
+}
+
+// What the receiver last said is stale once the stream is not flowing: never shown as now.
+function clearFigures() {
+  window.airmic.stats = null;
+  FIGURES.forEach((f) => { f.textContent = "-"; });
 }
 
 function say(text, kind = "error") {
@@ -146,6 +172,7 @@ async function connect() {
   const connection = new RTCPeerConnection({ iceServers: [] });
   pc = connection;
   const [track] = stream.getAudioTracks();
+  track.enabled = !muted;
   const transceiver = connection.addTransceiver(track, { direction: "sendonly", streams: [stream] });
   const opus = (RTCRtpSender.getCapabilities("audio")?.codecs || [])
     .filter((c) => c.mimeType.toLowerCase() === "audio/opus");
@@ -181,8 +208,10 @@ function onConnectionState(connection) {
   clearTimeout(dropTimer);
   if (state === "connected") {
     retries = 0;
-    setState("streaming", "streaming");
-    say("");
+    if (window.airmic.state !== "interrupted") {
+      setState("streaming", muted ? "muted" : "streaming");
+      say("");
+    }
   } else if (state === "disconnected") {
     // A short dropout (Wi-Fi roaming, a burst of loss): ICE often recovers within seconds,
     // and the stream goes on as one. Only a connection that stays down is replaced.
@@ -243,11 +272,11 @@ async function start() {
       "Chrome or Firefox (an app's built-in browser may lack it).");
   }
   save(settings());
-  const Context = window.AudioContext || window.webkitAudioContext;  // older iOS
-  const context = new Context();  // made while the tap counts, so it may run
+  ui.restartHint.hidden = true;
+  const context = newAudioContext();  // made while the tap counts, so it may run
   wanted = true;
-  ui.start.textContent = "Stop";
-  ui.start.setAttribute("aria-pressed", "true");
+  setMuted(false);
+  setState("connecting", "connecting…");
   try {
     stream = await openMicrophone();
   } catch (error) {
@@ -256,6 +285,7 @@ async function start() {
     setState("error", "no microphone");
     return say(explain(error));
   }
+  watch(stream);
   try {
     await listDevices();
     meterStop = startMeter(stream, context);
@@ -266,10 +296,87 @@ async function start() {
   reconnect();
 }
 
+function newAudioContext() {
+  const Context = window.AudioContext || window.webkitAudioContext;  // older iOS
+  return new Context();
+}
+
+// The system may take the microphone away (a phone call, another app, the screen
+// locking): the track mutes, or ends. The page says so, keeps the stream (and the room),
+// and carries on with the microphone as soon as it is back.
+function watch(microphone) {
+  const [track] = microphone.getAudioTracks();
+  track.addEventListener("mute", () => {
+    if (!wanted || microphone !== stream) return;
+    setState("interrupted", "microphone paused");
+    say("The system paused the microphone (a call, or another app?). Streaming resumes " +
+      "when it comes back.", "info");
+  });
+  track.addEventListener("unmute", () => {
+    if (!wanted || microphone !== stream) return;
+    resumed();
+  });
+  track.addEventListener("ended", () => {
+    if (!wanted || microphone !== stream) return;
+    setState("interrupted", "microphone lost");
+    say("The microphone was taken away (a call, another app, or the system). Getting it " +
+      "back…", "info");
+    switchMicrophone();
+  });
+}
+
+function resumed() {
+  if (pc && pc.connectionState === "connected") {
+    setState("streaming", muted ? "muted" : "streaming");
+  } else {
+    setState("reconnecting", "reconnecting…");
+  }
+  say("");
+}
+
+// A new microphone (another device, other processing, or the old one back) on the same
+// connection: the receiver hears one stream, in one room, with no reconnection.
+async function switchMicrophone() {
+  clearTimeout(micTimer);
+  let next;
+  try {
+    next = await openMicrophone();
+  } catch (error) {
+    if (wanted) micTimer = setTimeout(switchMicrophone, MIC_RETRY_MS);
+    return;
+  }
+  if (!wanted) {
+    next.getTracks().forEach((t) => t.stop());
+    return;
+  }
+  const old = stream;
+  stream = next;
+  const [track] = next.getAudioTracks();
+  track.enabled = !muted;
+  watch(next);
+  const sender = pc && pc.getSenders().find((s) => s.track && s.track.kind === "audio");
+  if (sender) await sender.replaceTrack(track);
+  if (old) old.getTracks().forEach((t) => t.stop());
+  if (meterStop) meterStop();
+  meterStop = startMeter(next, newAudioContext());
+  if (window.airmic.state === "interrupted") resumed();
+}
+
+function setMuted(value) {
+  muted = value;
+  window.airmic.muted = value;
+  if (stream) stream.getAudioTracks().forEach((t) => { t.enabled = !value; });
+  ui.mute.textContent = value ? "Unmute" : "Mute";
+  ui.mute.setAttribute("aria-pressed", String(value));
+  document.body.dataset.muted = String(value);
+  if (window.airmic.state === "streaming") ui.state.textContent = value ? "muted" : "streaming";
+}
+
 function stop() {
   wanted = false;
   clearTimeout(retryTimer);
   clearTimeout(dropTimer);
+  clearTimeout(micTimer);
   retries = 0;
   forget();
   if (pc) pc.close();
@@ -280,8 +387,7 @@ function stop() {
   meterStop = null;
   if (wakeLock) wakeLock.release().catch(() => {});
   wakeLock = null;
-  ui.start.textContent = "Start";
-  ui.start.setAttribute("aria-pressed", "false");
+  setMuted(false);
   setState("idle", "ready");
 }
 
@@ -289,6 +395,8 @@ async function keepAwake() {
   if (!("wakeLock" in navigator) || document.visibilityState !== "visible") return;
   try {
     wakeLock = await navigator.wakeLock.request("screen");
+    // The system lets go of it when the page is hidden: taken again on return.
+    wakeLock.addEventListener("release", () => { wakeLock = null; });
   } catch {
     wakeLock = null;  // refused (battery saver): streaming goes on, the screen may sleep
   }
@@ -337,22 +445,50 @@ async function pollStats() {
   try {
     const response = await fetch(`${resource}?token=${encodeURIComponent(token)}`,
       { cache: "no-store" });
-    if (!response.ok) return;
+    if (!response.ok) throw new Error(`${response.status}`);
     const view = await response.json();
+    if (unanswered >= SILENT_POLLS && window.airmic.state === "streaming") say("");
+    unanswered = 0;
     const s = view.stream;
+    if (!s || window.airmic.state !== "streaming") return;
     window.airmic.stats = s;
-    ui.delay.textContent = s && s.delay_ms != null ? `${Math.round(s.delay_ms)} ms` : "-";
-    ui.lost.textContent = s ? `${s.lost}` : "-";
-    ui.recovered.textContent = s ? `${s.recovered}` : "-";
-    ui.heard.textContent = s ? `${Math.round(s.level_db)} dB` : "-";
+    ui.delay.textContent = s.delay_ms != null ? `${Math.round(s.delay_ms)} ms` : "-";
+    ui.lost.textContent = `${s.lost}`;
+    ui.recovered.textContent = `${s.recovered}`;
+    ui.heard.textContent = `${Math.round(s.heard_db ?? s.level_db)} dB`;
   } catch {
-    // the next poll will tell
+    unanswered += 1;
+    if (unanswered === SILENT_POLLS && wanted) {
+      clearFigures();
+      say("The receiver does not answer (stopped, or the Wi-Fi is down): still trying…",
+        "info");
+    }
   }
 }
 
-ui.start.addEventListener("click", () => (wanted ? stop() : start()));
-ui.device.addEventListener("change", () => wanted && (stop(), start()));
-ui.preset.addEventListener("change", () => wanted && (stop(), start()));
+async function learnReceiver() {
+  const response = await fetch(`/about?token=${encodeURIComponent(token)}`);
+  if (!response.ok) return;
+  receiverName = (await response.json()).name || "";
+  showReceiver();
+}
+
+ui.start.addEventListener("click", () => wanted || start());
+ui.stop.addEventListener("click", () => wanted && stop());
+ui.mute.addEventListener("click", () => wanted && setMuted(!muted));
+// Settings while streaming: the microphone's apply at once, on the same stream; the name
+// and the preset are the receiver's to apply, at the next start.
+for (const input of [ui.device, ui.ec, ui.ns, ui.agc]) {
+  input.addEventListener("change", () => {
+    save(settings());
+    if (wanted) switchMicrophone();
+  });
+}
+for (const input of [ui.name, ui.preset]) {
+  input.addEventListener("change", () => {
+    if (wanted) ui.restartHint.hidden = false;
+  });
+}
 document.addEventListener("visibilitychange", () => {
   if (wanted && document.visibilityState === "visible" && !wakeLock) keepAwake();
 });
@@ -362,4 +498,5 @@ setInterval(pollStats, 1000);
 restore();
 if (navigator.mediaDevices) listDevices().catch(() => {});
 if (token) listPresets().catch(() => {});
+if (token) learnReceiver().catch(() => {});
 if (!token) say("This page needs the link from the receiver (it carries an access token).");

@@ -1,6 +1,8 @@
-"""The phone page in a real Chromium: it opens the receiver's HTTPS page from another
-network namespace (a phone on the LAN), presses Start, and its fake microphone's speech
-comes out of the receiver through WebRTC, the WHIP endpoint and airmic's jitter buffer."""
+"""The phone page in real browsers, Chromium and Firefox: each opens the receiver's HTTPS
+page from another network namespace (a phone on the LAN), presses Start, and its
+microphone's speech comes out of the receiver through WebRTC, the WHIP endpoint and
+airmic's jitter buffer. Chromium's microphone is its fake device playing the speech in a
+loop; Firefox's a PulseAudio source the speech is played into."""
 
 from __future__ import annotations
 
@@ -31,6 +33,34 @@ ARTIFACTS = Path(__file__).parents[2] / "build" / "test-artifacts"
 def lan():
     with namespace() as ns:
         yield ns
+
+
+BROWSERS = ["chromium", "firefox"]
+
+
+@pytest.fixture
+def firefox_mic(pulse, tmp_path, speech):
+    """Firefox's microphone, a real one to it: the private server's default source,
+    `feed.monitor`, with the speech played into `feed` six times over."""
+    samples, rate = soundfile.read(speech, dtype="float32")
+    played = tmp_path / "speech-6x.wav"
+    soundfile.write(played, np.tile(samples, 6), rate)
+    pactl(pulse, "set-default-source", "feed.monitor")
+    player = Process(["paplay", "--device=feed", str(played)], tmp_path, "paplay", pulse)
+    yield pulse
+    player.stop()
+
+
+@pytest.fixture(params=BROWSERS)
+def phone(request, tmp_path, lan, speech):
+    """A phone's browser in the namespace `lan`, its microphone speaking: what it opens
+    pages in (Playwright's browser context for Chromium, tests/firefox.py's for Firefox)."""
+    if request.param == "chromium":
+        with chromium(lan, speech, tmp_path) as context:
+            yield context
+    else:
+        with firefox(lan, tmp_path, request.getfixturevalue("firefox_mic")) as browser:
+            yield browser
 
 
 def start_receiver(folder, port, lan, *extra, sinks=None, env=None):
@@ -80,6 +110,7 @@ def open_page(context, url, name, preset=""):
         except PlaywrightError as exc:  # Chromium saw the namespace's fresh link as a change
             if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
                 raise
+    page.click(".settings summary")  # collapsed at first: opened, as its user would
     page.fill("#name", name)
     page.wait_for_selector(f"#preset option[value='{preset}']", state="attached")
     page.select_option("#preset", preset)
@@ -91,9 +122,10 @@ def open_page(context, url, name, preset=""):
 def stop_page(page):
     """Press Stop (the page ends its WHIP session, and its stream ends); the receiver's
     view of the stream as the page last showed it."""
-    page.wait_for_function("window.airmic && window.airmic.stats !== null", timeout=10_000)
+    page.wait_for_function("window.airmic.stats && window.airmic.stats.delay_ms != null",
+                           timeout=10_000)  # fmt: skip
     stats = page.evaluate("window.airmic.stats")
-    page.click("#start")
+    page.click("#stop")
     page.wait_for_function("window.airmic && window.airmic.state === 'idle'")
     print(f"\nthe receiver's view on the page: {stats}")
     assert stats["delay_ms"] is not None
@@ -117,20 +149,17 @@ def compare_stream(stream, speech):
     return compare(stream["sinks"][0].removeprefix("wav:"), speech, stream["stream"])
 
 
-def test_two_phones_stream_into_the_receiver(tmp_path, udp_port, lan, speech):
+def test_two_phones_stream_into_the_receiver(tmp_path, udp_port, lan, speech, phone):
     """Two pages at once, each its own stream and room; one names its transducer (the mic
     preset); each room's recording (Ogg Opus) has the page's speech."""
     record = tmp_path / "sessions"
     record.mkdir()
     receiver, url = start_receiver(tmp_path, udp_port, lan, "--record", str(record))
-    with chromium(lan, speech, tmp_path) as context:
-        kitchen = open_page(context, url, "kitchen", preset="mic")
-        hall = open_page(context, url, "hall")
-        time.sleep(8)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        kitchen.screenshot(path=ARTIFACTS / "phone.png")
-        views = [stop_page(kitchen), stop_page(hall)]
-        receiver.wait_for("(hall) closed")
+    kitchen = open_page(phone, url, "kitchen", preset="mic")
+    hall = open_page(phone, url, "hall")
+    time.sleep(8)
+    views = [stop_page(kitchen), stop_page(hall)]
+    receiver.wait_for("(hall) closed")
     assert receiver.stop() == 0, receiver.stderr
     streams = {s["stream"]: s for s in receiver.stats()["streams"]}
     assert set(streams) == {"kitchen (WebRTC)", "hall (WebRTC)"}
@@ -144,40 +173,41 @@ def test_two_phones_stream_into_the_receiver(tmp_path, udp_port, lan, speech):
         assert compare(session / f"{room}.opus", speech, f"room {room}").correlation >= 0.9
 
 
-def test_the_page_streams_through_5_percent_loss(tmp_path, udp_port, lan, speech):
+def test_the_page_keeps_one_stream_through_5_percent_loss(tmp_path, udp_port, lan, speech,
+                                                           phone):  # fmt: skip
+    """20 s at 5 % loss each way (media, RTCP, ICE and DTLS alike): browsers call a short
+    dropout "disconnected"; the page waits for it to heal, so the stream stays one."""
     receiver, url = start_receiver(tmp_path, udp_port, lan)
-    lan.lose_udp(5)  # from the phone's side: media, RTCP, ICE checks and DTLS alike
-    with chromium(lan, speech, tmp_path) as context:
-        page = open_page(context, url, "kitchen")
-        time.sleep(10)
-        stop_page(page)
-        receiver.wait_for("(kitchen) closed")
+    lan.lose_udp(5)
+    page = open_page(phone, url, "kitchen")
+    time.sleep(20)
+    stop_page(page)
+    receiver.wait_for("(kitchen) closed")
     assert receiver.stop() == 0, receiver.stderr
-    (stream,) = receiver.stats()["streams"]
+    (stream,) = receiver.stats()["streams"]  # one: not split by a reconnection
     result = compare_stream(stream, speech)
     dropped, datagrams = lan.udp_lost()
     sent = stream["received"] + stream["lost"]
     print(f"dropped {dropped} of {datagrams} datagrams; lost {stream['lost']} of {sent} packets "
           f"({100 * stream['lost'] / sent:.1f} %): {stream['recovered']} rebuilt by FEC, "
           f"{stream['concealed']} concealed ({100 * stream['concealed'] / sent:.1f} % of the "
-          f"stream)")  # fmt: skip
-    assert stream["lost"] >= 0.02 * sent  # the loss did reach the stream
+          f"stream); delay {stream['delay_ms']} ms")  # fmt: skip
+    assert stream["seconds"] > 18 and stream["lost"] >= 0.02 * sent  # the loss reached it
     assert stream["recovered"] + stream["concealed"] == stream["lost"]
     assert result.longest_gap <= 6  # no silent stretch longer than 60 ms
     assert result.correlation >= 0.85
 
 
-def test_the_page_streams_into_the_virtual_mic(tmp_path, udp_port, lan, speech, pulse):
+def test_the_page_streams_into_the_virtual_mic(tmp_path, udp_port, lan, speech, pulse, phone):
     """The whole way a phone is used: page, WebRTC, receiver, the "AirMic" microphone, and
     an app recording it (parecord)."""
     receiver, url = start_receiver(tmp_path, udp_port, lan, sinks=("virtual",), env=pulse)
     recorded = tmp_path / "mic.wav"
     recorder = Process(record_source("airmic", recorded), tmp_path, "parecord", pulse)
-    with chromium(lan, speech, tmp_path) as context:
-        page = open_page(context, url, "kitchen")
-        time.sleep(8)
-        stop_page(page)
-        receiver.wait_for("(kitchen) closed")
+    page = open_page(phone, url, "kitchen")
+    time.sleep(8)
+    stop_page(page)
+    receiver.wait_for("(kitchen) closed")
     assert recorder.stop() == 0, recorder.stderr
     assert receiver.stop() == 0, receiver.stderr
     (stream,) = receiver.stats()["streams"]
@@ -208,59 +238,8 @@ def test_a_browser_without_webrtc_or_storage_is_handled(tmp_path, udp_port, lan,
     assert receiver.stop() == 0, receiver.stderr
 
 
-@pytest.fixture
-def firefox_mic(pulse, tmp_path, speech):
-    """Firefox's microphone, a real one to it: the private server's default source,
-    `feed.monitor`, with the speech played into `feed` six times over."""
-    samples, rate = soundfile.read(speech, dtype="float32")
-    played = tmp_path / "speech-6x.wav"
-    soundfile.write(played, np.tile(samples, 6), rate)
-    pactl(pulse, "set-default-source", "feed.monitor")
-    player = Process(["paplay", "--device=feed", str(played)], tmp_path, "paplay", pulse)
-    yield pulse
-    player.stop()
-
-
-def test_the_page_streams_from_firefox(tmp_path, udp_port, lan, speech, firefox_mic):
-    """Firefox ESR on a "phone" (its own namespace), its microphone a PulseAudio source: the
-    page streams over WebRTC into the receiver, and the speech comes out whole."""
-    receiver, url = start_receiver(tmp_path, udp_port, lan)
-    with firefox(lan, tmp_path, firefox_mic) as browser:
-        page = open_page(browser, url, "kitchen")
-        time.sleep(8)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=ARTIFACTS / "phone-firefox.png")
-        stop_page(page)
-        receiver.wait_for("(kitchen) closed")
-    assert receiver.stop() == 0, receiver.stderr
-    (stream,) = receiver.stats()["streams"]
-    assert stream["stream"] == "kitchen (WebRTC)" and stream["lost"] == 0
-    result = compare_stream(stream, speech)
-    assert result.correlation >= 0.9 and result.longest_gap <= 1
-
-
-def test_firefox_through_5_percent_loss_keeps_one_stream(tmp_path, udp_port, lan, speech,
-                                                         firefox_mic):  # fmt: skip
-    """20 s at 5 % loss (each way, ICE and DTLS too): browsers call a short dropout
-    "disconnected"; the page waits for it to heal, so the stream stays one stream."""
-    receiver, url = start_receiver(tmp_path, udp_port, lan)
-    lan.lose_udp(5)
-    with firefox(lan, tmp_path, firefox_mic) as browser:
-        page = open_page(browser, url, "kitchen")
-        time.sleep(20)
-        stop_page(page)
-        receiver.wait_for("(kitchen) closed")
-    assert receiver.stop() == 0, receiver.stderr
-    (stream,) = receiver.stats()["streams"]  # one: not split by a reconnect
-    sent = stream["received"] + stream["lost"]
-    print(f"lost {stream['lost']} of {sent} packets: {stream['recovered']} rebuilt by FEC, "
-          f"{stream['concealed']} concealed")  # fmt: skip
-    assert stream["seconds"] > 18 and stream["lost"] >= 0.02 * sent
-    result = compare_stream(stream, speech)
-    assert result.longest_gap <= 6 and result.correlation >= 0.85
-
-
 def test_firefox_without_webrtc_is_told_so(tmp_path, udp_port, lan, firefox_mic):
+    """WebRTC switched off (as some privacy set-ups do): Start says so at once."""
     receiver, url = start_receiver(tmp_path, udp_port, lan)
     prefs = {"media.peerconnection.enabled": False}
     with firefox(lan, tmp_path, firefox_mic, prefs) as browser:
@@ -270,3 +249,111 @@ def test_firefox_without_webrtc_is_told_so(tmp_path, udp_port, lan, firefox_mic)
         page.wait_for_function("window.airmic && window.airmic.state === 'error'", timeout=5_000)
         assert "no WebRTC" in page.inner_text("#message")
     assert receiver.stop() == 0, receiver.stderr
+
+
+def test_a_receiver_restart_resumes_into_the_same_room(tmp_path, udp_port, lan, phone):
+    """The receiver stops and comes back (an update, a reboot): the page says it is
+    reconnecting, then streams again on its own, into the room of the same name."""
+    for run in ("first", "second"):
+        (tmp_path / run).mkdir()
+    first, url = start_receiver(tmp_path / "first", udp_port, lan, sinks=("null",))
+    page = open_page(phone, url, "kitchen")
+    assert "Connected to " in page.inner_text("#receiver-name")
+    assert first.stop() == 0, first.stderr
+    page.wait_for_function("window.airmic.state === 'reconnecting'", timeout=40_000)
+    second, _ = start_receiver(tmp_path / "second", udp_port, lan, sinks=("null",))
+    page.wait_for_function("window.airmic.state === 'streaming'", timeout=40_000)
+    stop_page(page)
+    second.wait_for("(kitchen) closed")
+    assert second.stop() == 0, second.stderr
+    (stream,) = second.stats()["streams"]
+    assert stream["stream"] == "kitchen (WebRTC)" and stream["received"] > 50
+
+
+def test_mute_keeps_the_stream(tmp_path, udp_port, lan, phone):
+    """Mute sends silence on the same stream (the room, its mic and its file go on), and
+    the receiver's view of the level says so within a second or two."""
+    receiver, url = start_receiver(tmp_path, udp_port, lan, sinks=("null",))
+    page = open_page(phone, url, "kitchen")
+    page.click("#mute")
+    assert page.evaluate("window.airmic.muted") and page.inner_text("#state") == "muted"
+    page.wait_for_function(HEARD.format("< -80"), timeout=10_000)
+    page.click("#mute")
+    page.wait_for_function(HEARD.format("> -60"), timeout=10_000)
+    stop_page(page)
+    receiver.wait_for("(kitchen) closed")
+    assert receiver.stop() == 0, receiver.stderr
+    assert [s["stream"] for s in receiver.stats()["streams"]] == ["kitchen (WebRTC)"]
+
+
+def test_a_microphone_taken_away_is_said_and_taken_back(tmp_path, udp_port, lan, speech):
+    """The system pausing the microphone (a call) or ending it (another app took it) is
+    said on the page, and the page carries on with a microphone as soon as there is one,
+    on the same stream. Chromium only: it delivers the track's events to the page; Firefox
+    153 does not deliver them when dispatched from a test, and a PulseAudio source that
+    goes away is replaced under Firefox by the server, so its track never ends."""
+    receiver, url = start_receiver(tmp_path, udp_port, lan, sinks=("null",))
+    with chromium(lan, speech, tmp_path) as context:
+        page = open_page(context, url, "kitchen")
+        track = "window.airmic.microphone().getAudioTracks()[0]"
+        page.evaluate(f"{track}.dispatchEvent(new Event('mute'))")  # as the system would
+        assert page.evaluate("window.airmic.state") == "interrupted"
+        assert "paused the microphone" in page.inner_text("#message")
+        page.evaluate(f"{track}.dispatchEvent(new Event('unmute'))")
+        page.wait_for_function("window.airmic.state === 'streaming'", timeout=5_000)
+
+        first = page.evaluate(f"{track}.id")  # stopped for real, and said so, as the system would
+        ended = f"{track}.stop(); {track}.dispatchEvent(new Event('ended'))"
+        assert page.evaluate(f"(() => {{ {ended}; return window.airmic.state; }})()") == (
+            "interrupted"
+        )
+        assert "taken away" in page.inner_text("#message")
+        page.wait_for_function("window.airmic.state === 'streaming'", timeout=10_000)
+        assert page.evaluate(f"{track}.id") != first  # another microphone,
+        assert page.evaluate(f"{track}.readyState") == "live"
+        page.wait_for_function(HEARD.format("> -60"), timeout=10_000)  # heard on the stream
+        stop_page(page)
+        receiver.wait_for("(kitchen) closed")
+    assert receiver.stop() == 0, receiver.stderr
+    assert [s["stream"] for s in receiver.stats()["streams"]] == ["kitchen (WebRTC)"]
+
+
+HEARD = "window.airmic.stats && window.airmic.stats.heard_db {}"
+"""The receiver's level of the stream, over the last second, compared."""
+
+
+VIEWPORTS = {"pixel": (412, 915), "iphone": (390, 844)}
+
+
+def test_the_page_fits_phones_upright_and_on_their_side(tmp_path, udp_port, lan, phone, request):
+    """On a Pixel's and an iPhone's screen, upright and on its side, streaming with the
+    settings open: nothing wider than the screen, every control at least 44 px square
+    (Apple's and Google's touch-target guidance). The screenshots are kept."""
+    receiver, url = start_receiver(tmp_path, udp_port, lan, sinks=("null",))
+    page = open_page(phone, url, "kitchen")  # its settings open
+    page.wait_for_function("window.airmic.stats && window.airmic.stats.delay_ms != null",
+                           timeout=10_000)  # the receiver's figures shown  # fmt: skip
+    engine = request.node.callspec.params["phone"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for device, (width, height) in VIEWPORTS.items():
+        for orientation, size in (("portrait", (width, height)), ("landscape", (height, width))):
+            page.set_viewport_size({"width": size[0], "height": size[1]})
+            page.evaluate("new Promise((done) => requestAnimationFrame(() => done(true)))")
+            layout = page.evaluate(LAYOUT)
+            where = f"{engine} {device} {orientation}"
+            assert layout["overflow"] <= 0, f"{where}: {layout['overflow']} px too wide"
+            assert not layout["small"], f"{where}: touch targets under 44 px: {layout['small']}"
+            page.screenshot(path=ARTIFACTS / f"phone-{engine}-{device}-{orientation}.png")
+    stop_page(page)
+    assert receiver.stop() == 0, receiver.stderr
+
+
+LAYOUT = """(() => {
+  const controls = "button, select, input:not([type=checkbox]), summary, label.toggle";
+  const small = [...document.querySelectorAll(controls)]
+    .filter((e) => e.offsetParent !== null)
+    .map((e) => [e.id || e.className || e.tagName, e.getBoundingClientRect()])
+    .filter(([, r]) => r.height < 44 || r.width < 44)
+    .map(([name, r]) => `${name} ${Math.round(r.width)}x${Math.round(r.height)}`);
+  return {overflow: document.documentElement.scrollWidth - window.innerWidth, small};
+})()"""

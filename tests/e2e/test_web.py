@@ -58,11 +58,17 @@ def test_a_loopback_link_gets_no_qr_code(receiver):
 def test_the_token_guards_the_page_and_whip(receiver):
     _, base, token = receiver
     sdp = {"Content-Type": "application/sdp"}
-    assert request(f"{base}/")[0] == 401
+    status, headers, body = request(f"{base}/")
+    assert status == 401 and headers["Content-Type"].startswith("text/html")
+    assert 'name="viewport"' in body and "Scan the QR code" in body  # a phone's user is told
     assert request(f"{base}/?token=wrong")[0] == 401
     assert request(f"{base}/", headers={"Authorization": b"Bearer \xff\xfe"})[0] == 401  # not 500
     status, headers, body = request(f"{base}/?token={token}")
     assert status == 200 and "<title>airmic</title>" in body
+    assert request(f"{base}/about?token={token}")[2].startswith('{"name": ')
+    assert request(f"{base}/about")[0] == 401
+    status, headers, body = request(f"{base}/favicon.ico")  # browsers ask, token or not
+    assert status == 200 and headers["Content-Type"] == "image/svg+xml" and "<svg" in body
     assert request(f"{base}/whip", "POST", b"v=0\r\n", sdp)[0] == 401
     status, headers, _ = request(f"{base}/whip?token=nope", "POST", b"v=0\r\n", sdp)
     assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
