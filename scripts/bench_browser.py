@@ -1,15 +1,17 @@
-"""Browser-to-receiver latency: the phone page in a real Chromium, measured with chirps.
+"""Browser-to-receiver latency: the phone page in real Chromium and Firefox, measured
+with chirps.
 
 On a private PulseAudio daemon, chirps (two a second) play into the null sink `feed`.
-Chromium, in a network namespace joined to this host by a veth pair (a phone on the LAN),
-opens the receiver's page and streams `feed.monitor` (remapped as its default microphone)
-over WebRTC;
+The browser, in a network namespace joined to this host by a veth pair (a phone on the
+LAN), opens the receiver's page and streams `feed.monitor` (remapped as its default
+microphone) over WebRTC, with `--loss` percent of the namespace's datagrams dropped;
 the receiver plays it into the virtual mic. One recorder takes `feed.monitor` and the
 virtual mic side by side on one clock; each chirp's delay is where it turns up in the
 second channel after the first. airmic-send over UDP runs on the same daemon, as the
 yardstick. Needs root (the namespace).
 
-    .venv/bin/python scripts/bench_browser.py [--seconds 30]
+    .venv/bin/python scripts/bench_browser.py [--seconds 30] [--browsers chromium,firefox]
+                                              [--loss 0]
 
 Prints a Markdown table; writes out/bench_browser.json.
 """
@@ -35,17 +37,22 @@ from scripts.bench_mic import chirps, delays, setups  # noqa: E402
 from scripts.bench_mic import measure as measure_udp  # noqa: E402
 from tests.chromium import chromium  # noqa: E402
 from tests.conftest import free_udp_port  # noqa: E402
+from tests.firefox import firefox  # noqa: E402
 from tests.netns import namespace  # noqa: E402
 from tests.processes import Process, ReceiverProcess  # noqa: E402
 from tests.pulse import pactl, private_pulseaudio, record_pair  # noqa: E402
 
 
-def measure_browser(latency: str, sound: Path, template: np.ndarray, pulse, folder: Path):
+def measure_browser(
+    browser: str, latency: str, loss: int, sound: Path, template: np.ndarray, pulse, folder: Path
+):
     """The chirps' delays through the page, and the receiver's view of the stream."""
-    run = folder / f"browser-{latency}"
+    run = folder / f"{browser}-{latency}"
     run.mkdir()
     port = free_udp_port()
     with namespace() as lan:
+        if loss:
+            lan.lose_udp(loss)
         receiver = ReceiverProcess(run, port, "--web", f"https://{lan.host_ip}:{port}",
                                    "--latency", latency, idle=None, sinks=("virtual",),
                                    env=pulse)  # fmt: skip
@@ -55,9 +62,15 @@ def measure_browser(latency: str, sound: Path, template: np.ndarray, pulse, fold
             receiver.wait_for("phone page:")
             url = re.search(r"phone page: (\S+)", receiver.stderr).group(1)  # type: ignore[union-attr]
             recorder.wait_for("PLAYING")
-            with chromium(lan, None, run, env=pulse) as context:
+            opened = (
+                chromium(lan, None, run, env=pulse)
+                if browser == "chromium"
+                else (firefox(lan, run, pulse))
+            )
+            with opened as context:
                 page = context.new_page()
                 page.goto(url)
+                page.click(".settings summary")
                 page.fill("#name", "bench")
                 page.click("#start")
                 try:
@@ -69,7 +82,7 @@ def measure_browser(latency: str, sound: Path, template: np.ndarray, pulse, fold
                 subprocess.run(["paplay", "--device=feed", str(sound)], env=pulse, check=True)
                 time.sleep(0.5)
                 view = page.evaluate("window.airmic.stats")
-                page.click("#start")
+                page.click("#stop")
                 page.wait_for_function("window.airmic.state === 'idle'")
         finally:
             recorder.stop(signal.SIGINT)
@@ -81,6 +94,8 @@ def summary(found: np.ndarray, expected: int) -> dict:
     return {
         "median_ms": float(np.median(found)) if len(found) else None,
         "p95_ms": float(np.percentile(found, 95)) if len(found) else None,
+        "first_ms": float(found[0]) if len(found) else None,
+        "last_ms": float(found[-1]) if len(found) else None,
         "found": len(found),
         "expected": expected,
     }
@@ -89,6 +104,9 @@ def summary(found: np.ndarray, expected: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the chirp track")
+    parser.add_argument("--browsers", default="chromium,firefox",
+                        help="which browsers, comma-separated")  # fmt: skip
+    parser.add_argument("--loss", type=int, default=0, help="percent of datagrams dropped")
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -101,23 +119,29 @@ def main() -> int:
         pactl(pulse, "set-default-source", "phone")
         sound, template = chirps(args.seconds, folder)
         expected = int(args.seconds * 2)
-        for latency in ("balanced", "low"):
-            print(f"Chromium page, --latency {latency}…", file=sys.stderr)
-            found, view = measure_browser(latency, sound, template, pulse, folder)
-            results[f"Chromium page over WebRTC, receiver --latency {latency}"] = summary(
-                found, expected
-            ) | {"jitter_buffer_ms": view and view["delay_ms"], "lost": view and view["lost"]}
+        for browser in args.browsers.split(","):
+            for latency in ("balanced", "low"):
+                print(f"{browser} page, --latency {latency}…", file=sys.stderr)
+                found, view = measure_browser(
+                    browser, latency, args.loss, sound, template, pulse, folder
+                )
+                results[f"{browser} page over WebRTC, receiver --latency {latency}"] = summary(
+                    found, expected
+                ) | {"jitter_buffer_ms": view and view["delay_ms"], "lost": view and view["lost"]}
         udp = next(s for s in setups(free_udp_port(), "pulse:feed.monitor") if "default" in s.name)
         print("airmic-send over UDP…", file=sys.stderr)
-        found = measure_udp(udp, sound, template, pulse, folder)
+        found, _ = measure_udp(udp, sound, template, pulse, folder)
         results["airmic-send over UDP (the yardstick)"] = summary(found, expected)
-    print("\n| path | latency median | p95 | chirps found | jitter buffer |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"\n{args.loss} % of the datagrams lost\n")
+    print("| path | latency median | p95 | first chirp | last chirp | chirps found | "
+          "jitter buffer | lost |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    ms = lambda value: "n/a" if value is None else f"{value:.1f} ms"  # noqa: E731
     for name, r in results.items():
-        median = "n/a" if r["median_ms"] is None else f"{r['median_ms']:.1f} ms"
-        p95 = "n/a" if r["p95_ms"] is None else f"{r['p95_ms']:.1f} ms"
         buffer = f"{r['jitter_buffer_ms']} ms" if r.get("jitter_buffer_ms") else ""
-        print(f"| {name} | {median} | {p95} | {r['found']}/{r['expected']} | {buffer} |")
+        print(f"| {name} | {ms(r['median_ms'])} | {ms(r['p95_ms'])} | {ms(r['first_ms'])} | "
+              f"{ms(r['last_ms'])} | {r['found']}/{r['expected']} | {buffer} | "
+              f"{r.get('lost', '')} |")  # fmt: skip
     (args.out / "bench_browser.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
