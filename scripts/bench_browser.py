@@ -47,8 +47,7 @@ def measure_browser(
     browser: str, latency: str, loss: int, sound: Path, template: np.ndarray, pulse, folder: Path
 ):
     """The chirps' delays through the page, and the receiver's view of the stream."""
-    run = folder / f"{browser}-{latency}"
-    run.mkdir()
+    run = Path(tempfile.mkdtemp(prefix=f"{browser}-{latency}-", dir=folder))
     port = free_udp_port()
     with namespace() as lan:
         if loss:
@@ -125,7 +124,9 @@ def main() -> int:
                 found, view = measure_browser(
                     browser, latency, args.loss, sound, template, pulse, folder
                 )
-                results[f"{browser} page over WebRTC, receiver --latency {latency}"] = summary(
+                name = f"{browser} page over WebRTC, receiver --latency {latency}"
+                name += f" (run {sum(k.startswith(name) for k in results) + 1})"
+                results[name] = summary(
                     found, expected
                 ) | {"jitter_buffer_ms": view and view["delay_ms"], "lost": view and view["lost"]}
         udp = next(s for s in setups(free_udp_port(), "pulse:feed.monitor") if "default" in s.name)

@@ -341,8 +341,8 @@ async function switchMicrophone() {
   let next;
   try {
     next = await openMicrophone();
-  } catch (error) {
-    if (wanted) micTimer = setTimeout(switchMicrophone, MIC_RETRY_MS);
+  } catch {
+    if (wanted) micTimer = setTimeout(switchMicrophone, MIC_RETRY_MS);  // not back yet
     return;
   }
   if (!wanted) {
@@ -354,11 +354,16 @@ async function switchMicrophone() {
   const [track] = next.getAudioTracks();
   track.enabled = !muted;
   watch(next);
-  const sender = pc && pc.getSenders().find((s) => s.track && s.track.kind === "audio");
-  if (sender) await sender.replaceTrack(track);
+  try {
+    const sender = pc && pc.getSenders().find((s) => s.track && s.track.kind === "audio");
+    if (sender) await sender.replaceTrack(track);
+    if (meterStop) meterStop();
+    meterStop = startMeter(next, newAudioContext());
+  } catch {
+    // the meter is an extra; a sender that refused the track is replaced at the next
+    // reconnection, which takes the new stream
+  }
   if (old) old.getTracks().forEach((t) => t.stop());
-  if (meterStop) meterStop();
-  meterStop = startMeter(next, newAudioContext());
   if (window.airmic.state === "interrupted") resumed();
 }
 
