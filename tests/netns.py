@@ -40,9 +40,18 @@ class Namespace:
             f"table netdev {self.table} {{ chain arrive {{ type filter hook ingress "
             f"device {self.host_interface} priority 0; "
             "ip protocol udp counter; "  # every datagram, then the dropped ones
-            f"ip protocol udp numgen random mod 100 < {percent} counter drop; }}; }}"
+            + (
+                "ip protocol udp counter drop; }; }"
+                if percent >= 100
+                else f"ip protocol udp numgen random mod 100 < {percent} counter drop; }}; }}"
+            )
         )
         subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True,
+                       capture_output=True, timeout=10)  # fmt: skip
+
+    def restore_udp(self) -> None:
+        """Undo `lose_udp`: every datagram gets through again."""
+        subprocess.run(["nft", "delete", "table", "netdev", self.table], check=True,
                        capture_output=True, timeout=10)  # fmt: skip
 
     def udp_lost(self) -> tuple[int, int]:

@@ -6,6 +6,7 @@ loop; Firefox's a PulseAudio source the speech is played into."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -268,6 +269,36 @@ def test_a_receiver_restart_resumes_into_the_same_room(tmp_path, udp_port, lan, 
     assert second.stop() == 0, second.stderr
     (stream,) = second.stats()["streams"]
     assert stream["stream"] == "kitchen (WebRTC)" and stream["received"] > 50
+
+
+def test_a_dropout_that_needs_a_new_connection_stays_in_one_room(tmp_path, udp_port, lan,
+                                                                 speech, phone):  # fmt: skip
+    """The Wi-Fi gone long enough for the page to reconnect (a new WHIP session, a new
+    stream at the receiver): the room goes on, in the same recording, with the time it
+    was gone kept on its timeline."""
+    record = tmp_path / "sessions"
+    record.mkdir()
+    receiver, url = start_receiver(tmp_path, udp_port, lan, "--record", str(record),
+                                   sinks=("null",))  # fmt: skip
+    page = open_page(phone, url, "kitchen")
+    time.sleep(2)
+    lan.lose_udp(100)
+    page.wait_for_function("window.airmic.state === 'reconnecting'", timeout=40_000)
+    lan.restore_udp()
+    page.wait_for_function("window.airmic.state === 'streaming'", timeout=40_000)
+    time.sleep(2)
+    stop_page(page)
+    receiver.wait_for("(kitchen) closed")
+    assert receiver.stop() == 0, receiver.stderr
+    (session,) = record.iterdir()
+    assert sorted(p.name for p in session.iterdir()) == ["kitchen.opus", "session.json"]
+    (room,) = json.loads((session / "session.json").read_text())["rooms"]
+    starts = [stream["start_s"] for stream in room["streams"]]
+    print(f"\nthe room's streams started at {starts} s")
+    assert len(starts) >= 2  # streams (the old connection's, then the new), one room, one file
+    assert starts[-1] - starts[0] > 5  # where the page came back, after the time it was gone
+    audio, _ = soundfile.read(session / "kitchen.opus", dtype="float32")
+    assert len(audio) / RATE > starts[-1] + 1.5  # the file goes on to the last stream's end
 
 
 def test_mute_keeps_the_stream(tmp_path, udp_port, lan, phone):
