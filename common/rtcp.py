@@ -38,7 +38,7 @@ from aiortc.rtp import (
     pack_rtcp_packet,
 )
 
-from airmic.common.rtp import Drop, DroppedPacket
+from airmic.common.rtp import Drop, DroppedPacket, difference
 
 __all__ = ["is_rtcp"]
 
@@ -71,7 +71,7 @@ def seconds(ntp_time: int) -> float:
 
 def short_diff(a: int, b: int) -> float:
     """a - b in seconds, for two middle-32-bit NTP times less than 9 hours apart."""
-    return (((a - b) & 0xFFFF_FFFF ^ 0x8000_0000) - 0x8000_0000) / 65536
+    return difference(a, b, 32) / 65536
 
 
 @dataclass(frozen=True)

@@ -117,16 +117,20 @@ def _media(rtp: RtpPacket, block: RedBlock, back: int) -> MediaPacket:
     )
 
 
+def difference(a: int, b: int, bits: int) -> int:
+    """a - b for two `bits`-wide counters (sequence numbers, timestamps, NTP times) less
+    than half their span apart, across a wrap: difference(2, 65534, 16) == 4."""
+    span = 1 << bits
+    delta = (a - b) % span
+    return delta - span if delta >= span // 2 else delta
+
+
 def unwrap(value: int, reference: int, bits: int) -> int:
     """Extend a `bits`-wide counter to the integer nearest to `reference` (an extended value).
 
     unwrap(2, 65534, 16) == 65538: sequence number 2 just after the wrap.
     """
-    span = 1 << bits
-    delta = (value - reference) % span
-    if delta >= span // 2:
-        delta -= span
-    return reference + delta
+    return reference + difference(value, reference, bits)
 
 
 class Packetizer:

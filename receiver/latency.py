@@ -17,6 +17,7 @@ import statistics
 from aiortc.rtp import RtcpSenderInfo
 
 from airmic.common.rtcp import RATE, seconds
+from airmic.common.rtp import difference
 
 RECENT = 100
 """Packets whose transit is remembered: a second of 10 ms frames."""
@@ -40,7 +41,7 @@ class EndToEnd:
         if self._origin is None:
             return
         at, origin = self._origin
-        elapsed = (((timestamp - origin) & 0xFFFF_FFFF ^ 0x8000_0000) - 0x8000_0000) / RATE
+        elapsed = difference(timestamp, origin, 32) / RATE
         self._transits.append(now - (at + elapsed))
 
     def estimate(self, wait: float | None, output: float, dsp: float) -> float | None:

@@ -126,9 +126,10 @@ def main() -> int:
                 )
                 name = f"{browser} page over WebRTC, receiver --latency {latency}"
                 name += f" (run {sum(k.startswith(name) for k in results) + 1})"
-                results[name] = summary(
-                    found, expected
-                ) | {"jitter_buffer_ms": view and view["delay_ms"], "lost": view and view["lost"]}
+                results[name] = summary(found, expected) | {
+                    "jitter_buffer_ms": view and view["delay_ms"],
+                    "lost": view and view["lost"],
+                }
         udp = next(s for s in setups(free_udp_port(), "pulse:feed.monitor") if "default" in s.name)
         print("airmic-send over UDP…", file=sys.stderr)
         found, _ = measure_udp(udp, sound, template, pulse, folder)

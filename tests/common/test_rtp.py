@@ -3,7 +3,7 @@ import pytest
 from aiortc.rtp import RtpPacket
 
 from airmic.common.opus import OpusConfig, OpusEncoder
-from airmic.common.rtp import Drop, DroppedPacket, Packetizer, parse_media, unwrap
+from airmic.common.rtp import Drop, DroppedPacket, Packetizer, difference, parse_media, unwrap
 
 OPUS = OpusEncoder(OpusConfig()).encode(np.zeros(480, dtype=np.float32))
 
@@ -83,3 +83,8 @@ def test_padding_and_csrc_are_stripped():
     packet.padding_size = 4
     media = parse_media(packet.serialize())
     assert media.payload == OPUS and media.seq == 7
+
+
+def test_difference_across_the_wrap():
+    assert difference(2, 65534, 16) == 4 and difference(65534, 2, 16) == -4
+    assert difference(10, 0xFFFF_FFF0, 32) == 26 and difference(0, 0x8000_0001, 32) == 0x7FFF_FFFF
