@@ -232,11 +232,16 @@ def test_a_browser_without_webrtc_or_storage_is_handled(tmp_path, udp_port, lan,
         stop_page(page)
         bare = context.new_page()
         bare.add_init_script("delete window.RTCPeerConnection;")
-        bare.goto(url)
-        bare.click("#start")
-        bare.wait_for_function("window.airmic && window.airmic.state === 'error'", timeout=5_000)
-        assert "no WebRTC" in bare.inner_text("#message")
+        told_no_webrtc(bare, url)
     assert receiver.stop() == 0, receiver.stderr
+
+
+def told_no_webrtc(page, url):
+    """Start, in a browser without WebRTC, says so at once."""
+    page.goto(url)
+    page.click("#start")
+    page.wait_for_function("window.airmic && window.airmic.state === 'error'", timeout=5_000)
+    assert "no WebRTC" in page.inner_text("#message")
 
 
 def test_firefox_without_webrtc_is_told_so(tmp_path, udp_port, lan, firefox_mic):
@@ -244,11 +249,7 @@ def test_firefox_without_webrtc_is_told_so(tmp_path, udp_port, lan, firefox_mic)
     receiver, url = start_receiver(tmp_path, udp_port, lan)
     prefs = {"media.peerconnection.enabled": False}
     with firefox(lan, tmp_path, firefox_mic, prefs) as browser:
-        page = browser.new_page()
-        page.goto(url)
-        page.click("#start")
-        page.wait_for_function("window.airmic && window.airmic.state === 'error'", timeout=5_000)
-        assert "no WebRTC" in page.inner_text("#message")
+        told_no_webrtc(browser.new_page(), url)
     assert receiver.stop() == 0, receiver.stderr
 
 
