@@ -208,6 +208,7 @@ function onConnectionState(connection) {
   clearTimeout(dropTimer);
   if (state === "connected") {
     retries = 0;
+    if (!receiverName) learnReceiver().catch(() => {});  // its name, if the first ask failed
     if (window.airmic.state !== "interrupted") {
       setState("streaming", muted ? "muted" : "streaming");
       say("");
@@ -286,14 +287,15 @@ async function start() {
     return say(explain(error));
   }
   watch(stream);
+  reconnect();  // first: nothing below may hold the stream back (a promise that never
+  // settles, as a wake lock's may in a browser that cannot grant it, would)
   try {
-    await listDevices();
     meterStop = startMeter(stream, context);
-    await keepAwake();
   } catch {
-    // the meter, the device list and the wake lock are extras: streaming goes on without
+    // the meter is an extra: streaming goes on without
   }
-  reconnect();
+  listDevices().catch(() => {});
+  keepAwake();
 }
 
 function newAudioContext() {
