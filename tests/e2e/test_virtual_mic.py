@@ -280,8 +280,12 @@ def test_every_gap_at_the_mic_is_counted(tmp_path, udp_port, pulse, speech, load
         # (a rare short gap, from the machine's scheduling, is allowed: it is counted above)
         assert heard < 3 and stream["gaps"] < 3
     if load == "frozen receiver":  # the freezes were counted, at least as long as heard
-        # (one CI run heard 4 silences, 55 ms, and counted 1 gap of 76 ms: not one per freeze)
-        assert stream["gaps"] >= 1 and stream["gap_ms"] >= heard_ms - 10
+        # give or take the realignment around each silence, as above, without the stream's
+        # own underruns: one alignment for the whole recording, while each freeze moves what
+        # follows it later until the delay control catches up, so a freeze is heard as a
+        # few silences (CI runs: 4 silences, 55 ms heard, 1 gap of 76 ms counted; 6
+        # silences, 95 ms heard, 2 gaps of 81 ms counted)
+        assert stream["gaps"] >= 1 and stream["gap_ms"] >= heard_ms - 10 * heard
 
 
 @pytest.mark.parametrize("pulse", ["pipewire"], indirect=True)
