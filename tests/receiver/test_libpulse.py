@@ -50,13 +50,13 @@ def silent_runs(path) -> tuple[float, list[float]]:
     return (sounding[-1] - sounding[0]) / 48, runs
 
 
-def play(tmp_path, env, blocks: int, act) -> tuple[float, list[float], list[float]]:
+def play(tmp_path, env, blocks: int, act) -> tuple[float, list[float], dict[int, float]]:
     """`blocks` of tone into the null sink, `act(i, stream)` before each; the recorded
-    tone's length, its silences, and the losses the timeline saw (all in ms)."""
+    tone's length, its silences, and the losses the timeline saw by block (all in ms)."""
     recorder = Process(record_source("t.monitor", tmp_path / "m.wav"), tmp_path, "rec", env)
     time.sleep(0.5)
     stream = PlaybackStream("t", "test", 48_000, 2 * BLOCK * 4, BLOCK)
-    timeline, losses = _Timeline(), []
+    timeline, losses = _Timeline(), {}
     try:
         stream.write(bytes(4 * BLOCK))  # primed as the output does: the buffer fills at once
         for i in range(blocks):
@@ -66,7 +66,7 @@ def play(tmp_path, env, blocks: int, act) -> tuple[float, list[float], list[floa
             latency = stream.latency()
             lost = timeline.wrote(BLOCK * (2 if i == 0 else 1), latency, asked, time.monotonic())
             if lost > 0.001 + timeline.doubt:
-                losses.append(lost * 1e3)
+                losses[i] = lost * 1e3
         time.sleep(0.3)
     finally:
         stream.close()
@@ -83,7 +83,8 @@ def test_each_stall_is_measured_as_the_mic_hears_it(tmp_path, null_sink, toleran
         if i in (100, 200, 300):  # 30 ms without a write: the 10 ms queue runs dry
             time.sleep(0.03)
 
-    length, runs, losses = play(tmp_path, null_sink, 400, stall)
+    length, runs, by_block = play(tmp_path, null_sink, 400, stall)
+    losses = list(by_block.values())
     print(f"\nheard silences {runs} ms; measured {losses} ms; tone {length:.1f} ms")
     assert len(runs) >= 3
     for heard in runs:
@@ -99,13 +100,17 @@ def test_a_resize_is_not_heard(tmp_path, null_sink, tolerance):
         if i in (100, 200):
             stream.resize(2 * BLOCK * 4)
 
-    length, runs, losses = play(tmp_path, null_sink, 300, resize)
-    # Nothing heard that was not measured: a busy machine may stall the loop (as in the
-    # test above), but a resize cuts nothing (reopening the stream cut 20-30 ms unmeasured).
+    length, runs, by_block = play(tmp_path, null_sink, 300, resize)
+    print(f"\nheard silences {runs} ms; measured {by_block} ms; tone {length:.1f} ms")
+    # Nothing heard that was not measured: a busy machine may stall the writer (as in the
+    # test above, and one CI run's did, 8 ms), but a resize cuts nothing (reopening the
+    # stream cut 20-30 ms unmeasured): no loss at a resize, nothing written skipped.
+    losses = list(by_block.values())
     for heard in runs:
         assert any(heard - 1.0 <= measured <= heard + tolerance for measured in losses), runs
-    assert all(loss <= tolerance for loss in losses)  # PipeWire: a quantum now and then
-    assert abs(length - 1500) < tolerance
+    at_resizes = {i: by_block[i] for k in (50, 100, 150, 200) for i in (k, k + 1) if i in by_block}
+    assert all(loss <= tolerance for loss in at_resizes.values()), at_resizes
+    assert abs(length - (1500 + sum(runs))) < tolerance
 
 
 def test_a_missing_sink_is_an_error(null_sink):
