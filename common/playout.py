@@ -1,7 +1,14 @@
-"""One stream's way from packets to the sink's samples:
+"""One stream's way from packets to the sink's samples, as stages:
 
-    packets ─► jitter buffer ─► Opus decoder (FEC, concealment)
-            ─► delay control (drop or insert quiet frames) ─► drift resampler ─► samples
+    packets ─► jitter buffer: status ─► decide (play, FEC, conceal, merge, expand …)
+            ─► Opus decoder (FEC, concealment)
+            ─► time-scaler: decide (keep, drop or insert a quiet frame) ─► drift resampler
+            ─► samples
+
+Each decision is a pure function of a frozen snapshot (`jitter.decide`, `time_scale`);
+the stages carry it out. What the buffer learns of each arrival (`jitter.Arrival`) and of
+each frame it chose (`jitter.Frame`: packets given up, a stretch that delayed the stream)
+feeds the delay control, and `view()` is the frozen figures the status line shows.
 
 The sink pulls: `pull(n, now)` returns the next `n` samples whenever the sink's clock asks,
 so playout runs at the sink's rate. The audio is resampled (libsamplerate, through
@@ -14,8 +21,10 @@ Sans-I/O: the caller gives `now` (seconds on the receiver's clock).
 
 from __future__ import annotations
 
+import enum
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +47,47 @@ BLOCK = 240
 there when the pull that plays it comes), so a short block is low latency; its cost, 200
 wake-ups a second, did not show in CPU use (scripts/bench_cpu.py)."""
 LOSSY = 0.005  # above this share of lost packets, wait one frame more, for FEC or copies
+
+
+class Scale(enum.Enum):
+    """What the time-scaler does with a frame."""
+
+    KEEP = "keep"
+    DROP = "drop"  # shorten the delay by a frame
+    INSERT = "insert"  # lengthen it: the frame twice
+
+
+def time_scale(
+    error: float | None, duration: float, since_step: float, level_db: Callable[[], float]
+) -> Scale:
+    """Drop or double a frame of `duration` seconds when the delay is `error` seconds off
+    its target (positive: too long) by about a frame or more, the last step is `STEP_GAP`
+    behind, and the frame is quiet enough not to be heard (its level asked last: it costs
+    a pass over the samples)."""
+    if error is None or since_step < STEP_GAP:
+        return Scale.KEEP
+    if error > duration + 0.002:
+        wanted = Scale.DROP
+    elif error < -duration / 2:
+        wanted = Scale.INSERT
+    else:
+        return Scale.KEEP
+    return wanted if level_db() <= QUIET_DB else Scale.KEEP
+
+
+@dataclass(frozen=True)
+class PlayoutView:
+    """A stream's playout at one moment, frozen: what the status line and stats show."""
+
+    jitter: dict[str, int]
+    drops: int
+    inserts: int
+    drift_ppm: float
+    delay: float | None  # seconds a packet waits, lately
+    target: float
+    latency: str  # the delay mode
+    malformed: int
+    ratio: float
 
 
 @dataclass
@@ -103,20 +153,21 @@ class Playout:
         self.wait_log: list[float] | None = None  # every packet's wait, when a list is given
         self._concealing = False
         self._block = BLOCK  # the sink's pull size, once known
-        self._missed = 0  # packets the network lost: for good, or repaired by a later copy
+        self._missed = 0  # packets the network lost (for good, or repaired by a later copy)
+        # that the delay control has not been told of
         self.waiting = False  # the last frame was silence while nothing came: not the stream
         self._copies = 0  # redundant copies the packets carry (RFC 2198), as the last said
         self._runs = LossRuns(latency.window)  # how many packets the network loses in a row
 
     def push(self, packet: MediaPacket, now: float) -> None:
         """A packet arrived at `now`."""
-        self.jitter.push(packet, now)
+        arrival = self.jitter.push(packet, now)
         self._copies = len(packet.redundant)
         self._runs.arrived(packet.seq, now)
         self.drift.arrived(packet.timestamp, now)
-        for late in self.jitter.late_waits:
-            self.delay.add(now, late)
-        self.jitter.late_waits.clear()
+        if arrival.wait is not None:  # how late it came
+            self.delay.add(now, arrival.wait)
+        self._missed += arrival.repaired + arrival.lost  # told at the next pull
         if not self._playing and self._start_at is None and not self.jitter.idle:
             # (Re)starting: a timeline that stopped and went on says nothing about clocks.
             self.drift.restart()
@@ -165,27 +216,43 @@ class Playout:
     def _next_frame(self, now: float) -> bool:
         frame = self.jitter.pop(now)
         self.waiting = frame is not None and frame.kind is FrameKind.WAIT
-        missed = self.jitter.stats.lost + self.jitter.stats.repaired  # lost by the network
-        if missed > self._missed:
-            self.delay.lose(now, missed - self._missed)
-            self._missed = missed
-        if self.jitter.stretched:  # the stream was stretched while the network was late
-            self.delay.shift(self.jitter.stretched / RATE)
-            self.jitter.stretched = 0
+        missed = self._missed + (frame.lost if frame is not None else 0)
+        if missed:  # lost by the network
+            self.delay.lose(now, missed)
+            self._missed = 0
         if frame is None:
             return False
+        if frame.stretched:  # the stream was stretched while the network was late
+            self.delay.shift(frame.stretched / RATE)
         pcm = self._decode(frame)
-        duration = len(pcm) / RATE
         self._count(frame.kind, len(pcm))
         if frame.kind is FrameKind.AUDIO:
             wait = now + len(self._fifo) / RATE - frame.arrival
             self.delay.add(now, wait)
             if self.wait_log is not None:
                 self.wait_log.append(wait)
-        if frame.kind in (FrameKind.AUDIO, FrameKind.SILENCE) and self._step(pcm, duration, now):
-            return True
-        self._fifo = np.concatenate((self._fifo, self._resample(pcm)))
+        scale = Scale.KEEP
+        if frame.kind in (FrameKind.AUDIO, FrameKind.SILENCE):
+            current = self.delay.current
+            error = None if current is None else current - self.target(now)
+            since = now - self._last_step
+            scale = time_scale(error, len(pcm) / RATE, since, lambda: level_dbfs(pcm))
+        self._scale(scale, pcm, now)
         return True
+
+    def view(self, now: float) -> PlayoutView:
+        """The playout's figures now, frozen."""
+        return PlayoutView(
+            jitter=self.jitter.stats.as_dict(),
+            drops=self.stats.drops,
+            inserts=self.stats.inserts,
+            drift_ppm=self.stats.drift_ppm,
+            delay=self.delay.current,
+            target=self.target(now),
+            latency=str(self.delay.latency),
+            malformed=self.malformed,
+            ratio=self.ratio,
+        )
 
     def target(self, now: float) -> float:
         """The delay the playout is steering to, in seconds."""
@@ -213,23 +280,21 @@ class Playout:
             self.stats.glitches += not self._concealing
         self._concealing = concealing
 
-    def _step(self, pcm: Block, duration: float, now: float) -> bool:
-        """Drop or double a quiet frame when the delay is a frame or more off target."""
-        current = self.delay.current
-        if current is None or now - self._last_step < STEP_GAP or level_dbfs(pcm) > QUIET_DB:
-            return False
-        error = current - self.target(now)
-        if error > duration + 0.002:
+    def _scale(self, scale: Scale, pcm: Block, now: float) -> None:
+        """Carry out the time-scaler's decision: the frame into the FIFO, resampled (none of
+        it for a drop, twice for an insert)."""
+        duration = len(pcm) / RATE
+        if scale is Scale.DROP:
             self.delay.shift(-duration)
             self.stats.drops += 1
-        elif error < -duration / 2:
+        elif scale is Scale.INSERT:
             self.delay.shift(duration)
             self.stats.inserts += 1
             self._fifo = np.concatenate((self._fifo, self._resample(pcm), self._resample(pcm)))
         else:
-            return False
-        self._last_step = now
-        return True
+            self._fifo = np.concatenate((self._fifo, self._resample(pcm)))
+        if scale is not Scale.KEEP:
+            self._last_step = now
 
     def _steer(self, now: float) -> None:
         """Resample by the clocks' ratio, corrected a little to hold the delay on target."""

@@ -223,20 +223,13 @@ class Session:
 
     def _snapshot(self, now: float) -> Metrics:
         self._published = now
-        playout = self.playout
-        current = playout.delay.current
+        view = self.playout.view(now)
         dsp = self.dsp.latency_ms / 1000 if self.dsp is not None else 0.0
-        latency = self.latency.estimate(current, self._output, dsp)
-        if log.isEnabledFor(logging.DEBUG) and current is not None:
-            log.debug(
-                "%s: delay %.1f ms, target %.1f ms, ratio %.6f, drift %.0f ppm, waits %s",
-                self.name,
-                current * 1000,
-                playout.target(now) * 1000,
-                playout.ratio,
-                playout.stats.drift_ppm,
-                np.round(np.quantile(playout.delay.waits, [0, 0.01, 0.5, 1]) * 1000, 1),
-            )
+        latency = self.latency.estimate(view.delay, self._output, dsp)
+        if log.isEnabledFor(logging.DEBUG) and view.delay is not None:
+            log.debug("%s: delay %.1f ms, target %.1f ms, ratio %.6f, drift %.0f ppm",
+                      self.name, view.delay * 1000, view.target * 1000, view.ratio,
+                      view.drift_ppm)  # fmt: skip
         return Metrics(
             stream=self.origin.name,
             encrypted=self.origin.encrypted,
@@ -244,14 +237,14 @@ class Session:
             sinks=self.sinks,
             dsp=self.dsp.describe() if self.dsp is not None else None,
             payload_type=self._payload_type,
-            jitter=playout.jitter.stats.as_dict(),
-            malformed=self.malformed + playout.malformed,
-            drops=playout.stats.drops,
-            inserts=playout.stats.inserts,
-            drift_ppm=round(playout.stats.drift_ppm, 1),
-            delay_ms=None if current is None else round(current * 1000, 1),
-            target_ms=round(playout.target(now) * 1000, 1),
-            latency=str(playout.delay.latency),
+            jitter=view.jitter,
+            malformed=self.malformed + view.malformed,
+            drops=view.drops,
+            inserts=view.inserts,
+            drift_ppm=round(view.drift_ppm, 1),
+            delay_ms=None if view.delay is None else round(view.delay * 1000, 1),
+            target_ms=round(view.target * 1000, 1),
+            latency=view.latency,
             seconds=round(self._samples / RATE, 3),
             level_db=round(level_dbfs(self._last), 1) if self._last is not None else -120.0,
             heard_db=None if self._heard is None else round(self._heard, 1),

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from airmic.common.jitter import FrameKind, JitterBuffer
+import pytest
+
+from airmic.common.jitter import (
+    Arrival,
+    Fate,
+    FrameKind,
+    JitterBuffer,
+    Limits,
+    Operation,
+    Status,
+    decide,
+)
 from airmic.common.rtp import MediaPacket
 
 
@@ -19,11 +30,16 @@ def packet(i: int, seq0: int = 1000, ts0: int = 90_000, samples: int = 480, ts_e
     )
 
 
+STRETCHED = {}
+
+
 def pop(jb: JitterBuffer, n: int, now: float = 0.0) -> list[str]:
-    """The next n decisions: a packet's name, or the kind of frame ('-' for idle)."""
+    """The next n decisions: a packet's name, or the kind of frame ('-' for idle). The
+    samples by which the stream was delayed are summed in STRETCHED[jb]."""
     out = []
     for _ in range(n):
         frame = jb.pop(now)
+        STRETCHED[jb] = STRETCHED.get(jb, 0) + (frame.stretched if frame is not None else 0)
         if frame is None:
             out.append("-")
         elif frame.kind is FrameKind.AUDIO:
@@ -67,9 +83,9 @@ def test_duplicates_are_dropped_and_counted():
 def test_a_missing_packet_is_rebuilt_from_the_next_ones_fec_then_its_late_copy_dropped():
     jb = filled([packet(i) for i in range(10) if i != 5])
     assert pop(jb, 7, now=1.0) == ["p0", "p1", "p2", "p3", "p4", "fec", "p6"]
-    jb.push(packet(5), 1.03)
+    arrival = jb.push(packet(5), 1.03)
     assert (jb.stats.lost, jb.stats.recovered, jb.stats.late) == (1, 1, 1)
-    assert jb.late_waits == [1.0 - 1.03]  # how late it came, for the delay control
+    assert arrival == Arrival(Fate.LATE, 1.0 - 1.03)  # how late it came, for the delay control
 
 
 def test_fec_frame_carries_the_next_packet():
@@ -125,7 +141,7 @@ def test_a_stretch_that_stood_for_a_lost_packet_is_merged_into_the_timeline():
     assert pop(jb, 3) == ["p0", "p1", "expand"]
     jb.push(packet(3), 0.1)  # packet 2 never comes: the stretch played in its place
     assert pop(jb, 1) == ["p3"]
-    assert (jb.stats.lost, jb.stats.concealed, jb.stretched) == (1, 1, 0)
+    assert (jb.stats.lost, jb.stats.concealed, STRETCHED.get(jb, 0)) == (1, 1, 0)
 
 
 def test_a_power_save_stall_is_waited_out_not_restarted():
@@ -134,7 +150,7 @@ def test_a_power_save_stall_is_waited_out_not_restarted():
     for i in range(1, 16):  # the stalled packets come in a burst, none lost
         jb.push(packet(i), 0.16)
     assert pop(jb, 15) == [f"p{i}" for i in range(1, 16)]
-    assert jb.stats.lost == 0 and jb.stretched == 15 * 480
+    assert jb.stats.lost == 0 and STRETCHED.get(jb, 0) == 15 * 480
 
 
 def test_a_stretch_before_a_late_packet_delays_the_stream():
@@ -142,7 +158,7 @@ def test_a_stretch_before_a_late_packet_delays_the_stream():
     assert pop(jb, 4) == ["p0", "p1", "expand", "expand"]
     jb.push(packet(2), 0.1)
     assert pop(jb, 1) == ["p2"]
-    assert jb.stats.lost == 0 and jb.stretched == 960
+    assert jb.stats.lost == 0 and STRETCHED.get(jb, 0) == 960
 
 
 def test_after_an_outage_the_buffer_idles_and_starts_afresh():
@@ -185,3 +201,51 @@ def test_a_burst_longer_than_the_copies_is_concealed_and_fec_rebuilt():
     jb = filled([with_copies(i) for i in [0, 1, 5, 6]])
     assert pop(jb, 7) == ["p0", "p1", "conceal", "fec", "p4 copy", "p5", "p6"]
     assert (jb.stats.lost, jb.stats.repaired) == (2, 1)
+
+
+LIMITS = Limits(fec=True, max_conceal=2880, max_wait=14_400)
+
+
+def status(**kw) -> Status:
+    """A buffer playing 10 ms frames, by default with the packet in turn here, on time."""
+    base = dict(anchored=True, head=0, head_samples=480, missing=0, ahead=0, stretched=0,
+                concealed=0, frame=480)  # fmt: skip
+    return Status(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "operation"),
+    [
+        (status(anchored=False, head=None, ahead=None), Operation.IDLE),
+        (status(), Operation.NORMAL),
+        (status(head=960, ahead=960), Operation.PAUSE),  # DTX: the timestamps jump
+        (status(head=-480, ahead=-480), Operation.DISCARD),  # its time was concealed
+        (status(head=None, missing=1, ahead=480), Operation.FEC),
+        (status(head=None, missing=2, ahead=960), Operation.CONCEAL),
+        (status(head=None, missing=3, ahead=20_000), Operation.SKIP),  # too long to conceal
+        (status(head=None, missing=1, ahead=0), Operation.SKIP),  # nothing left to fill
+        (status(head=None, ahead=None), Operation.EXPAND),
+        (status(head=None, ahead=None, stretched=14_400), Operation.IDLE),
+        (status(head=None, missing=1, ahead=480, stretched=960), Operation.MERGE),
+        (status(head=0, ahead=0, stretched=960), Operation.NORMAL),  # the one awaited came
+    ],
+)
+def test_each_status_decides_one_operation(snapshot, operation):
+    assert decide(snapshot, LIMITS) is operation
+
+
+def test_without_fec_a_single_loss_is_concealed():
+    lost = status(head=None, missing=1, ahead=480)
+    assert decide(lost, replace(LIMITS, fec=False)) is Operation.CONCEAL
+
+
+def test_an_arrival_says_what_became_of_it():
+    jb = JitterBuffer()
+    assert jb.push(packet(0), 0.0) == Arrival(Fate.STORED)
+    assert jb.push(packet(0), 0.01) == Arrival(Fate.DUPLICATE)
+    assert jb.push(packet(30_000), 0.02) == Arrival(Fate.JUMP)
+    copy = replace(packet(2), redundant=(packet(1),))
+    assert jb.push(copy, 0.03) == Arrival(Fate.STORED, repaired=1)
+    assert [f.lost for f in (jb.pop(0.04), jb.pop(0.04), jb.pop(0.04))] == [0, 0, 0]
+    assert pop(jb, 40)[-1] == "-"  # idle: the next packet resumes the stream
+    assert jb.push(packet(10), 1.0) == Arrival(Fate.STORED, lost=7)

@@ -11,7 +11,7 @@ import pytest
 from airmic.common.delay import parse_latency
 from airmic.common.impair import PROFILES, Profile, apply
 from airmic.common.opus import OpusConfig, OpusDecoder, OpusEncoder
-from airmic.common.playout import Playout
+from airmic.common.playout import Playout, Scale, time_scale
 from airmic.common.rtp import Packetizer, parse_media
 from airmic.common.virtual import play_trace
 from tests.audio_match import match
@@ -183,3 +183,18 @@ def test_after_a_sender_pause_the_stream_starts_afresh_on_time(speech_samples):
     # Sent from 7.0037 s on, it plays a buffer's delay later, not 4 s later or never.
     assert 1.0037 + 0.005 < later.lag / 48_000 < 1.0037 + 0.03
     assert run.playout.jitter.stats.lost == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "since", "level", "scale"),
+    [
+        (None, 1.0, -90.0, Scale.KEEP),  # no delay measured yet
+        (0.02, 1.0, -90.0, Scale.DROP),  # 20 ms too long: drop a 10 ms frame
+        (0.011, 1.0, -90.0, Scale.KEEP),  # within a frame and 2 ms
+        (-0.006, 1.0, -90.0, Scale.INSERT),  # over half a frame too short
+        (0.02, 1.0, -30.0, Scale.KEEP),  # a frame that would be heard
+        (0.02, 0.05, -90.0, Scale.KEEP),  # the last step too recent
+    ],
+)
+def test_the_time_scaler_steps_only_by_quiet_frames_and_not_too_often(error, since, level, scale):
+    assert time_scale(error, 0.01, since, lambda: level) is scale
