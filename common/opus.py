@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass, replace
 
+import numpy as np
 import opuslib_next
 import opuslib_next.api
 from opuslib_next.api import decoder as _decoder_api
@@ -88,10 +89,17 @@ class OpusEncoder:
 
 
 class OpusDecoder:
-    """Decodes Opus packets, conceals lost ones, and recovers them from in-band FEC."""
+    """Decodes Opus packets, conceals lost ones, and recovers them from in-band FEC.
+
+    libopus is called directly (opuslib's `Decoder` makes the decoder): opuslib's `decode`
+    allocates a 120 ms buffer and copies the samples out through a Python list on every
+    call, which cost more than the decoding (87 µs a 10 ms frame on this machine, 39 µs
+    here, same samples)."""
 
     def __init__(self) -> None:
         self._decoder = opuslib_next.Decoder(RATE, 1)
+        self._pcm = np.zeros(MAX_PACKET_SAMPLES, dtype=np.int16)
+        self._pointer = self._pcm.ctypes.data_as(opuslib_next.api.c_int16_pointer)
 
     def decode(self, packet: bytes) -> Block:
         """All the audio in one packet (it may hold several frames). Raises ValueError."""
@@ -109,11 +117,13 @@ class OpusDecoder:
         return self._run(next_packet, samples, fec=True)
 
     def _run(self, packet: bytes, samples: int, fec: bool) -> Block:
-        try:
-            pcm = self._decoder.decode(packet, samples, fec)
-        except opuslib_next.OpusError as exc:
-            raise ValueError(f"Opus decoder refused the packet: {exc}") from exc
-        return to_float32(bytes(pcm))
+        state = self._decoder.decoder_state
+        decoded = _decoder_api.libopus_decode(state, packet, len(packet), self._pointer,
+                                              samples, int(fec))  # fmt: skip
+        if decoded < 0:
+            error = opuslib_next.OpusError(decoded)
+            raise ValueError(f"Opus decoder refused the packet: {error}")
+        return to_float32(self._pcm[:decoded])
 
 
 # libopus's own packet parser (RFC 6716 section 3.2), which opuslib does not wrap: it checks

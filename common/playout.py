@@ -189,7 +189,8 @@ class Playout:
                 pad = round((self._start_at - now) * RATE)
                 self._fifo = np.concatenate((np.zeros(pad, dtype=np.float32), self._fifo))
             self._playing = True
-        self._steer(now)
+        if len(self._fifo) < samples:
+            self._steer(now)  # the ratio for the frames decoded now (not every pull needs one)
         while len(self._fifo) < samples:
             if not self._next_frame(now):
                 break
