@@ -89,7 +89,9 @@ class ReceiverProcess(Process):
         folder: Path,
         port: int,
         *extra: str,
-        idle: float | None = 2.0,
+        # A sender takes 1.6 s here to send its first packet (it imports scipy for its DSP
+        # chain): with 2 s, a busy moment made the receiver give up before it came.
+        idle: float | None = 3.0,
         sinks: tuple[str, ...] | None = None,
         env: dict[str, str] | None = None,
         secure: bool = False,
