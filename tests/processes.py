@@ -81,6 +81,10 @@ class Process:
                 process.proc.wait(5)
 
 
+IDLE = 4.0
+"""Seconds a test receiver waits for its first stream, and after its last, before it exits."""
+
+
 class ReceiverProcess(Process):
     """airmic-receive on 127.0.0.1, writing WAV files and a stats file into `folder`."""
 
@@ -90,8 +94,9 @@ class ReceiverProcess(Process):
         port: int,
         *extra: str,
         # A sender takes 1.6 s here to send its first packet (it imports scipy for its DSP
-        # chain): with 2 s, a busy moment made the receiver give up before it came.
-        idle: float | None = 3.0,
+        # chain), and a slow spell of the machine makes it half as long again: with 2 s,
+        # the receiver gave up before the stream came.
+        idle: float | None = IDLE,
         sinks: tuple[str, ...] | None = None,
         env: dict[str, str] | None = None,
         secure: bool = False,

@@ -18,7 +18,7 @@ PROXY = Path(__file__).parent.parent.parent / "scripts" / "impair_proxy.py"
 
 
 def test_bursty_loss_and_jitter_through_a_real_proxy(tmp_path, udp_port, speech, speech_samples):
-    receiver = ReceiverProcess(tmp_path, udp_port, "--latency", "60", idle=2.5)
+    receiver = ReceiverProcess(tmp_path, udp_port, "--latency", "60", idle=4.0)
     proxy_port = free_udp_port()
     proxy = Process(
         [
