@@ -12,12 +12,16 @@ import logging
 import socket
 from dataclasses import dataclass
 
-from zeroconf import NonUniqueNameException, ServiceInfo
+from zeroconf import DNSOutgoing, DNSQuestion, NonUniqueNameException, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
+from zeroconf.const import _CLASS_IN, _FLAGS_QR_QUERY, _TYPE_PTR
 
 from airmic.common.mdns import SERVICE, VERSION, open_mdns
 
 log = logging.getLogger(__name__)
+
+ANSWERS = 0.25
+"""Seconds an mDNS query's answers take to come (RFC 6762 section 6: 20-120 ms)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Advertiser:
     async def _register(self) -> None:
         wanted = self._info.name
         try:
+            await self._ask_who_is_there()
             announced = await self._zeroconf.async_register_service(
                 self._info, allow_name_change=True
             )
@@ -84,6 +89,19 @@ class Advertiser:
             self._info.parsed_addresses()[0],
             SERVICE.rstrip("."),
         )
+
+    async def _ask_who_is_there(self) -> None:
+        """Ask, by multicast, for the receivers already there, and hear them out: zeroconf's
+        own probe asks for unicast answers, and with two receivers on one host the answer
+        may reach the other's socket on port 5353 instead (two receivers of one name
+        started seconds apart both took it). Their answers in the cache, the probe sees
+        the name is taken."""
+        zeroconf = self._zeroconf.zeroconf
+        await zeroconf.async_wait_for_start()
+        query = DNSOutgoing(_FLAGS_QR_QUERY)
+        query.add_question(DNSQuestion(SERVICE, _TYPE_PTR, _CLASS_IN))
+        zeroconf.async_send(query)
+        await asyncio.sleep(ANSWERS)
 
     async def close(self) -> None:
         self._task.cancel()

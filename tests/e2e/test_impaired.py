@@ -35,7 +35,7 @@ def test_bursty_loss_and_jitter_through_a_real_proxy(tmp_path, udp_port, speech,
             "--seed",
             "11",
             "--exit-after-idle",
-            "2",
+            "4",  # as long as the receiver: a sender takes 1.6 s to send its first packet
         ],
         tmp_path,
         "proxy",
