@@ -90,8 +90,6 @@ class Status:
     missing: int  # packets missing before the first one here (when the head is not)
     ahead: int | None  # samples to the first packet here, if any
     stretched: int  # samples of stretch since the last packet played
-    concealed: int  # samples concealed in a row
-    frame: int  # the stream's frame (the last packet played)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +256,6 @@ class JitterBuffer:
             missing=0 if first is None or self._next_seq is None else first - self._next_seq,
             ahead=None if first is None else self._packets[first][0] - self._next_ts,
             stretched=self._expanded,
-            concealed=self._conceal_run,
-            frame=self._last_samples,
         )
 
     def pop(self, now: float) -> Frame | None:

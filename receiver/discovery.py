@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from zeroconf import DNSOutgoing, DNSQuestion, NonUniqueNameException, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
-from zeroconf.const import _CLASS_IN, _FLAGS_QR_QUERY, _TYPE_PTR
 
 from airmic.common.mdns import SERVICE, VERSION, open_mdns
 
@@ -22,6 +21,7 @@ log = logging.getLogger(__name__)
 
 ANSWERS = 0.25
 """Seconds an mDNS query's answers take to come (RFC 6762 section 6: 20-120 ms)."""
+QUERY, PTR, IN = 0x0000, 12, 1  # a DNS query's flags, the PTR type, the IN class (RFC 1035)
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,8 @@ class Advertiser:
         the name is taken."""
         zeroconf = self._zeroconf.zeroconf
         await zeroconf.async_wait_for_start()
-        query = DNSOutgoing(_FLAGS_QR_QUERY)
-        query.add_question(DNSQuestion(SERVICE, _TYPE_PTR, _CLASS_IN))
+        query = DNSOutgoing(QUERY)  # multicast: no unicast-response bit in the class
+        query.add_question(DNSQuestion(SERVICE, PTR, IN))
         zeroconf.async_send(query)
         await asyncio.sleep(ANSWERS)
 

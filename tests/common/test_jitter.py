@@ -208,8 +208,7 @@ LIMITS = Limits(fec=True, max_conceal=2880, max_wait=14_400)
 
 def status(**kw) -> Status:
     """A buffer playing 10 ms frames, by default with the packet in turn here, on time."""
-    base = dict(anchored=True, head=0, head_samples=480, missing=0, ahead=0, stretched=0,
-                concealed=0, frame=480)  # fmt: skip
+    base = dict(anchored=True, head=0, head_samples=480, missing=0, ahead=0, stretched=0)
     return Status(**{**base, **kw})
 
 

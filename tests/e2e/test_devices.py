@@ -30,7 +30,6 @@ def test_device_to_device_through_the_network(tmp_path, udp_port, pulse, speech,
     receiver = ReceiverProcess(
         tmp_path,
         udp_port,
-        idle=4.0,
         env=pulse,
         sinks=("device:pulse", f"wav:{tmp_path / 'out.wav'}"),
     )

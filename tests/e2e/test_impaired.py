@@ -10,7 +10,7 @@ import soundfile
 
 from tests.audio_match import match
 from tests.conftest import free_udp_port
-from tests.processes import Process, ReceiverProcess, send
+from tests.processes import IDLE, Process, ReceiverProcess, send
 
 pytestmark = pytest.mark.e2e
 
@@ -18,7 +18,7 @@ PROXY = Path(__file__).parent.parent.parent / "scripts" / "impair_proxy.py"
 
 
 def test_bursty_loss_and_jitter_through_a_real_proxy(tmp_path, udp_port, speech, speech_samples):
-    receiver = ReceiverProcess(tmp_path, udp_port, "--latency", "60", idle=4.0)
+    receiver = ReceiverProcess(tmp_path, udp_port, "--latency", "60")
     proxy_port = free_udp_port()
     proxy = Process(
         [
@@ -35,7 +35,7 @@ def test_bursty_loss_and_jitter_through_a_real_proxy(tmp_path, udp_port, speech,
             "--seed",
             "11",
             "--exit-after-idle",
-            "4",  # as long as the receiver: a sender takes 1.6 s to send its first packet
+            str(IDLE),  # as long as the receiver waits for the sender's first packet
         ],
         tmp_path,
         "proxy",

@@ -79,7 +79,7 @@ def test_four_rooms_each_in_its_own_file(tmp_path, udp_port, homes, voices):
     """Three paired senders over UDP, and a fourth over WebRTC (the phone page's link)."""
     record = tmp_path / "sessions"
     record.mkdir()
-    receiver = ReceiverProcess(tmp_path, udp_port, "--record", str(record), idle=4.0,
+    receiver = ReceiverProcess(tmp_path, udp_port, "--record", str(record),
                                sinks=("null",), env=homes["receiver"], secure=True)  # fmt: skip
     receiver.wait_for("phone page:")
     link = re.search(r"phone page: (\S+)", receiver.stderr)[1]
