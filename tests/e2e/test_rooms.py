@@ -24,7 +24,7 @@ from airmic.common.peers import Peers
 from scripts.make_speech import make_speech
 from tests.audio_match import as_counted, match
 from tests.conftest import command
-from tests.processes import Process, ReceiverProcess
+from tests.processes import IDLE, Process, ReceiverProcess
 from tests.pulse import SERVERS, record_source
 from tests.voices import TEXTS
 
@@ -79,7 +79,8 @@ def test_four_rooms_each_in_its_own_file(tmp_path, udp_port, homes, voices):
     """Three paired senders over UDP, and a fourth over WebRTC (the phone page's link)."""
     record = tmp_path / "sessions"
     record.mkdir()
-    receiver = ReceiverProcess(tmp_path, udp_port, "--record", str(record),
+    # Four senders start at once: on two cores their first packets take twice as long.
+    receiver = ReceiverProcess(tmp_path, udp_port, "--record", str(record), idle=2 * IDLE,
                                sinks=("null",), env=homes["receiver"], secure=True)  # fmt: skip
     receiver.wait_for("phone page:")
     link = re.search(r"phone page: (\S+)", receiver.stderr)[1]
