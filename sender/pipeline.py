@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +60,7 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
     source = open_source(config.input, frame, config.loop)  # capture, in real time
     reframer = Reframer(frame)  # cut into exact Opus frames
     encoder = OpusEncoder(config.opus)  # Opus, VOIP + FEC or low-delay CELT
+    behind = encoder.lookahead / RATE + chain.latency_ms / 1000  # capture to packet
     link = await (  # to the receiver
         WhipLink.open(config.to)
         if isinstance(config.to, WhipTarget)
@@ -68,7 +70,7 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
             config.redundancy,
             not config.insecure,
             config.name,
-            behind=encoder.lookahead / RATE + chain.latency_ms / 1000,
+            behind=behind,
             expected_loss=None if config.adaptive_fec else config.opus.expected_loss,
         )
     )
@@ -94,11 +96,15 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
                 send(piece)
                 if limit is not None and report.packets >= limit:
                     return
+
+    def finish(whole: bool) -> None:
+        """The end is not cut: the last part of a frame (unless past --duration), then
+        silence enough to push the DSP's delay and the encoder's look-ahead out."""
         tail = reframer.flush()
-        if tail is not None:
+        if tail is not None and whole:
             send(tail)
-        # One frame of silence pushes the encoder's look-ahead out, so the end is not cut.
-        send(np.zeros(frame, dtype=np.float32))
+        for _ in range(math.ceil(behind * RATE / frame)):
+            send(np.zeros(frame, dtype=np.float32))
 
     log.info(
         "sending %s over %s: Opus %s, %g ms frames, %d kbit/s",
@@ -118,6 +124,8 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
                 task.cancel()
             if streaming in done:
                 streaming.result()  # raise what the source raised
+            # The source's end, --duration, or a stop (Ctrl-C): what was captured goes out.
+            finish(whole=config.duration is None or report.seconds < config.duration)
     finally:
         streaming.cancel()
         await link.close()

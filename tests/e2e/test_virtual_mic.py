@@ -234,11 +234,11 @@ def test_a_server_that_dies_under_the_receiver_is_survived(tmp_path, udp_port, p
 
 @pytest.mark.parametrize("load", ["stalled loop", "busy core", "frozen receiver"])
 def test_every_gap_at_the_mic_is_counted(tmp_path, udp_port, pulse, speech, load):
-    """The audio does not wait on the event loop: with the loop blocked 50 ms every 2 s
+    """The audio does not wait on the event loop: with the loop blocked 200 ms every 2 s
     (a test hook), or one core taken by a spinning process, the mic's recording has no gap
     the receiver did not count in its stats; and when the whole receiver is frozen
     (SIGSTOP, twice 80 ms), the gaps the mic heard are the ones it counted."""
-    env = {**pulse, "AIRMIC_TEST_STALL": "0.05/2"} if load == "stalled loop" else pulse
+    env = {**pulse, "AIRMIC_TEST_STALL": "0.2/2"} if load == "stalled loop" else pulse
     folder = tmp_path / "receiver"
     folder.mkdir()
     receiver = ReceiverProcess(folder, udp_port, idle=None, sinks=("virtual",), env=env)
@@ -270,7 +270,7 @@ def test_every_gap_at_the_mic_is_counted(tmp_path, udp_port, pulse, speech, load
     # The recording starts a few seconds before the stream; the speech repeats after 7 s.
     result = match(reference, out, max_lag=5 * 48_000)
     (stream,) = receiver.stats()["streams"]
-    heard, heard_ms, _ = silences(reference, result.aligned)
+    heard, heard_ms, longest_ms = silences(reference, result.aligned)
     print(f"\n{load}: correlation {result.correlation:.4f}, {heard} gaps heard ({heard_ms} ms), "
           f"{stream['gaps']} counted ({stream['gap_ms']} ms); the stream's own: "
           f"{stream['underruns']} underruns, {stream['late']} late")  # fmt: skip
@@ -279,9 +279,12 @@ def test_every_gap_at_the_mic_is_counted(tmp_path, udp_port, pulse, speech, load
     # it): at the mic, or where the stream itself ran dry (concealment, then silence: up to
     # 65 ms each; its end is one).
     assert heard_ms <= stream["gap_ms"] + 65 * stream["underruns"] + 10 * heard
-    if load == "stalled loop":  # the loop is not the clock: its 6 stalls were not heard
-        # (a rare short gap, from the machine's scheduling, is allowed: it is counted above)
-        assert heard < 3 and stream["gaps"] < 3
+    if load == "stalled loop":  # the loop is not the clock: its 6 stalls were not heard.
+        # Audio that waited on the loop would lose at least 200 ms less the buffer's delay
+        # (under 100 ms) at each: 6 holes of 100 ms or more. The test's own PulseAudio, not
+        # real-time, leaves a rare hole of its own in a recording of a null sink's monitor
+        # (pacat alone into it, 40 ms queued: one of 70 ms in four 10 s runs), counted above.
+        assert longest_ms < 100 and heard_ms < 200
     if load == "frozen receiver":  # the freezes were counted, at least as long as heard
         # give or take the realignment around each silence, as above, without the stream's
         # own underruns: one alignment for the whole recording, while each freeze moves what
