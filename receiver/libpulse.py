@@ -35,6 +35,7 @@ _FLOAT32LE = 5
 _CONTEXT_READY, _CONTEXT_FAILED, _CONTEXT_TERMINATED = 4, 5, 6
 _STREAM_READY, _STREAM_FAILED, _STREAM_TERMINATED = 2, 3, 4
 _OPERATION_RUNNING = 0
+_ADJUST_LATENCY = 0x2000
 _DONT_MOVE = 0x0200  # stay on the device asked for: never moved to another by the server
 _START_UNMUTED = 0x10000
 
@@ -128,13 +129,7 @@ class PlaybackStream:
         if not self._stream:
             raise DeviceError(f"cannot make a PulseAudio stream: {self._error()}")
         attr = _BufferAttr(0xFFFFFFFF, tlength, tlength, minreq, 0xFFFFFFFF)
-        # Not PA_STREAM_ADJUST_LATENCY: with it the server splits tlength between this
-        # buffer and the sink's own latency, and sets the sink's latency again at each
-        # resize; measured on PulseAudio 16 with a two-block buffer, the queue ran dry 4-7
-        # times in 8 s on an idle machine (and more with each resize), where without it the
-        # server keeps tlength queued for this stream alone: no underrun in 8 s, resized
-        # every 0.5 s, for 13 ms queued in all instead of 8.
-        flags = _DONT_MOVE | _START_UNMUTED
+        flags = _ADJUST_LATENCY | _DONT_MOVE | _START_UNMUTED
         if lib.pa_stream_connect_playback(self._stream, device.encode(), ctypes.byref(attr),
                                           flags, None, None) < 0:  # fmt: skip
             raise DeviceError(f"cannot play into PulseAudio sink {device!r}: {self._error()}")
