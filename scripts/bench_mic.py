@@ -148,7 +148,9 @@ def measure(
     time.sleep(1.0)
     subprocess.run(["paplay", "--device=feed", str(sound)], env=pulse, check=True)
     time.sleep(0.5)
-    for process in (sender, receiver, recorder):
+    # The recorder before the receiver: a receiver that exits takes its mic away, and the
+    # recorder that loses a source mid-run ends without finishing its WAV.
+    for process in (sender, recorder, receiver):
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
     found, reported = delays(pair, template), None
