@@ -44,6 +44,26 @@ def test_speech_file_arrives_whole(tmp_path, udp_port, speech, speech_samples, o
     assert receiver.stats()["dropped"] == {}
 
 
+@pytest.mark.parametrize("stop", ["the file's end", "--duration"])
+def test_the_last_sound_is_sent(tmp_path, udp_port, stop):
+    """A file that ends on a tone: the tone arrives to its last millisecond, whether the
+    file ends or --duration stops the stream there (the encoder holds 6.5 ms of look-ahead
+    back: the sender pushes it out with silence)."""
+    t = np.arange(48_000 // 5) / 48_000  # a 200 ms tone after 500 ms of silence
+    audio = np.concatenate((np.zeros(24_000), 0.25 * np.sin(2 * np.pi * 1000 * t)))
+    path = tmp_path / "ends-on-a-tone.wav"
+    soundfile.write(path, audio.astype(np.float32), 48_000)
+    receiver = ReceiverProcess(tmp_path, udp_port)
+    until = ["--duration", "0.7"] if stop == "--duration" else []
+    sender = send(udp_port, "--input", f"file:{path}", *until, folder=tmp_path)
+    assert sender.wait() == 0, sender.stderr
+    assert receiver.wait() == 0, receiver.stderr
+    loud = np.flatnonzero(np.abs(read(tmp_path / "out.wav")) > 0.1)
+    tone_ms = (loud[-1] - loud[0]) / 48
+    print(f"\n{stop}: the tone lasted {tone_ms:.1f} ms of 200")
+    assert tone_ms > 198
+
+
 def test_two_senders_at_once_get_a_file_each(tmp_path, udp_port, speech, speech_samples):
     receiver = ReceiverProcess(tmp_path, udp_port)
     voice = send(udp_port, "--input", f"file:{speech}", folder=tmp_path, name="voice")
