@@ -151,8 +151,11 @@ def test_a_killed_receiver_leaves_files_that_decode(tmp_path, udp_port, homes, v
     audio = np.frombuffer(out.stdout, dtype=np.float32)
     # Every complete page decodes; at most the last second (and the hold) is missing.
     assert len(audio) / RATE > killed - 1.0 - 0.3 - 0.5, out.stderr
+    # The hall's voice, from wherever the stream began: a sender that starts before the
+    # receiver listens drops what it captured meanwhile (a CI run's file began 1.3 s in).
     said = decode(voices["hall"])
-    assert match(said[: 2 * RATE], audio[: 3 * RATE]).correlation > 0.9
+    audio = audio[int(np.argmax(np.abs(audio) > 0.01)) :]  # from the first sound
+    assert match(looped(said, audio), audio).correlation > 0.9
 
 
 @pytest.mark.parametrize("pulse", SERVERS, indirect=True)
@@ -184,7 +187,10 @@ def test_each_room_has_its_own_mic(tmp_path, udp_port, homes, voices, pulse):
     streams = {s["stream"].split()[0]: s for s in receiver.stats()["streams"]}
     said = {room: decode(voices[room]) for room in ROOMS}
     for room, (_, path) in records.items():
-        heard = decode(path)[2 * RATE :]  # past the first seconds, where the delay settles
+        # From the stream's first sound (a mic named at start is recorded from before its
+        # sender came: silence, not a gap), past the first seconds, where the delay settles
+        heard = decode(path)
+        heard = heard[int(np.argmax(np.abs(heard) > 0.01)) + 2 * RATE :]
         fits = {other: match(looped(said[other], heard), heard) for other in ROOMS}
         print(room, {k: round(v.correlation, 3) for k, v in fits.items()}, streams[room])
         # Its own voice, as clean as the receiver says it played it (a stalled machine's

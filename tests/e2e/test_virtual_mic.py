@@ -99,7 +99,10 @@ def test_device_to_device_latency(tmp_path, udp_port, pulse, speech, speech_samp
     latency_ms = result.lag / 48
     print(f"\n{capture} to the virtual mic: {latency_ms:.1f} ms, "
           f"correlation {result.correlation:.4f}")  # fmt: skip
-    assert result.correlation >= 0.9 and result.longest_gap <= 1
+    # As clean as the receiver played it: what a stalled machine cost the mic is counted
+    # (one CI run: a 30 ms hole at the mic).
+    (stream,) = receiver.stats()["streams"]
+    assert as_counted(result, stream, 0.9), stream
     assert 0 < latency_ms < 300  # the mic comes after the input, and not by a whole buffer
 
 
