@@ -86,9 +86,10 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         report.packets += 1
         report.seconds += len(block) / RATE
 
+    pacer = None if source.clocked else Pacer()  # a file or tone: one frame at a time
+
     async def stream() -> None:
         limit = None if config.duration is None else round(config.duration * RATE / frame)
-        pacer = None if source.clocked else Pacer()  # a file or tone: one frame at a time
         async for block in source.blocks():
             for piece in reframer.push(block):
                 if pacer is not None:
@@ -97,14 +98,16 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
                 if limit is not None and report.packets >= limit:
                     return
 
-    def finish(whole: bool) -> None:
+    async def finish(whole: bool) -> None:
         """The end is not cut: the last part of a frame (unless past --duration), then
-        silence enough to push the DSP's delay and the encoder's look-ahead out."""
+        silence enough to push the DSP's delay and the encoder's look-ahead out, paced as
+        the rest was."""
         tail = reframer.flush()
-        if tail is not None and whole:
-            send(tail)
-        for _ in range(math.ceil(behind * RATE / frame)):
-            send(np.zeros(frame, dtype=np.float32))
+        silence = [np.zeros(frame, dtype=np.float32)] * math.ceil(behind * RATE / frame)
+        for block in ([tail] if tail is not None and whole else []) + silence:
+            if pacer is not None:
+                await pacer.wait(len(block))
+            send(block)
 
     log.info(
         "sending %s over %s: Opus %s, %g ms frames, %d kbit/s",
@@ -125,7 +128,7 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
             if streaming in done:
                 streaming.result()  # raise what the source raised
             # The source's end, --duration, or a stop (Ctrl-C): what was captured goes out.
-            finish(whole=config.duration is None or report.seconds < config.duration)
+            await finish(whole=config.duration is None or report.seconds < config.duration)
     finally:
         streaming.cancel()
         await link.close()
