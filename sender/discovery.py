@@ -58,7 +58,10 @@ async def discover(
 
     async def resolve(name: str, address: str | None = None) -> None:
         info = AsyncServiceInfo(SERVICE, name)
-        question = DNSQuestionType.QU if address else None  # a unicast answer
+        # To an address, a unicast answer; else a multicast one (zeroconf would ask its
+        # first question for a unicast answer, which on a host where a receiver also binds
+        # port 5353 may reach the receiver's socket instead: "no receiver found")
+        question = DNSQuestionType.QU if address else DNSQuestionType.QM
         with contextlib.suppress(OSError):
             if await info.async_request(zeroconf.zeroconf, ASK * 1000, question, address):
                 receiver = _parse(info)
@@ -78,7 +81,8 @@ async def discover(
         if state_change is not ServiceStateChange.Removed:
             ask(name)
 
-    browser = AsyncServiceBrowser(zeroconf.zeroconf, SERVICE, handlers=[changed])
+    browser = AsyncServiceBrowser(zeroconf.zeroconf, SERVICE, handlers=[changed],
+                                  question_type=DNSQuestionType.QM)  # fmt: skip
     for peer in known.all() if known else []:
         if peer.seen:
             ask(peer.seen[0], peer.seen[1])
