@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import signal
 
 WINDOW = 4_800  # 0.1 s (Opus itself scores about 0.95 on speech, window by window)
 SEARCH = 480  # +-10 ms of local realignment
@@ -72,7 +73,9 @@ def _locate(a: np.ndarray, out: np.ndarray, center: int, search: int) -> tuple[i
     b = out[lo : center + len(a) + search]
     if len(b) < len(a):
         return -1, 0.0
-    local = np.correlate(b, a, mode="valid")
+    # scipy picks direct or FFT: the same figures as np.correlate (to 1e-13), but the wide
+    # search (a window against 0.7 s) takes 2.5 ms a window instead of 21.
+    local = signal.correlate(b, a, mode="valid")
     power = np.concatenate(([0.0], np.cumsum(b * b)))
     local /= np.sqrt(power[len(a) :] - power[: len(b) - len(a) + 1]) + 1e-12
     shift = int(np.argmax(local))
