@@ -94,9 +94,11 @@ def test_the_end_to_end_latency_moves_with_the_network(tmp_path, udp_port, speec
         measured[delay] = stream["end_to_end_ms"], stream["delay_ms"]
         assert "end to end" in sender.stderr  # the sender was told it too
     print(f"\nend to end (ms, and of it the buffer): {measured}")
-    (direct, _), (longer, _) = measured.values()
+    (direct, direct_buffer), (longer, longer_buffer) = measured.values()
     assert 10 < direct < 100  # a 10 ms frame, loopback, the buffer, the paced output
-    assert abs(longer - direct - 40) < 6
+    # The path, the buffer aside: the two runs' buffers settle a few ms apart (one CI run:
+    # 6.2 ms more than the 40 added, all in the end-to-end figure, its buffer's included).
+    assert abs((longer - longer_buffer) - (direct - direct_buffer) - 40) < 6
 
 
 class LossyLine(UdpRelay):
