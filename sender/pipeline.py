@@ -87,9 +87,9 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         report.seconds += len(block) / RATE
 
     pacer = None if source.clocked else Pacer()  # a file or tone: one frame at a time
+    limit = None if config.duration is None else round(config.duration * RATE / frame)
 
     async def stream() -> None:
-        limit = None if config.duration is None else round(config.duration * RATE / frame)
         async for block in source.blocks():
             for piece in reframer.push(block):
                 if pacer is not None:
@@ -103,8 +103,11 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         silence enough to push the DSP's delay and the encoder's look-ahead out, paced as
         the rest was."""
         tail = reframer.flush()
-        silence = [np.zeros(frame, dtype=np.float32)] * math.ceil(behind * RATE / frame)
-        for block in ([tail] if tail is not None and whole else []) + silence:
+        blocks = [tail] if tail is not None and whole else []
+        blocks += [
+            np.zeros(frame, dtype=np.float32) for _ in range(math.ceil(behind * RATE / frame))
+        ]
+        for block in blocks:
             if pacer is not None:
                 await pacer.wait(len(block))
             send(block)
@@ -128,7 +131,7 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
             if streaming in done:
                 streaming.result()  # raise what the source raised
             # The source's end, --duration, or a stop (Ctrl-C): what was captured goes out.
-            await finish(whole=config.duration is None or report.seconds < config.duration)
+            await finish(whole=limit is None or report.packets < limit)
     finally:
         streaming.cancel()
         await link.close()
