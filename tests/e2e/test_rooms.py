@@ -22,7 +22,7 @@ from scipy import signal as dsp
 from airmic.common.identity import load_identity
 from airmic.common.peers import Peers
 from scripts.make_speech import make_speech
-from tests.audio_match import as_counted, match
+from tests.audio_match import as_counted, from_first_sound, match
 from tests.conftest import command
 from tests.processes import IDLE, Process, ReceiverProcess
 from tests.pulse import SERVERS, record_source
@@ -154,7 +154,7 @@ def test_a_killed_receiver_leaves_files_that_decode(tmp_path, udp_port, homes, v
     # The hall's voice, from wherever the stream began: a sender that starts before the
     # receiver listens drops what it captured meanwhile (a CI run's file began 1.3 s in).
     said = decode(voices["hall"])
-    audio = audio[int(np.argmax(np.abs(audio) > 0.01)) :]  # from the first sound
+    audio = from_first_sound(audio)
     assert match(looped(said, audio), audio).correlation > 0.9
 
 
@@ -189,8 +189,7 @@ def test_each_room_has_its_own_mic(tmp_path, udp_port, homes, voices, pulse):
     for room, (_, path) in records.items():
         # From the stream's first sound (a mic named at start is recorded from before its
         # sender came: silence, not a gap), past the first seconds, where the delay settles
-        heard = decode(path)
-        heard = heard[int(np.argmax(np.abs(heard) > 0.01)) + 2 * RATE :]
+        heard = from_first_sound(decode(path))[2 * RATE :]
         fits = {other: match(looped(said[other], heard), heard) for other in ROOMS}
         print(room, {k: round(v.correlation, 3) for k, v in fits.items()}, streams[room])
         # Its own voice, as clean as the receiver says it played it (a stalled machine's

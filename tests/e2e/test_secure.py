@@ -31,15 +31,10 @@ from airmic.common.handshake import (
 from airmic.common.identity import Identity, load_identity
 from airmic.common.peers import Peers
 from airmic.common.rtcp import is_rtcp
-from tests.audio_match import as_counted, match
+from tests.audio_match import CLEAN, as_counted, match
 from tests.conftest import command
 from tests.processes import Process, ReceiverProcess
 from tests.relay import UdpRelay
-
-CLEAN = 0.92
-"""How well a stream the receiver played clean matches its input, window by window: Opus
-itself scores about 0.95 on speech, and the delay control's few drops and inserts on a
-busy machine a little less (CI runs: 0.945 and 0.9495 with nothing lost or late)."""
 
 pytestmark = pytest.mark.e2e
 REPLAYED, MODIFIED = range(100, 120), range(200, 220)  # media packets
