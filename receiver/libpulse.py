@@ -6,7 +6,10 @@ second of a stream, while the stream fills its prebuffer; a stall then went unse
 with it the gap the mic heard. It cannot say which device the stream landed on either.
 Here every write is followed by a fresh timing report from the server (one round trip on
 the local socket, about 0.1 ms), so the queue's length is the server's own figure, and
-the device the server chose is checked against the one asked for.
+the device the server chose is checked against the one asked for. The same report says
+whether the stream is playing and where its last underrun ended: each underrun is counted
+as the server saw it, however short (the queue's length alone cannot tell a 1 ms underrun
+from its own wobble on a busy machine).
 
 pulsectl (which the virtual mic uses for control) binds only the record side of streams.
 """
@@ -21,6 +24,7 @@ from ctypes import (
     c_char_p,
     c_int,
     c_int64,
+    c_long,
     c_size_t,
     c_uint8,
     c_uint32,
@@ -49,6 +53,28 @@ class _SampleSpec(Structure):
 class _BufferAttr(Structure):
     _fields_ = [(name, c_uint32) for name in ("maxlength", "tlength", "prebuf", "minreq",
                                               "fragsize")]  # fmt: skip
+
+
+class _Timeval(Structure):
+    _fields_ = [("tv_sec", c_long), ("tv_usec", c_long)]
+
+
+class _TimingInfo(Structure):
+    _fields_ = [
+        ("timestamp", _Timeval),
+        ("synchronized_clocks", c_int),
+        ("sink_usec", c_uint64),
+        ("source_usec", c_uint64),
+        ("transport_usec", c_uint64),
+        ("playing", c_int),
+        ("write_index_corrupt", c_int),
+        ("write_index", c_int64),
+        ("read_index_corrupt", c_int),
+        ("read_index", c_int64),
+        ("configured_sink_usec", c_uint64),
+        ("configured_source_usec", c_uint64),
+        ("since_underrun", c_int64),  # bytes played since the last underrun, while playing
+    ]
 
 
 def _library() -> Any:
@@ -84,6 +110,7 @@ def _library() -> Any:
             [c_void_p, POINTER(_BufferAttr), c_void_p, c_void_p],
         ),
         "pa_stream_get_latency": (c_int, [c_void_p, POINTER(c_uint64), POINTER(c_int)]),
+        "pa_stream_get_timing_info": (POINTER(_TimingInfo), [c_void_p]),
         "pa_stream_disconnect": (c_int, [c_void_p]),
         "pa_stream_unref": (None, [c_void_p]),
         "pa_operation_get_state": (c_int, [c_void_p]),
@@ -97,7 +124,8 @@ def _library() -> Any:
 
 class PlaybackStream:
     """Float32 mono at `rate` into the sink `device`: `write` blocks while the server's
-    buffer (`tlength` bytes) is full; `latency()` asks the server how much is queued.
+    buffer (`tlength` bytes) is full; `latency()` asks the server how much is queued, and
+    counts in `underruns` each underrun that has ended by then.
 
     The stream's own mainloop runs in the calling thread, inside `write` and `latency`
     (pa_mainloop_iterate, no callbacks): libpulse then needs no thread of its own, and no
@@ -110,6 +138,9 @@ class PlaybackStream:
         self._context = lib.pa_context_new(lib.pa_mainloop_get_api(self._loop), b"airmic-receive")
         self._stream: int | None = None
         self._minreq = minreq
+        self.underruns = 0
+        self._ended_at: int | None = None  # the read index at which the last underrun ended
+        self.dry = False  # in an underrun at the last report (not the prebuffering at start)
         try:
             self._connect(device, name, rate, tlength, minreq)
         except DeviceError:
@@ -167,7 +198,22 @@ class PlaybackStream:
         usec, negative = c_uint64(), c_int()
         if lib.pa_stream_get_latency(self._stream, ctypes.byref(usec), ctypes.byref(negative)):
             return 0.0  # no report yet
+        self._count(lib.pa_stream_get_timing_info(self._stream))
         return (-1 if negative.value else 1) * usec.value / 1e6
+
+    def _count(self, report: Any) -> None:
+        """Count an underrun that ended since the last report: the stream was dry then, or
+        the read index at which its last underrun ended has moved (a whole one between)."""
+        if not report:
+            return
+        info = report.contents
+        if not info.playing:
+            self.dry = self._ended_at is not None  # at the start it fills its prebuffer
+            return
+        ended_at = info.read_index - info.since_underrun
+        if self.dry or (self._ended_at is not None and ended_at != self._ended_at):
+            self.underruns += 1
+        self.dry, self._ended_at = False, ended_at
 
     def resize(self, tlength: int) -> None:
         """A new buffer length, in bytes (also the prebuffer); what is queued stays."""

@@ -5,10 +5,10 @@ every attached stream's next block, mixes them and writes the mix; the write
 blocks while the server's buffer is full, so the server's clock paces the pulls. The
 buffer is the output's margin (`airmic.common.margin`): two 5 ms blocks on a quiet machine,
 a block more after each underrun, a block less after a calm spell, applied by resizing the
-stream's buffer on the server (nothing queued is lost, so it is never heard). An underrun is
-seen after each write: the server's timeline (the time the queued audio ends, less the
-audio written) moved later by the time the server had nothing to play; it is counted for
-every stream that was playing, with its length.
+stream's buffer on the server (nothing queued is lost, so it is never heard). Each
+underrun is the server's own (`PlaybackStream.underruns`), and its length is how far the
+server's timeline (the time the queued audio ends, less the audio written) moved later
+while the stream was dry; it is counted for every stream that was playing.
 
 PortAudio reaches PulseAudio only through ALSA's pulse plugin, which costs about 25 ms from
 capture to playback on this path where libpulse directly costs 12 (measured with
@@ -32,8 +32,8 @@ from airmic.receiver.player import OutputThread, PacedClock, Pulled, mix
 log = logging.getLogger(__name__)
 
 SLACK = 0.001
-"""Seconds of the server's timeline unaccounted for before a gap is counted (its latency
-reports wobble by a few tenths of a millisecond)."""
+"""Seconds of queue under which a stream is taken as run dry (the server's latency reports
+wobble by a few tenths of a millisecond)."""
 
 
 class PulseOutput(OutputThread):
@@ -108,17 +108,18 @@ class PulseOutput(OutputThread):
 
     def _play(self, players: list[Pulled]) -> None:
         """Pull, mix, write, until closed: the server's clock paces each write."""
-        timeline = _Timeline()
+        timeline, dry_for = _Timeline(), 0.0
         while not self._closed:
             players[:] = self._take(players)
             if not players:
                 if timeline.started:  # idle: the server's underrun now is no one's gap
                     self._reopen()  # a stream left to run dry takes a burst when fed again
-                    timeline = _Timeline()
+                    timeline, dry_for = _Timeline(), 0.0
                 self._sleep()
                 continue
             stream = self._stream
             assert stream is not None  # only this thread replaces it
+            underruns = stream.underruns
             now = time.monotonic()
             blocks = [player.beat(self.block, now, timeline.plays_at(now)) for player in players]
             data = mix(blocks, self.block)
@@ -140,15 +141,16 @@ class PulseOutput(OutputThread):
             # what the server still had to play when this write reached it
             self.margin.spare(queued * RATE / self.block - 1 - silence / self.block, now)
             lost = timeline.wrote(silence + self.block, queued, asked, answered)
-            # It ran dry if its timeline moved by more than the reports can tell apart, and
-            # its buffer is not full even now.
-            if lost > SLACK + timeline.doubt and queued < (self._opened - 0.5) * self.block / RATE:
+            if stream.dry or stream.underruns > underruns:
+                dry_for += lost  # the server ran dry: its timeline moved that much
+            if stream.underruns > underruns:
                 self.gaps += 1
                 self.margin.underrun(now)
-                log.debug("%s: ran dry %.1f ms; margin %d blocks", self.description, lost * 1e3,
-                          self.margin.blocks)  # fmt: skip
+                log.debug("%s: ran dry %.1f ms; margin %d blocks", self.description,
+                          dry_for * 1e3, self.margin.blocks)  # fmt: skip
                 for player in players:
-                    player.gap(lost + silence / RATE)
+                    player.gap(max(dry_for, 0.0) + silence / RATE)
+                dry_for = 0.0
 
     def _resize_due(self, now: float) -> bool:
         """Whether the stream's buffer should change to the margin's: it grew with an
@@ -175,8 +177,6 @@ class _Timeline:
         self.started = False
         self.written = 0  # samples
         self.empty_at = 0.0  # when the server's queue runs dry
-        self.doubt = 0.0  # seconds by which the last measured move may be off
-        self._half_trip = 0.0
         self._origin: float | None = None  # sample 0's time, gaps included
 
     def plays_at(self, now: float) -> float:
@@ -186,14 +186,12 @@ class _Timeline:
     def wrote(self, samples: int, latency: float, asked: float, answered: float) -> float:
         """`samples` went out, and the server, asked at `asked` and answering by `answered`,
         had `latency` seconds queued; the seconds it had nothing to play since the last
-        write, give or take `doubt`."""
+        write (give or take half of each of the two round trips)."""
         self.started = True
         self.written += samples
         # The server took its figure at some moment of the round trip: the middle is off by
         # at most half of it (about 0.03 ms; a millisecond now and then).
         self.empty_at = (asked + answered) / 2 + latency
-        self.doubt = self._half_trip + (answered - asked) / 2
-        self._half_trip = (answered - asked) / 2
         if not self.reported and latency <= 0:
             return 0.0  # no report from the server yet: a stale 0 is not a dry queue
         origin = self.empty_at - self.written / RATE
