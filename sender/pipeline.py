@@ -48,6 +48,7 @@ class SenderReport:
     packets: int = 0
     seconds: float = 0.0
     bytes: int = 0
+    overflows: int = 0  # times the input lost audio before it was read
     input: LevelMeter = field(default_factory=LevelMeter)
     output: LevelMeter = field(default_factory=LevelMeter)
 
@@ -124,7 +125,7 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
     streaming = asyncio.create_task(stream())
     waiters = {streaming} | ({asyncio.create_task(stop.wait())} if stop else set())
     try:
-        with StatusLine(lambda: _status(report, chain, link.status())):
+        with StatusLine(lambda: _status(report, source.overflows, chain, link.status())):
             done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
@@ -136,6 +137,7 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         streaming.cancel()
         await link.close()
     report.bytes = link.sent_bytes
+    report.overflows = source.overflows
     rate = report.bytes * 8 / report.seconds / 1000 if report.seconds else 0.0
     log.info(
         "sent %d packets, %.1f s of audio, %.0f kbit/s on the wire%s",
@@ -144,16 +146,22 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         rate,
         f"; {link.dropped} dropped while not connected" if link.dropped else "",
     )
+    if source.overflows:
+        log.warning("the input overflowed %d times: that audio was lost before it was sent "
+                    "(the machine was too busy to read it)", source.overflows)  # fmt: skip
     heard = link.summary()
     if heard:
         log.info("%s", heard)
     return report
 
 
-def _status(report: SenderReport, chain: Chain, link: Text) -> Text:
+def _status(report: SenderReport, overflows: int, chain: Chain, link: Text) -> Text:
     line = Text("in  ")
     line.append_text(report.input.render())
-    line.append(f"   {report.seconds:7.1f} s   {report.packets} packets\nout ")
+    line.append(f"   {report.seconds:7.1f} s   {report.packets} packets")
+    if overflows:
+        line.append(f"   input overflowed {overflows}x (audio lost)", style="bold red")
+    line.append("\nout ")
     line.append_text(meter(report.output.level_db))
     line.append("   " + "   ".join(chain.activity()), style="cyan")
     if link:

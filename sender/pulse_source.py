@@ -67,6 +67,7 @@ class PulseSource:
     fragment to the event loop."""
 
     clocked = True
+    overflows = 0  # the server holds seconds of a record stream unread: none is lost
 
     def __init__(self, device: str) -> None:
         self.device, described = resolve(device)

@@ -12,7 +12,7 @@ import asyncio
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import soundfile
@@ -27,6 +27,7 @@ from airmic.sender.pulse_source import PulseSource
 class Source(Protocol):
     description: str
     clocked: bool  # True if the blocks come in real time, paced by a sound card
+    overflows: int  # times the input lost audio before it was read (a sound card's overflow)
 
     def blocks(self) -> AsyncIterator[Block]:
         """The audio, block by block; ends when the source does."""
@@ -55,6 +56,7 @@ class ToneSource:
     """A sine wave at `freq` Hz and `level` dBFS, for tests and for checking a set-up."""
 
     clocked = False
+    overflows = 0
 
     def __init__(self, freq: float, block: int, level_db: float = -12.0) -> None:
         if not 0 < freq < RATE / 2:
@@ -77,6 +79,7 @@ class FileSource:
     """A sound file (WAV, FLAC, OGG...), mixed to mono and resampled to 48 kHz."""
 
     clocked = False
+    overflows = 0
 
     def __init__(self, path: Path, block: int, loop: bool = False) -> None:
         self.path = path
@@ -117,6 +120,7 @@ class DeviceSource:
     clocked = True
 
     def __init__(self, device: str, block: int) -> None:
+        self.overflows = 0
         self.device = find_device(device, "input")
         self.block = block
         name = sounddevice().query_devices(self.device, "input")["name"]
@@ -127,8 +131,10 @@ class DeviceSource:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Block] = asyncio.Queue()
 
-        def callback(indata: np.ndarray, frames: int, time: object, status: object) -> None:
+        def callback(indata: np.ndarray, frames: int, time: object, status: Any) -> None:
             # Runs on PortAudio's thread: copy the block, hand it to the loop, return.
+            if status.input_overflow:  # the card's buffer filled before this was read
+                self.overflows += 1
             loop.call_soon_threadsafe(queue.put_nowait, indata[:, 0].copy())
 
         try:
