@@ -22,14 +22,14 @@ from airmic.receiver.guard import Guard
 from airmic.receiver.whip import BadOffer, _check_offer
 
 MANY = settings(
-    max_examples=20_000,
+    max_examples=8_000,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
-SLOW = settings(MANY, max_examples=10_000)
+SLOW = settings(MANY, max_examples=4_000)
 """For parsers that take a millisecond an input (aiortc's SDP parser)."""
-SPAKE2 = settings(MANY, max_examples=4_000)
+SPAKE2 = settings(MANY, max_examples=2_000)
 """Each input reaches SPAKE2, pure Python: several milliseconds apiece."""
 
 
@@ -79,7 +79,7 @@ def test_handshake(data):
 STUDIO = Identity.generate()
 
 
-@settings(max_examples=20_000, deadline=None, derandomize=True)
+@settings(max_examples=8_000, deadline=None, derandomize=True)
 @given(st.one_of(st.binary(max_size=400), rtp_like(),
                  st.builds(lambda b: MAGIC + b, st.binary(max_size=200))))  # fmt: skip
 def test_the_guard_and_demux_take_any_datagram(tmp_path_factory, data):
