@@ -171,7 +171,12 @@ class VirtualMicSinkFactory:
     makes the mic again as soon as the server answers (within half a second), with a new
     output; streams that start then play into it. Nothing is played meanwhile: the server
     would route a stream whose sink is missing to the default output, the speakers. Streams
-    that were playing when it broke go on into their files only."""
+    that were playing when it broke go on into their files only.
+
+    The feed is a sink like any other to the server: another app may play into it (picked
+    by a user, or as the default output of a machine with no sound card, where WirePlumber
+    makes it the default). The watcher mutes such a stream as it appears: only airmic plays
+    into the mic."""
 
     RETRY = 0.5  # seconds between attempts while the server is away
 
@@ -186,6 +191,8 @@ class VirtualMicSinkFactory:
             self.mic.remove()
             raise
         self._broken: list[PulseOutput] = []  # outputs whose server went away
+        self.muted = 0  # other apps' streams muted on the feed
+        self._muted_apps: set[str] = set()
         self._closing = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="mic watcher", daemon=True)
         self._watcher.start()
@@ -207,28 +214,62 @@ class VirtualMicSinkFactory:
         import pulsectl
 
         removed = threading.Event()
+        playing: set[int] = set()  # sink inputs that appeared or moved: whose are they?
+        kinds = pulsectl.PulseEventTypeEnum
 
         def seen(event: Any) -> None:
-            if event.t == pulsectl.PulseEventTypeEnum.remove:
+            if event.facility == "sink_input":
+                if event.t != kinds.remove:
+                    playing.add(event.index)
+                    raise pulsectl.PulseLoopStop  # at once: it may be playing into the mic
+            elif event.t == kinds.remove:
                 removed.set()
 
         while not self._closing.is_set():
             try:
                 with pulse_client() as pulse:
-                    pulse.event_mask_set("module", "source")
+                    pulse.event_mask_set("module", "source", "sink_input")
                     pulse.event_callback_set(seen)
                     removed.set()  # (re)connected: look once
+                    playing.update(i.index for i in pulse.sink_input_list())
                     while not self._closing.is_set():
                         if removed.is_set():
                             removed.clear()
                             if self.mic.source not in [s.name for s in pulse.source_list()]:
                                 self._heal()
+                        if playing:
+                            self._mute_others(pulse, list(playing))
+                            playing.clear()
                         pulse.event_listen(timeout=1.0)
             except (NoPulseServer, pulsectl.PulseError, pulsectl.PulseDisconnected):  # away
                 self._closing.wait(self.RETRY)
             except DeviceError as exc:  # back, but the mic cannot be made yet
                 log.warning("the virtual microphone could not be made again yet: %s", exc)
                 self._closing.wait(self.RETRY)
+
+    def _mute_others(self, pulse: Any, indexes: list[int]) -> None:
+        """Mute the streams among `indexes` that another process plays into the feed."""
+        import pulsectl
+
+        try:
+            feed = pulse.get_sink_by_name(self.mic.sink).index
+        except pulsectl.PulseIndexError:
+            return  # gone: healed on its source's removal
+        for index in indexes:
+            try:
+                stream = pulse.sink_input_info(index)
+            except pulsectl.PulseIndexError:
+                continue  # ended already
+            ours = stream.proplist.get("application.process.id") == str(os.getpid())
+            if stream.sink != feed or ours or stream.mute:
+                continue
+            pulse.sink_input_mute(index, True)
+            self.muted += 1
+            app = stream.proplist.get("application.name") or stream.name or f"#{index}"
+            if app not in self._muted_apps:
+                self._muted_apps.add(app)
+                log.warning("muted %r: it played into %r, and only airmic plays into the mic",
+                            app, f"{self.mic.description} (feed)")  # fmt: skip
 
     def _heal(self) -> None:
         log.warning("the virtual microphone %r is gone (the sound server restarted?): "

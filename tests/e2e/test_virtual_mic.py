@@ -72,6 +72,27 @@ def test_the_mic_appears_delivers_silence_then_the_stream(tmp_path, udp_port, pu
     assert result.lag > 0.8 * 48_000 and not out[: result.lag - 4800].any()  # silence first
 
 
+@pytest.mark.parametrize("pulse", SERVERS, indirect=True)
+def test_another_app_playing_into_the_feed_is_not_heard(tmp_path, udp_port, pulse):
+    """An app that plays into "AirMic (feed)" (picked by a user, or the default output of a
+    machine with no sound card) is muted as it appears: of a 2 s tone, the mic hears at
+    most its first few milliseconds (the server starts it before the receiver hears of it)."""
+    receiver = receiver_in(tmp_path, "receiver", udp_port, pulse)
+    tone = tmp_path / "tone.wav"
+    soundfile.write(tone, 0.5 * np.sin(2 * np.pi * 440 * np.arange(96_000) / 48_000), 48_000)
+    recorded = tmp_path / "mic.wav"
+    recorder = Process(record_source("airmic", recorded), tmp_path, "parecord", pulse)
+    subprocess.run(["paplay", "--device=airmic_feed", str(tone)], env=pulse, check=True,
+                   timeout=30)  # fmt: skip
+    recorder.stop()
+    assert receiver.stop() == 0, receiver.stderr
+    heard = np.flatnonzero(np.abs(soundfile.read(recorded, dtype="float32")[0]) > 0.01)
+    heard_ms = (heard[-1] - heard[0]) / 48 if len(heard) else 0.0
+    print(f"\nthe tone was heard at the mic for {heard_ms:.1f} ms of 2000")
+    assert heard_ms < 50
+    assert "muted 'paplay'" in receiver.stderr  # said where the user looks
+
+
 @pytest.mark.parametrize("capture", ["device:pulse", "pulse:feed.monitor"])
 def test_device_to_device_latency(tmp_path, udp_port, pulse, speech, speech_samples, capture):
     """speech ─paplay─► `feed` ─► airmic-send --input CAPTURE ─UDP─► airmic-receive
@@ -120,7 +141,7 @@ def test_after_a_kill_a_restart_leaves_exactly_one_mic(tmp_path, pulse):
 
 
 @pytest.mark.parametrize("pulse", SERVERS, indirect=True)
-def test_two_receivers_get_their_own_mics(tmp_path, pulse, speech, speech_samples):
+def test_two_receivers_get_their_own_mics(tmp_path, pulse, short_speech, short_speech_samples):
     ports = free_udp_port(), free_udp_port()
     kitchen = receiver_in(tmp_path, "kitchen", ports[0], pulse, "virtual:kitchen")
     hall = receiver_in(tmp_path, "hall", ports[1], pulse, "virtual:hall")
@@ -137,7 +158,7 @@ def test_two_receivers_get_their_own_mics(tmp_path, pulse, speech, speech_sample
         for n, path in recordings.items()
     ]
     senders = [
-        send(ports[0], "--input", f"file:{speech}", folder=tmp_path, name="s1"),
+        send(ports[0], "--input", f"file:{short_speech}", folder=tmp_path, name="s1"),
         send(ports[1], "--input", "tone:440", "--duration", "3", folder=tmp_path, name="s2"),
     ]
     for sender in senders:
@@ -148,7 +169,7 @@ def test_two_receivers_get_their_own_mics(tmp_path, pulse, speech, speech_sample
     (stream,) = kitchen.stats()["streams"]
 
     kitchen_audio = soundfile.read(recordings["kitchen"], dtype="float32")[0]
-    kitchen = match(speech_samples, kitchen_audio, max_lag=len(kitchen_audio))
+    kitchen = match(short_speech_samples, kitchen_audio, max_lag=len(kitchen_audio))
     assert as_counted(kitchen, stream, MIC_CORRELATION), (kitchen.correlation, stream)
     hall_audio = soundfile.read(recordings["hall"], dtype="float32")[0]
     spectrum = np.abs(np.fft.rfft(hall_audio))
