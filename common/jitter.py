@@ -129,6 +129,7 @@ class JitterStats:
     jumps: int = 0  # dropped for an absurd sequence or timestamp jump
     restarts: int = 0  # the sender restarted its numbering (a jump confirmed)
     underruns: int = 0  # times the buffer ran dry and the stream was stretched
+    stretched: int = 0  # samples played while it was dry (concealment, then silence)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -357,6 +358,7 @@ class JitterBuffer:
     def _expand(self) -> Frame:
         """Nothing to play: stretch the stream (concealment, then silence)."""
         self.stats.underruns += self._expanded == 0
+        self.stats.stretched += self._last_samples
         self._expanded += self._last_samples
         if self._conceal_run < self.limits.max_conceal:
             self._conceal_run += self._last_samples

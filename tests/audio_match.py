@@ -119,9 +119,12 @@ def as_counted(result: Match, stream: dict, clean: float) -> bool:
     `--stats-json` entry). A stream it calls clean (no gap at the output, nothing lost or
     stretched) matches to `clean` with no gap over one 10 ms frame. Where it counted damage,
     a busy machine may lower the match (never below 0.8), and a gap of N frames needs
-    (N - 1) x 10 ms of gaps counted at the output: damage it did not count fails."""
+    (N - 1) x 10 ms counted: gaps at the output, or the stream stretched while its buffer
+    was dry (a file's "gap" is then the 10 ms frames it is out of step). Damage it did not
+    count fails."""
     counted = stream["gaps"] or stream["underruns"] or stream["lost"]
-    if result.longest_gap > 1 and stream["gap_ms"] < 10 * (result.longest_gap - 1):
+    counted_ms = stream["gap_ms"] + stream.get("stretched", 0) / 48
+    if result.longest_gap > 1 and counted_ms < 10 * (result.longest_gap - 1):
         return False
     return result.correlation >= (0.8 if counted else clean)
 

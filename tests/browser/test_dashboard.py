@@ -60,7 +60,8 @@ def test_the_dashboard_shows_and_sets_the_rooms(tmp_path, udp_port, homes, voice
         time.sleep(0.3)  # the blocks already queued at the server play out
         silent, heard = (
             record("kitchen", tmp_path, pulse, 1.5),
-            record("hall", tmp_path, pulse, 1.5),
+            record("hall", tmp_path, pulse, 3.0),  # one stall counted (Chromium starting)
+            # weighs less in 3 s: one CI run's 1.5 s matched 0.7995
         )
         assert np.max(np.abs(silent[RATE // 4 :])) < 1e-3  # muted: nothing at its mic
         said = decode(voices["hall"])
