@@ -39,6 +39,21 @@ def speech_samples(speech: Path) -> np.ndarray:
     return soundfile.read(speech, dtype="float32")[0]
 
 
+@pytest.fixture(scope="session")
+def short_speech(speech: Path) -> Path:
+    """The speech's first sentence (3.3 s, cut in the pause after it), for tests whose
+    point is not its length (interop: the peers' formats): each streams in real time."""
+    audio, rate = soundfile.read(speech, dtype="int16")
+    path = speech.with_name("short.wav")
+    soundfile.write(path, audio[: int(3.3 * rate)], rate, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="session")
+def short_speech_samples(short_speech: Path) -> np.ndarray:
+    return soundfile.read(short_speech, dtype="float32")[0]
+
+
 def free_udp_port() -> int:
     """A port free on 127.0.0.1 for UDP and for TCP too (the receiver's web page takes the
     same port number over TCP)."""

@@ -107,7 +107,8 @@ def test_pairing_then_streaming_with_no_address(tmp_path, udp_port, homes, speec
 
     # Both sides restart: the pairing is kept, and the sender needs no address.
     studio = receiver(tmp_path / "second", udp_port, receiving)
-    streaming = sender(tmp_path, sending, "--input", f"file:{speech}", name="stream")
+    streaming = sender(tmp_path, sending, "--input", f"file:{speech}", "--duration", "3",
+                       name="stream")  # fmt: skip
     assert streaming.wait() == 0, streaming.stderr
     assert f"found studio at 127.0.0.1:{udp_port}" in streaming.stderr
     time.sleep(0.5)

@@ -57,18 +57,22 @@ def test_ffmpeg_sends_to_airmic(tmp_path, udp_port, speech, speech_samples, fram
 
 
 @pytest.mark.parametrize("frame_ms", [10, 40])
-def test_gstreamer_sends_to_airmic(tmp_path, udp_port, speech, speech_samples, frame_ms):
+def test_gstreamer_sends_to_airmic(
+    tmp_path, udp_port, short_speech, short_speech_samples, frame_ms
+):
     gst = (
-        f"{need('gst-launch-1.0')} -q filesrc location={speech} ! wavparse ! audioconvert ! "
+        f"{need('gst-launch-1.0')} -q filesrc location={short_speech} ! wavparse ! audioconvert ! "
         f"audioresample ! opusenc frame-size={frame_ms} bitrate=64000 ! rtpopuspay ! "
         f"udpsink host=127.0.0.1 port={udp_port}"
     )
-    stream = stream_into_airmic(gst.split(), tmp_path, udp_port, speech_samples)
+    stream = stream_into_airmic(gst.split(), tmp_path, udp_port, short_speech_samples)
     assert stream["payload_type"] == 96
 
 
 @pytest.mark.parametrize("redundancy", [0, 1, 2])
-def test_gstreamer_receives_from_airmic(tmp_path, udp_port, speech, speech_samples, redundancy):
+def test_gstreamer_receives_from_airmic(
+    tmp_path, udp_port, short_speech, short_speech_samples, redundancy
+):
     """Plain Opus, and with RFC 2198 copies unpacked by GStreamer's own RED decoder."""
     out = tmp_path / "gst.wav"
     red = ["rtpreddec", f"pt={RED_PAYLOAD_TYPE}", "!"] if redundancy else []
@@ -106,13 +110,18 @@ def test_gstreamer_receives_from_airmic(tmp_path, udp_port, speech, speech_sampl
     )
     gst.wait_for("PLAYING")  # udpsrc is bound once the pipeline plays
     sender = send(
-        udp_port, "--input", f"file:{speech}", "--redundancy", str(redundancy), folder=tmp_path
+        udp_port,
+        "--input",
+        f"file:{short_speech}",
+        "--redundancy",
+        str(redundancy),
+        folder=tmp_path,
     )
     assert sender.wait() == 0, sender.stderr
     time.sleep(0.5)  # the jitter buffer's last 50 ms
     assert gst.stop(signal.SIGINT) == 0, gst.stderr  # -e: finish the WAV on Ctrl-C
     data, rate = soundfile.read(out, dtype="float32")
     assert rate == 48_000
-    result = match(speech_samples, data)
+    result = match(short_speech_samples, data)
     print(f"\nGStreamer decoded airmic ({redundancy} copies): {result.correlation:.4f}")
     assert result.correlation >= 0.9 and result.longest_gap <= 1
