@@ -29,7 +29,7 @@ MANY = settings(
 )
 SLOW = settings(MANY, max_examples=4_000)
 """For parsers that take a millisecond an input (aiortc's SDP parser)."""
-SPAKE2 = settings(MANY, max_examples=2_000)
+SPAKE2 = settings(MANY, max_examples=800)
 """Each input reaches SPAKE2, pure Python: several milliseconds apiece."""
 
 
@@ -148,7 +148,7 @@ def test_pairing_messages(start, finish):
         pass
 
 
-@settings(SPAKE2, max_examples=1_500)
+@settings(SPAKE2, max_examples=600)
 @given(st.one_of(JSON, FIELDS), st.one_of(JSON, FIELDS))
 def test_the_senders_side_of_pairing(reply, answer):
     with contextlib.suppress(PairingError):
