@@ -38,13 +38,10 @@ def record_pair(first: str, second: str, path: Path) -> list[str]:
     Two parecords would start at different moments; one GStreamer pipeline timestamps both
     on the system clock (provide-clock=false) in 2 ms pieces, so the delay between the
     channels is the delay between the sources, to within a few ms (stop it with SIGINT).
-    Each source holds 200 ms: with 20, a stalled machine cost one channel a piece, which the
-    mixer filled with silence (likely one CI run's 70 ms hole at the mic that the receiver
-    had not counted).
     The mixer's pads are named: requested as `mix.`, their order (so the channels') is not
     the command's, and one run in ten or so recorded them swapped."""
     caps = "audio/x-raw,rate=48000,channels=1,format=S16LE"
-    src = "pulsesrc provide-clock=false latency-time=2000 buffer-time=200000"
+    src = "pulsesrc provide-clock=false latency-time=2000 buffer-time=20000"
     return (
         f"gst-launch-1.0 -e audiointerleave name=mix ! audioconvert ! wavenc "
         f"! filesink location={path} {src} device={first} ! {caps} ! mix.sink_0 "
