@@ -284,6 +284,9 @@ class VirtualMicSinkFactory:
         self._watcher.join(timeout=2.0)
         for output in [*self._broken, self.output]:
             output.close()
+        if self.muted:
+            log.warning("%d streams of other apps were muted on %r", self.muted,
+                        f"{self.mic.description} (feed)")  # fmt: skip
         try:
             self.mic.remove()
         except DeviceError as exc:  # the server went away first: nothing left to remove

@@ -86,6 +86,7 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
             encoder.expected_loss = link.expected_loss  # the reports call for more or less
         report.packets += 1
         report.seconds += len(block) / RATE
+        report.overflows = source.overflows  # counted on the capture's own thread
 
     pacer = None if source.clocked else Pacer()  # a file or tone: one frame at a time
     limit = None if config.duration is None else round(config.duration * RATE / frame)
@@ -125,7 +126,7 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
     streaming = asyncio.create_task(stream())
     waiters = {streaming} | ({asyncio.create_task(stop.wait())} if stop else set())
     try:
-        with StatusLine(lambda: _status(report, source.overflows, chain, link.status())):
+        with StatusLine(lambda: _status(report, chain, link.status())):
             done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
@@ -137,7 +138,6 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         streaming.cancel()
         await link.close()
     report.bytes = link.sent_bytes
-    report.overflows = source.overflows
     rate = report.bytes * 8 / report.seconds / 1000 if report.seconds else 0.0
     log.info(
         "sent %d packets, %.1f s of audio, %.0f kbit/s on the wire%s",
@@ -146,21 +146,21 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         rate,
         f"; {link.dropped} dropped while not connected" if link.dropped else "",
     )
-    if source.overflows:
+    if report.overflows:
         log.warning("the input overflowed %d times: that audio was lost before it was sent "
-                    "(the machine was too busy to read it)", source.overflows)  # fmt: skip
+                    "(the machine was too busy to read it)", report.overflows)  # fmt: skip
     heard = link.summary()
     if heard:
         log.info("%s", heard)
     return report
 
 
-def _status(report: SenderReport, overflows: int, chain: Chain, link: Text) -> Text:
+def _status(report: SenderReport, chain: Chain, link: Text) -> Text:
     line = Text("in  ")
     line.append_text(report.input.render())
     line.append(f"   {report.seconds:7.1f} s   {report.packets} packets")
-    if overflows:
-        line.append(f"   input overflowed {overflows}x (audio lost)", style="bold red")
+    if report.overflows:
+        line.append(f"   input overflowed {report.overflows}x (audio lost)", style="bold red")
     line.append("\nout ")
     line.append_text(meter(report.output.level_db))
     line.append("   " + "   ".join(chain.activity()), style="cyan")

@@ -123,7 +123,7 @@ def as_counted(result: Match, stream: dict, clean: float) -> bool:
     was dry (a file's "gap" is then the 10 ms frames it is out of step). Damage it did not
     count fails."""
     counted = stream["gaps"] or stream["underruns"] or stream["lost"]
-    counted_ms = stream["gap_ms"] + stream.get("stretched", 0) / 48
+    counted_ms = stream["gap_ms"] + stream["stretched"] / 48
     if result.longest_gap > 1 and counted_ms < 10 * (result.longest_gap - 1):
         return False
     return result.correlation >= (0.8 if counted else clean)

@@ -64,6 +64,7 @@ def test_in_order_then_stretch_then_idle():
     expected = ["p0", "p1", "p2", "p3", "p4"] + ["expand"] * 6 + ["wait"] * 24 + ["-", "-"]
     assert pop(jb, 37) == expected
     assert jb.idle and jb.stats.played == 5 and jb.stats.underruns == 1
+    assert jb.stats.stretched == 30 * 480  # the 300 ms it played while dry
 
 
 def test_reordered_packets_come_out_in_order():
