@@ -67,10 +67,13 @@ class DelayLine(UdpRelay):
                 )
             while due and due[0][0] <= time.monotonic():
                 _, _, data, upstream = heapq.heappop(due)
-                if upstream:
-                    self.back.send(data)
-                elif sender is not None:
-                    self.front.sendto(data, sender)
+                try:
+                    if upstream:
+                        self.back.send(data)
+                    elif sender is not None:
+                        self.front.sendto(data, sender)
+                except ConnectionRefusedError:  # the receiver is gone (its port said so)
+                    continue
         self.front.close()
         self.back.close()
 
