@@ -20,6 +20,7 @@ from tests.pulse import SERVERS, pactl, record_sink
 
 pytestmark = pytest.mark.parametrize("pulse", SERVERS, indirect=True)
 BLOCK = 240
+MS = 5.0  # a block's
 TONE = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(BLOCK) / 48_000)).astype("<f4").tobytes()
 
 
@@ -41,39 +42,36 @@ def tolerance(request) -> float:
     return 1.0 if request.node.callspec.params["pulse"] == "pulseaudio" else 6.0
 
 
-def silent_runs(paths) -> tuple[float, list[float]]:
-    """The tone's length as two recorders heard it, and the silences inside it (ms): runs of
-    more than 8 samples under a tenth of its peak (a 1 kHz tone crosses zero in one sample)
-    in both. A recorder misses a quantum of its own now and then on PipeWire (a 5.3 ms
-    silence in place of the tone: 2 runs in 26 with one recorder), not seen in both at
-    once; the files, on one clock, line up at the tone's start."""
-    sounding = []
-    for path in paths:
-        audio = np.abs(soundfile.read(path, dtype="float32")[0]) > 0.05
-        start, end = np.flatnonzero(audio)[[0, -1]]
-        sounding.append(audio[start : end + 1])
-    n = max(len(heard) for heard in sounding)
-    inside = np.zeros(n, dtype=bool)
-    for heard in sounding:
-        inside[: len(heard)] |= heard
-    edges = np.flatnonzero(np.diff(inside.astype(np.int8)))
-    runs = [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=False) if b - a > 8]
-    return (n - 1) / 48, together(runs)
+class Silence(NamedTuple):
+    """A silence inside the tone as a recorder heard it (ms): after `at` of the tone (so
+    while block at / 5 was due), `ms` long."""
+
+    at: float
+    ms: float
 
 
-def together(runs: list[tuple[int, int]]) -> list[float]:
-    """The silences' lengths (ms), those less than two blocks of tone apart as one: they
-    may have ended between the same two reports of the server's, which then count one
-    underrun as long as both (a 0.6 ms and a 9.1 ms one, once)."""
-    lengths: list[float] = []
-    end = None
-    for a, b in runs:
-        if end is not None and a - end < 2 * BLOCK:
-            lengths[-1] += (b - a) / 48
-        else:
-            lengths.append((b - a) / 48)
-        end = b
-    return lengths
+def silences(path) -> tuple[float, list[Silence]]:
+    """The tone a recorder heard, silences left out (ms), and its silences: runs of more
+    than 8 samples under a tenth of its peak (a 1 kHz tone crosses zero in one sample)."""
+    audio = np.abs(soundfile.read(path, dtype="float32")[0]) > 0.05
+    sounding = np.flatnonzero(audio)
+    edges = np.flatnonzero(np.diff(audio[sounding[0] : sounding[-1] + 1].astype(np.int8)))
+    found, silent = [], 0
+    for a, b in zip(edges[::2], edges[1::2], strict=False):
+        if b - a > 8:
+            found.append(Silence((a - silent) / 48, (b - a) / 48))
+            silent += b - a
+    return (sounding[-1] - sounding[0] - silent) / 48, found
+
+
+def heard(paths) -> tuple[list[float], list[Silence]]:
+    """What two recorders heard: the tone each heard, and the silences both heard. A
+    recorder misses a quantum of its own now and then on PipeWire (a 5.3 ms silence in
+    place of the tone, or the tone 5.3 ms short: 2 runs in 26 with one recorder), not
+    seen in both at once; a silence heard by both within a block of the tone is one."""
+    (tone, first), (other, second) = (silences(path) for path in paths)
+    both = [s for s in first if any(abs(s.at - t.at) <= MS + 1 for t in second)]
+    return [tone, other], both
 
 
 class Loss(NamedTuple):
@@ -85,9 +83,9 @@ class Loss(NamedTuple):
     doubt: float
 
 
-def play(tmp_path, env, blocks: int, act) -> tuple[float, list[float], dict[int, Loss]]:
-    """`blocks` of tone into the null sink, `act(i, stream)` before each; the recorded
-    tone's length and its silences (ms), and the underruns measured, by block."""
+def play(tmp_path, env, blocks: int, act) -> tuple[list[float], list[Silence], dict[int, Loss]]:
+    """`blocks` of tone into the null sink, `act(i, stream)` before each; the tone each
+    recorder heard and the silences both heard (ms), and the underruns measured, by block."""
     files = [tmp_path / "m1.wav", tmp_path / "m2.wav"]
     recorders = [Process(record_sink("t", f, env), tmp_path, f.stem, env) for f in files]
     time.sleep(0.5)
@@ -119,56 +117,76 @@ def play(tmp_path, env, blocks: int, act) -> tuple[float, list[float], dict[int,
         stream.close()
     for recorder in recorders:
         recorder.stop()
-    length, runs = silent_runs(files)
-    return length, runs, losses
+    return *heard(files), losses
 
 
-def measured(heard: float, losses: dict[int, Loss], tolerance: float) -> bool:
-    """Whether a silence heard was measured, to within the tolerance and the loss's doubt."""
-    return any(
-        heard - tolerance - loss.doubt <= loss.ms <= heard + tolerance + loss.doubt
-        for loss in losses.values()
+def counted(silences: list[Silence], losses: dict[int, Loss], tolerance: float) -> list[Silence]:
+    """Checks that no loss was counted that was not heard, and that the silences heard add
+    up to the losses, to within the tolerance and each loss's doubt; the silences heard that
+    no loss counted. An underrun that began as block at / 5 was due is reported with one of
+    the next writes: 1-3 blocks on (the queue's), 5 after a burst of four short ones on a
+    busy day. (Each one's own length is not compared: two underruns a block or two apart
+    are heard as one silence, or one as two, each off by a few ms and their sum right.)"""
+    missed = [s for s in silences if not any(-1 <= i - s.at / MS <= 8 for i in losses)]
+    for i, loss in losses.items():
+        if loss.ms > tolerance + loss.doubt:
+            assert any(-1 <= i - s.at / MS <= 8 for s in silences), (i, loss, silences)
+    error = sum(loss.ms for loss in losses.values()) - sum(
+        s.ms for s in silences if s not in missed
     )
+    assert abs(error) <= sum(tolerance + loss.doubt for loss in losses.values()) + 0.5
+    return missed
 
 
-def test_each_stall_is_measured_as_the_mic_hears_it(tmp_path, null_sink, tolerance):
-    """Three stalls of 30 ms: each silence heard is the one measured, never less. (A hiccup
-    of the machine's own, heard, must be measured too: 1-2 ms ones, on a busy day.)"""
+def unseen(request, missed: list[Silence]) -> float:
+    """The silences heard that the stream never reported, which must be none (ms in all).
+    On PipeWire, the graph's own xruns: a cycle in which the stream's node was not run is
+    silence at the mic (and the tone after it moved, or cut) while the stream never ran
+    dry, so its server cannot report it. Seen on this machine in 2 runs of 14 (10.7 ms); a
+    native PipeWire node would see them (issue 16). Printed, and allowed there."""
+    if request.node.callspec.params["pulse"] == "pulseaudio":
+        assert not missed, missed
+    if missed:
+        print(f"not reported by the stream (the graph's xruns): {missed}")
+    return sum(s.ms for s in missed)
+
+
+def test_each_stall_is_measured_as_the_mic_hears_it(request, tmp_path, null_sink, tolerance):
+    """Three stalls of 30 ms: each silence heard is counted, as long as heard. (A hiccup of
+    the machine's own, heard, must be counted too: 1-2 ms ones, on a busy day.)"""
 
     def stall(i, stream):
         if i in (100, 200, 300):  # 30 ms without a write: the 10 ms queue runs dry
             time.sleep(0.03)
 
-    length, runs, losses = play(tmp_path, null_sink, 400, stall)
-    print(f"\nheard silences {runs} ms; measured {losses}; tone {length:.1f} ms")
-    assert len(runs) >= 3
-    assert all(measured(heard, losses, tolerance) for heard in runs)
-    # Not more than heard: every underrun is the server's own (the sink taking a new stream
-    # in at its next period, 2-15 ms after it was written, is not one).
-    over = sum(loss.ms for loss in losses.values()) - sum(runs)
-    assert over <= sum(tolerance + loss.doubt for loss in losses.values())
-    assert abs(length - (2000 + sum(runs))) < 1.0  # nothing written was skipped
+    tones, silences, losses = play(tmp_path, null_sink, 400, stall)
+    print(f"\nheard silences {silences}; measured {losses}; tone {tones} ms")
+    missed = counted(silences, losses, tolerance)
+    stalls = [s for s in silences if s not in missed and s.ms > 10]
+    assert len(stalls) >= 3  # each stall's silence heard, and reported
+    # Nothing written was skipped (but by the graph, on PipeWire).
+    assert any(abs(tone - 2000) < 1.0 + unseen(request, missed) for tone in tones)
 
 
-def test_a_resize_is_not_heard(tmp_path, null_sink, tolerance):
+def test_a_resize_is_not_heard(request, tmp_path, null_sink, tolerance):
     def resize(i, stream):
         if i in (50, 150):
             stream.resize(4 * BLOCK * 4)
         if i in (100, 200):
             stream.resize(2 * BLOCK * 4)
 
-    length, runs, losses = play(tmp_path, null_sink, 300, resize)
-    print(f"\nheard silences {runs} ms; measured {losses}; tone {length:.1f} ms")
-    # Nothing heard that was not measured, and nothing written skipped. A resize cuts
+    tones, silences, losses = play(tmp_path, null_sink, 300, resize)
+    print(f"\nheard silences {silences}; measured {losses}; tone {tones} ms")
+    # Nothing heard that was not counted, and nothing written skipped. A resize cuts
     # nothing (reopening the stream cut 20-30 ms unmeasured): a loss at a resize is no
     # more than the machine's own hiccups elsewhere in the run (a busy one stalls the
     # writer now and then, 1-9 ms in CI, and once 2 ms just after a resize).
-    assert all(measured(heard, losses, tolerance) for heard in runs), runs
+    missed = counted(silences, losses, tolerance)
     near = {i for k in (50, 100, 150, 200) for i in (k, k + 1)}
     hiccups = [loss.ms for i, loss in losses.items() if i not in near]
     at_resizes = {i: loss for i, loss in losses.items() if i in near}
     assert all(loss.ms <= max([tolerance + loss.doubt, *hiccups]) for loss in at_resizes.values())
-    assert abs(length - (1500 + sum(runs))) < 1.0
+    assert any(abs(tone - 1500) < 1.0 + unseen(request, missed) for tone in tones)
 
 
 def test_a_missing_sink_is_an_error(null_sink):
