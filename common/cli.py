@@ -154,6 +154,11 @@ def run(
     except AirmicError as exc:
         log.error("error: %s", exc, exc_info=args.verbose > 0)
         return exc.exit_code
+    finally:
+        # The work is done (streams drained, files closed): only the interpreter's teardown
+        # is left. A Ctrl-C there, as the receiver exits when idle, killed it with a
+        # traceback (exit -2) for nothing.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def freeze() -> None:

@@ -121,6 +121,7 @@ class Receiver:
         self._finisher = ThreadPoolExecutor(1, thread_name_prefix="finisher")
         self._all_finished = threading.Condition()
         self._revocation_check = 0.0
+        self._last_heard = 0.0  # the last packet of a stream that has ended
         self.recording = Recording(config.record, time.monotonic()) if config.record else None
         self.rooms = {room.name: room for room in config.rooms}  # and each met (the lock)
 
@@ -217,7 +218,9 @@ class Receiver:
             self._end(key, why)
 
     def _end(self, key: StreamKey, why: str) -> None:
-        self.demux.close(key).ended = why
+        session = self.demux.close(key)
+        session.ended = why
+        self._last_heard = max(self._last_heard, session.last_packet)
         self._players.pop(key).stop()  # its driver lets go of it; the finisher closes it
 
     def _finish(self, key: StreamKey, why: str) -> None:
@@ -226,6 +229,7 @@ class Receiver:
         session = self.demux.close(key)
         self._players.pop(key)
         session.closing, session.ended = True, why
+        self._last_heard = max(self._last_heard, session.last_packet)
 
     def _ended(self, metrics: Metrics) -> None:
         """A stream is drained and closed (the finisher's thread)."""
@@ -325,8 +329,10 @@ class Receiver:
             return self._all_finished.wait_for(lambda: len(self.finished) >= streams, timeout)
 
     def last_activity(self, since: float) -> float:
+        """When a stream was last heard (live or ended since), or `since` if none was."""
         with self._lock:
-            return max([since, *(s.last_packet for s in self.demux.sessions.values())])
+            live = [s.last_packet for s in self.demux.sessions.values()]
+            return max([since, self._last_heard, *live])
 
     def live(self) -> list[Metrics]:
         with self._lock:

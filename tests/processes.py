@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -83,6 +84,7 @@ class Process:
 
 IDLE = 4.0
 """Seconds a test receiver waits for its first stream, and after its last, before it exits."""
+ENDED = re.compile(r"^stream .* ended \(", re.MULTILINE)  # the receiver's line for each
 
 
 class ReceiverProcess(Process):
@@ -122,6 +124,17 @@ class ReceiverProcess(Process):
 
     def stats(self) -> dict:
         return json.loads(self.stats_path.read_text())
+
+    def finish(self, streams: int = 1, timeout: float = 60.0) -> int:
+        """Once `streams` streams have ended (drained, their files closed), stop the receiver
+        as Ctrl-C does; its exit code. Its idle time after the last stream is not waited
+        out (a peer that never says goodbye, as ffmpeg, is ended by that: `wait()`)."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and len(ENDED.findall(self.stderr)) < streams:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not {streams} streams ended:\n{self.stderr}")
+            time.sleep(0.05)
+        return self.stop()
 
 
 def send(

@@ -116,7 +116,7 @@ def test_sender_preset_cleans_a_speaker_driver(tmp_path, udp_port, speaker_file)
         udp_port, "--input", f"file:{speaker_file}", "--preset", "speaker", folder=tmp_path
     )
     assert sender.wait() == 0, sender.stderr
-    assert receiver.wait() == 0, receiver.stderr
+    assert receiver.finish() == 0, receiver.stderr
     assert "DSP: dc > invert" not in sender.stderr  # the preset does not guess the polarity
     assert "DSP: dc > gain > highpass > hum > eq > denoise > gate" in sender.stderr
     check_processed(speaker_file, tmp_path / "out.wav")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -163,3 +165,26 @@ def test_help_teaches_with_examples(name):
     result = run(command(name), "--help")
     assert result.returncode == 0
     assert "examples:" in result.stdout and name in result.stdout.split("examples:")[1]
+
+
+def test_a_ctrl_c_while_the_receiver_exits_on_its_own_is_not_a_crash(udp_port):
+    """Ctrl-C pressed again and again as the receiver exits when idle: it exits 0, with no
+    traceback (once its work was done, a Ctrl-C in the interpreter's teardown killed it:
+    exit -2, 5 runs of 5)."""
+    receiver = subprocess.Popen(
+        [command("airmic-receive"), "--listen", f"127.0.0.1:{udp_port}", "--sink", "null",
+         "--exit-after-idle", "0.5", "--no-advertise", "--web", "off"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert receiver.stderr is not None
+    said = ""
+    while "exiting" not in said:
+        line = receiver.stderr.readline()
+        assert line, said  # it ended before it said so
+        said += line
+    deadline = time.monotonic() + 30
+    while receiver.poll() is None and time.monotonic() < deadline:
+        receiver.send_signal(signal.SIGINT)
+        time.sleep(0.005)
+    assert receiver.wait(5) == 0
+    assert "Traceback" not in receiver.stderr.read()

@@ -43,7 +43,7 @@ def test_bursty_loss_and_jitter_through_a_real_proxy(tmp_path, udp_port, speech,
     proxy.wait_for("impairing")
     sender = send(proxy_port, "--input", f"file:{speech}", folder=tmp_path)
     assert sender.wait() == 0, sender.stderr
-    assert receiver.wait() == 0, receiver.stderr
+    assert receiver.finish() == 0, receiver.stderr
     assert proxy.wait() == 0, proxy.stderr
 
     (stream,) = receiver.stats()["streams"]

@@ -89,7 +89,7 @@ def test_four_rooms_each_in_its_own_file(tmp_path, udp_port, homes, voices):
             "--input", f"file:{voices['lobby']}"]  # fmt: skip
     senders.append(Process(line, tmp_path, "lobby", homes["receiver"]))
     assert all(s.wait() == 0 for s in senders), [s.stderr for s in senders]
-    assert receiver.wait() == 0, receiver.stderr
+    assert receiver.finish(streams=4) == 0, receiver.stderr
     (session,) = record.iterdir()
     described = json.loads((session / "session.json").read_text())
     rooms = [*ROOMS, "lobby"]
@@ -236,12 +236,18 @@ def test_a_click_heard_by_two_rooms_lines_up_in_their_files(tmp_path, udp_port, 
         s.stop()
     assert receiver.stop() == 0, receiver.stderr
     (session,) = record.iterdir()
+    slips = {
+        r["room"]: r["slips"] for r in json.loads((session / "session.json").read_text())["rooms"]
+    }
     clicks = {}
     for room in ("kitchen", "hall"):
         audio = np.abs(decode(session / f"{room}.opus"))
         loud = np.flatnonzero(audio > 0.3)
         starts = loud[np.insert(np.diff(loud) > RATE // 4, 0, True)]  # each click's onset
-        assert len(starts) == 2, (room, starts)
+        # Both, unless the room's file slipped (counted in session.json): a stream's timeline
+        # moved back in step leaves a 10 ms frame out, and one CI run's held a click.
+        assert 2 - slips[room] <= len(starts) <= 2, (room, starts, slips)
         clicks[room] = starts
-    print({room: (s / RATE).round(4).tolist() for room, s in clicks.items()})
-    assert np.all(np.abs(clicks["kitchen"] - clicks["hall"]) <= 480)  # within one 10 ms frame
+    print({room: (s / RATE).round(4).tolist() for room, s in clicks.items()}, slips)
+    pairs = [(k, h) for k in clicks["kitchen"] for h in clicks["hall"] if abs(k - h) < RATE // 4]
+    assert pairs and all(abs(k - h) <= 480 for k, h in pairs)  # within one 10 ms frame

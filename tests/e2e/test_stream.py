@@ -30,7 +30,7 @@ def test_speech_file_arrives_whole(tmp_path, udp_port, speech, speech_samples, o
     receiver = ReceiverProcess(tmp_path, udp_port)
     sender = send(udp_port, "--input", f"file:{speech}", *options, folder=tmp_path)
     assert sender.wait() == 0, sender.stderr
-    assert receiver.wait() == 0, receiver.stderr
+    assert receiver.finish() == 0, receiver.stderr
 
     result = match(speech_samples, read(tmp_path / "out.wav"))
     print(
@@ -57,7 +57,7 @@ def test_the_last_sound_is_sent(tmp_path, udp_port, stop):
     until = ["--duration", "0.7"] if stop == "--duration" else []
     sender = send(udp_port, "--input", f"file:{path}", *until, folder=tmp_path)
     assert sender.wait() == 0, sender.stderr
-    assert receiver.wait() == 0, receiver.stderr
+    assert receiver.finish() == 0, receiver.stderr
     loud = np.flatnonzero(np.abs(read(tmp_path / "out.wav")) > 0.1)
     tone_ms = (loud[-1] - loud[0]) / 48
     print(f"\n{stop}: the tone lasted {tone_ms:.1f} ms of 200")
@@ -71,7 +71,7 @@ def test_two_senders_at_once_get_a_file_each(
     voice = send(udp_port, "--input", f"file:{short_speech}", folder=tmp_path, name="voice")
     tone = send(udp_port, "--input", "tone:440", "--duration", "2", folder=tmp_path, name="tone")
     assert voice.wait() == 0 and tone.wait() == 0
-    assert receiver.wait() == 0, receiver.stderr
+    assert receiver.finish(streams=2) == 0, receiver.stderr
 
     outputs = [read(tmp_path / "out.wav"), read(tmp_path / "out-2.wav")]
     speech_out = max(outputs, key=len)  # the speech (3.3 s) is longer than the 2 s tone
@@ -108,7 +108,7 @@ def test_a_sink_clock_off_by_1000_ppm_is_followed(tmp_path, udp_port, speech, sp
         udp_port, "--input", f"file:{speech}", "--loop", "--duration", "12", folder=tmp_path
     )
     assert sender.wait() == 0, sender.stderr
-    assert receiver.wait() == 0, receiver.stderr
+    assert receiver.finish() == 0, receiver.stderr
     (stream,) = receiver.stats()["streams"]
     print(f"\nsink at {ppm:+} ppm: {stream}")
     # A fast sink looks like a slow sender: the estimate has the opposite sign.
@@ -124,7 +124,7 @@ def test_a_second_run_never_overwrites_the_first_recording(tmp_path, udp_port):
     for freq in (440, 880):
         receiver = ReceiverProcess(tmp_path, udp_port)
         tone = send(udp_port, "--input", f"tone:{freq}", "--duration", "1", folder=tmp_path)
-        assert tone.wait() == 0 and receiver.wait() == 0, receiver.stderr
+        assert tone.wait() == 0 and receiver.finish() == 0, receiver.stderr
         recordings.append((tmp_path / "out.wav").read_bytes())
     assert recordings[0] == recordings[1]  # the first run's file, untouched
     second = read(tmp_path / "out-2.wav")

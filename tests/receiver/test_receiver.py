@@ -198,6 +198,9 @@ async def test_a_senders_reports_are_answered_its_name_is_its_room_and_its_bye_e
         now = k * BLOCK / 48_000
         assert now < 3.0  # ended by its BYE, long before the 5 s silence timeout
     assert receiver.wait_finished(1, 5.0)
+    # --exit-after-idle counts from its last packet, not from the start: it is gone from
+    # the live streams, and the receiver exited at once (a sender's restart missed).
+    assert 1.98 <= receiver.last_activity(0.0) <= 1.992
     await receiver.close()
 
     (stream,) = receiver.finished
