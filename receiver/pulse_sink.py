@@ -113,7 +113,6 @@ class PulseOutput(OutputThread):
             players[:] = self._take(players)
             if not players:
                 if timeline.started:  # idle: the server's underrun now is no one's gap
-                    self._flush(timeline)
                     self._reopen()  # a stream left to run dry takes a burst when fed again
                     timeline, dry_for = _Timeline(), 0.0
                 self._sleep()
@@ -152,18 +151,6 @@ class PulseOutput(OutputThread):
                 for player in players:
                     player.gap(max(dry_for, 0.0) + silence / RATE)
                 dry_for = 0.0
-        if timeline.started:
-            self._flush(timeline)
-
-    def _flush(self, timeline: _Timeline) -> None:
-        """Let what is queued play before the stream closes (closing drops it: the last
-        10-20 ms of every stream). Silence after it first: a server holds back the end of
-        a stream that ran dry until its prebuffer (PulseAudio) or a quantum (PipeWire) is
-        full again, and the last block of a tone went missing so."""
-        stream = self._stream
-        assert stream is not None  # only this thread replaces it
-        stream.write(bytes(4 * self._opened * self.block))
-        time.sleep(min(max(timeline.empty_at - time.monotonic(), 0.0), 0.5))
 
     def _resize_due(self, now: float) -> bool:
         """Whether the stream's buffer should change to the margin's: it grew with an

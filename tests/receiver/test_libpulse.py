@@ -1,12 +1,10 @@
 """The virtual mic's libpulse stream, on real PulseAudio and PipeWire (pipewire-pulse)
 servers: the queue it reports is the server's own, so a stall is measured to the
-millisecond; a resize loses nothing; a stream's end is played, not dropped; a missing sink
-is an error, never a fallback."""
+millisecond; a resize loses nothing; a missing sink is an error, never a fallback."""
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import NamedTuple
 
@@ -16,7 +14,7 @@ import soundfile
 
 from airmic.common.errors import DeviceError
 from airmic.receiver.libpulse import PlaybackStream
-from airmic.receiver.pulse_sink import PulseOutput, _Timeline
+from airmic.receiver.pulse_sink import _Timeline
 from tests.processes import Process
 from tests.pulse import SERVERS, pactl, record_sink
 
@@ -189,51 +187,6 @@ def test_a_resize_is_not_heard(request, tmp_path, null_sink, tolerance):
     at_resizes = {i: loss for i, loss in losses.items() if i in near}
     assert all(loss.ms <= max([tolerance + loss.doubt, *hiccups]) for loss in at_resizes.values())
     assert any(abs(tone - 1500) < 1.0 + unseen(request, missed) for tone in tones)
-
-
-class Tone:
-    """A stream for PulseOutput to pull: `blocks` of tone, then its end."""
-
-    def __init__(self, blocks: int) -> None:
-        self.left, self.stopping, self.gaps = blocks, False, 0.0
-        self.retired = threading.Event()
-
-    def beat(self, samples: int, now: float, plays_at: float) -> np.ndarray | None:
-        if not self.left:
-            self.stopping = True
-            return None
-        self.left -= 1
-        return np.frombuffer(TONE, dtype="<f4")
-
-    def gap(self, seconds: float) -> None:
-        self.gaps += seconds * 1000
-
-    def retire(self) -> None:
-        self.retired.set()
-
-
-def test_a_streams_end_is_played_not_dropped(request, tmp_path, null_sink):
-    """A stream that ends is played to its last block before the output lets the server's
-    stream go (closing it dropped what was queued: the last 5-20 ms of every stream)."""
-    files = [tmp_path / "m1.wav", tmp_path / "m2.wav"]
-    recorders = [
-        Process(record_sink("t", f, null_sink), tmp_path, f.stem, null_sink) for f in files
-    ]
-    time.sleep(0.5)
-    output = PulseOutput("t", "test", BLOCK)
-    try:
-        tone = Tone(100)
-        output.attach(tone)
-        assert tone.retired.wait(5.0)
-        time.sleep(0.3)
-    finally:
-        output.close()
-    for recorder in recorders:
-        recorder.stop()
-    tones, silences = heard(files)
-    print(f"\nheard silences {silences}; counted {tone.gaps:.1f} ms; tone {tones} ms")
-    assert abs(sum(s.ms for s in silences) - tone.gaps) <= 2 * len(silences)
-    assert any(abs(tone - 500) < 1.0 for tone in tones)
 
 
 def test_a_missing_sink_is_an_error(null_sink):
