@@ -218,18 +218,21 @@ class Receiver:
             self._end(key, why)
 
     def _end(self, key: StreamKey, why: str) -> None:
-        session = self.demux.close(key)
-        session.ended = why
-        self._last_heard = max(self._last_heard, session.last_packet)
+        self._close(key, why)
         self._players.pop(key).stop()  # its driver lets go of it; the finisher closes it
 
     def _finish(self, key: StreamKey, why: str) -> None:
         """The stream is over (its sender's BYE, or a new SSRC replaced it): what is
         buffered plays out, then it ends."""
-        session = self.demux.close(key)
+        self._close(key, why).closing = True
         self._players.pop(key)
-        session.closing, session.ended = True, why
+
+    def _close(self, key: StreamKey, why: str) -> Session:
+        """The stream leaves the live ones (its last packet still counts as activity)."""
+        session = self.demux.close(key)
+        session.ended = why
         self._last_heard = max(self._last_heard, session.last_packet)
+        return session
 
     def _ended(self, metrics: Metrics) -> None:
         """A stream is drained and closed (the finisher's thread)."""

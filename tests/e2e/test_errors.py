@@ -177,14 +177,19 @@ def test_a_ctrl_c_while_the_receiver_exits_on_its_own_is_not_a_crash(udp_port):
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert receiver.stderr is not None
-    said = ""
-    while "exiting" not in said:
-        line = receiver.stderr.readline()
-        assert line, said  # it ended before it said so
-        said += line
-    deadline = time.monotonic() + 30
-    while receiver.poll() is None and time.monotonic() < deadline:
-        receiver.send_signal(signal.SIGINT)
-        time.sleep(0.005)
-    assert receiver.wait(5) == 0
-    assert "Traceback" not in receiver.stderr.read()
+    try:
+        said = ""
+        while "exiting" not in said:  # read as it comes: the teardown is short
+            line = receiver.stderr.readline()
+            assert line, said  # it ended before it said so
+            said += line
+        deadline = time.monotonic() + 30
+        while receiver.poll() is None and time.monotonic() < deadline:
+            receiver.send_signal(signal.SIGINT)
+            time.sleep(0.005)
+        assert receiver.wait(5) == 0
+        assert "Traceback" not in receiver.stderr.read()
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()

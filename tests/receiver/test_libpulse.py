@@ -50,7 +50,7 @@ class Silence(NamedTuple):
     ms: float
 
 
-def silences(path) -> tuple[float, list[Silence]]:
+def heard_in(path) -> tuple[float, list[Silence]]:
     """The tone a recorder heard, silences left out (ms), and its silences: runs of more
     than 8 samples under a tenth of its peak (a 1 kHz tone crosses zero in one sample)."""
     audio = np.abs(soundfile.read(path, dtype="float32")[0]) > 0.05
@@ -69,7 +69,7 @@ def heard(paths) -> tuple[list[float], list[Silence]]:
     recorder misses a quantum of its own now and then on PipeWire (a 5.3 ms silence in
     place of the tone, or the tone 5.3 ms short: 2 runs in 26 with one recorder), not
     seen in both at once; a silence heard by both within a block of the tone is one."""
-    (tone, first), (other, second) = (silences(path) for path in paths)
+    (tone, first), (other, second) = (heard_in(path) for path in paths)
     both = [s for s in first if any(abs(s.at - t.at) <= MS + 1 for t in second)]
     return [tone, other], both
 
@@ -162,8 +162,8 @@ def test_each_stall_is_measured_as_the_mic_hears_it(request, tmp_path, null_sink
     tones, silences, losses = play(tmp_path, null_sink, 400, stall)
     print(f"\nheard silences {silences}; measured {losses}; tone {tones} ms")
     missed = counted(silences, losses, tolerance)
-    stalls = [s for s in silences if s not in missed and s.ms > 10]
-    assert len(stalls) >= 3  # each stall's silence heard, and reported
+    reported = [s.at / MS for s in silences if s not in missed]
+    assert all(any(abs(at - k) <= 2 for at in reported) for k in (100, 200, 300))
     # Nothing written was skipped (but by the graph, on PipeWire).
     assert any(abs(tone - 2000) < 1.0 + unseen(request, missed) for tone in tones)
 
