@@ -68,7 +68,8 @@ class Demux:
         self.sessions: dict[StreamKey, Session] = {}
         self.opened = 0  # streams opened so far
         self.dropped = OnceLogger(log)
-        self._probation: OrderedDict[StreamKey, MediaPacket] = OrderedDict()
+        # a candidate stream's first packet, and when it arrived
+        self._probation: OrderedDict[StreamKey, tuple[MediaPacket, float]] = OrderedDict()
 
     def receive(self, data: bytes, addr: Address, now: float) -> bytes | None:
         """Take one datagram from `addr`; what to send back to it, if anything."""
@@ -151,11 +152,11 @@ class Demux:
         session.push(packet, now)
 
     def _admit(self, key: StreamKey, packet: MediaPacket, now: float) -> Session | None:
-        first = self._probation.pop(key, None)
-        if first is None or (first.seq + 1) & 0xFFFF != packet.seq:
-            if first is not None:
+        held = self._probation.pop(key, None)
+        if held is None or (held[0].seq + 1) & 0xFFFF != packet.seq:
+            if held is not None:
                 self._drop("unconfirmed", key[0], "a new stream's packets were not in sequence")
-            self._probation[key] = packet
+            self._probation[key] = packet, now
             if len(self._probation) > PROBATION_SLOTS:
                 (addr, _), _ = self._probation.popitem(last=False)
                 self._drop("unconfirmed", addr, "a new stream never confirmed")
@@ -166,10 +167,13 @@ class Demux:
         plain = self.guard is None or key[0] not in self.guard.keyed
         if plain and not self._plain_may_open(key, now):
             return None
-        session = self._open_session(key, now)
+        # The stream starts when its first packet came, not its second: placed a frame late,
+        # every room's file slipped back in step 2 s in, leaving a frame out.
+        first, arrived = held
+        session = self._open_session(key, arrived)
         self.sessions[key] = session
         self.opened += 1
-        session.push(first, now)
+        session.push(first, arrived)
         return session
 
     def _plain_may_open(self, key: StreamKey, now: float) -> bool:

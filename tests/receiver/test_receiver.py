@@ -3,7 +3,9 @@ test is the output's clock, and pulls as a sound card would, 1000 ppm fast."""
 
 from __future__ import annotations
 
+import json
 import random
+import time
 
 import numpy as np
 import soundfile
@@ -218,3 +220,30 @@ async def test_a_senders_reports_are_answered_its_name_is_its_room_and_its_bye_e
     assert result.correlation > 0.9
     end = result.lag + len(sent) - 480  # the tone's last 10 ms: played out, not cut by BYE
     assert np.sqrt(np.mean(heard[end - 480 : end] ** 2)) > 0.1
+
+
+async def test_a_recorded_stream_that_comes_on_time_never_slips(tmp_path):
+    """Packets exactly 10 ms apart into a room's file: the file keeps the stream where it
+    began, and its alignment (every 2 s) finds nothing to move. (Placed by its second
+    packet's arrival, as a stream is believed after two, each stream slipped one frame
+    back 2 s in, and the frame it overlapped was left out of the file.)"""
+    output = ClockedOutput()
+    config = ReceiverConfig(("127.0.0.1", 0), [Factory(output)], insecure=True, record=tmp_path)
+    config.discovery = False
+    receiver = Receiver(config)
+    start, addr = time.monotonic(), ("127.0.0.5", 40_001)
+    schedule = [(start + i * 0.01, p) for i, p in enumerate(datagrams(tone(440, 4.5), ssrc=7))]
+    schedule.append((schedule[-1][0] + 0.001, rtcp.goodbye(7, "kitchen")))
+    now, k = start, 0
+    while receiver.demux.opened == 0 or output.pulled:  # until its player is retired
+        while schedule and schedule[0][0] <= now:
+            at, data = schedule.pop(0)
+            receiver.receive(data, addr, at)
+        output.beat(now)
+        k += 1
+        now = start + k * BLOCK / 48_000
+    assert receiver.wait_finished(1, 5.0)
+    await receiver.close()
+    (session,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (room,) = json.loads((session / "session.json").read_text())["rooms"]
+    assert room["slips"] == 0, room
