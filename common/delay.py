@@ -36,6 +36,9 @@ class LatencyRange:
     quantile: float = 0.01  # share of packets allowed to be late before the target grows
     window: float = 10.0  # seconds of history behind the target (the release time)
     name: str = ""
+    # share of the packets lost in bursts that the buffer waits long enough to get back
+    # from the redundant copies after the burst (each frame of burst it covers costs a frame)
+    repair: float = 0.9
 
     def __str__(self) -> str:
         if self.name:
@@ -46,9 +49,9 @@ class LatencyRange:
 
 
 MODES = {
-    "low": LatencyRange(0.0, 0.06, quantile=0.02, window=5.0, name="low"),
+    "low": LatencyRange(0.0, 0.06, quantile=0.02, window=5.0, name="low", repair=0.7),
     "balanced": LatencyRange(0.0, 0.2, quantile=0.005, window=10.0, name="balanced"),
-    "robust": LatencyRange(0.02, 0.3, quantile=0.001, window=20.0, name="robust"),
+    "robust": LatencyRange(0.02, 0.3, quantile=0.001, window=20.0, name="robust", repair=0.95),
 }
 
 

@@ -22,7 +22,6 @@ Sans-I/O: the caller gives `now` (seconds on the receiver's clock).
 from __future__ import annotations
 
 import enum
-import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,20 +111,37 @@ class LossRuns:
         self.window = window
         self._top: int | None = None  # the highest sequence number, extended
         self._runs: deque[tuple[float, int]] = deque()  # (when, length)
+        self._covering: tuple[float, int] | None = None  # (share, frames) for these runs
 
     def arrived(self, seq: int, now: float) -> None:
         top = self._top
         extended = seq if top is None else unwrap(seq, top, 16)
         if top is not None and top + 1 < extended <= top + MAX_RUN:
             self._runs.append((now, extended - top - 1))
+            self._covering = None
         while self._runs and self._runs[0][0] < now - self.window:
             self._runs.popleft()
+            self._covering = None
         if top is None or extended > top:
             self._top = extended
 
     @property
     def mean(self) -> float:
         return sum(n for _, n in self._runs) / len(self._runs) if self._runs else 0.0
+
+    def covering(self, share: float) -> int:
+        """The fewest frames of each run that hold `share` of the packets lost in runs: a
+        copy comes with the first packet after a run, so waiting `n` frames for it gets
+        back the last `n` packets of each run."""
+        if self._covering is None or self._covering[0] != share:  # runs changed since
+            lengths = [n for _, n in self._runs]
+            total, most = sum(lengths), max(lengths, default=0)
+            n = next(
+                (n for n in range(1, most) if sum(min(k, n) for k in lengths) >= share * total),
+                most,
+            )
+            self._covering = share, n
+        return self._covering[1]
 
 
 class Playout:
@@ -156,13 +172,14 @@ class Playout:
         self._missed = 0  # packets the network lost (for good, or repaired by a later copy)
         # that the delay control has not been told of
         self.waiting = False  # the last frame was silence while nothing came: not the stream
-        self._copies = 0  # redundant copies the packets carry (RFC 2198), as the last said
+        self._backs: tuple[int, ...] = ()  # how many packets back each copy a packet
+        # carries is (RFC 2198), as the last said
         self._runs = LossRuns(latency.window)  # how many packets the network loses in a row
 
     def push(self, packet: MediaPacket, now: float) -> None:
         """A packet arrived at `now`."""
         arrival = self.jitter.push(packet, now)
-        self._copies = len(packet.redundant)
+        self._backs = tuple(sorted((packet.seq - c.seq) & 0xFFFF for c in packet.redundant))
         self._runs.arrived(packet.seq, now)
         self.drift.arrived(packet.timestamp, now)
         if arrival.wait is not None:  # how late it came
@@ -262,14 +279,16 @@ class Playout:
     def _floor(self) -> float:
         """The least delay worth having: one sink block, and while packets are being lost,
         as many frames more as it takes for the lost one's FEC or copy to be there in time:
-        one for FEC (the next packet), and with copies as many as the losses come in a row
-        (the copy of a burst's first packet comes with the packet after the burst), up to
-        the copies each packet carries."""
+        one for FEC (the next packet), and with copies enough to get back the latency
+        mode's share of the packets lost in bursts: the copy of a burst's first packet comes
+        after the burst, in the first packet that carries one from that far back."""
         floor = self._block / RATE
         if self.delay.loss_rate > LOSSY:
             frames = 1 if self.jitter.fec else 0
-            if self._copies:
-                frames = max(frames, min(self._copies, math.ceil(self._runs.mean)))
+            if self._backs:
+                needed = self._runs.covering(self.delay.latency.repair)
+                reach = next((back for back in self._backs if back >= needed), self._backs[-1])
+                frames = max(frames, reach)
             floor += frames * self.jitter.frame_samples / RATE
         return floor
 

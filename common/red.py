@@ -15,7 +15,8 @@ RED_PAYLOAD_TYPE = 63
 """RTP payload type of redundant audio when no SDP says otherwise: Chromium's choice."""
 MAX_BLOCK_BYTES = 1023  # a redundant block's length field is 10 bits (RFC 2198 section 3)
 MAX_OFFSET = 16383  # its timestamp offset field is 14 bits
-MAX_DEPTH = 3  # copies a packet carries at most: a burst of 3 lost packets comes back
+MAX_DEPTH = 3  # copies a packet carries at most
+MAX_REACH = 8  # how far back (packets) the oldest copy may be: a burst of 8 comes back
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,23 +70,55 @@ class RedPayload:
         return b"".join(headers) + b"".join(b.data for b in self.blocks)
 
 
-class RedEncoder:
-    """Wraps each Opus packet with copies of the `depth` packets sent before it (`depth`
-    may change at any packet: the sender's protection follows the network)."""
+def spaced(copies: int, reach: int) -> tuple[int, ...]:
+    """Which packets back `copies` copies carry when the oldest is `reach` packets back:
+    the one just before, the one `reach` back, and the rest evenly between. A burst of up
+    to `reach` losses leaves each of its packets a copy in the first packet after it (a
+    packet `k` into a burst of `n` needs a copy from at least `n - k` back, and the one
+    `reach` back serves them all), so two copies spaced out cover what `reach` in a row
+    would, for their bytes; the ones between cover a second loss within the reach."""
+    copies = min(copies, reach)
+    if copies <= 0:
+        return ()
+    if copies == 1:
+        return (1,)
+    return tuple(sorted({1 + round(i * (reach - 1) / (copies - 1)) for i in range(copies)}))
 
-    def __init__(self, payload_type: int, depth: int) -> None:
+
+class RedEncoder:
+    """Wraps each Opus packet with copies of packets sent before it: `copies` of them,
+    reaching `reach` packets back (`spaced`); both may change at any packet, as the
+    sender's protection follows the network. The packets between that carry no copy get
+    an empty block, so that any receiver numbers each copy by its place (seq - 1,
+    seq - 2, ...: RFC 2198 leaves numbering out, and a timestamp offset cannot say it
+    when the sender paused)."""
+
+    def __init__(self, payload_type: int, depth: int, reach: int | None = None) -> None:
         self.payload_type = payload_type
-        self.depth = depth
-        self._history: deque[tuple[int, bytes]] = deque(maxlen=MAX_DEPTH)  # (ts, packet)
+        self.backs: tuple[int, ...] = ()
+        self.protect(depth, depth if reach is None else reach)
+        self._history: deque[tuple[int, bytes]] = deque(maxlen=MAX_REACH)  # (ts, packet)
+
+    def protect(self, copies: int, reach: int) -> None:
+        self.backs = spaced(copies, min(reach, MAX_REACH))
+
+    @property
+    def depth(self) -> int:
+        return len(self.backs)
+
+    @property
+    def reach(self) -> int:
+        return max(self.backs, default=0)
 
     def encode(self, packet: bytes, timestamp: int) -> bytes:
         blocks = [RedBlock(self.payload_type, 0, packet)]
-        recent = list(self._history)[len(self._history) - self.depth :] if self.depth else []
-        for ts, data in reversed(recent):
+        for back in range(1, min(self.reach, len(self._history)) + 1):
+            ts, data = self._history[-back]
+            data = data if back in self.backs else b""
             offset = (timestamp - ts) & 0xFFFFFFFF
             if len(data) > MAX_BLOCK_BYTES or offset > MAX_OFFSET:
                 break  # the fields cannot say it; older copies stay out too, so that the
-                # receiver can number the copies by their place: seq - 1, seq - 2, ...
+                # receiver can number the copies by their place
             blocks.insert(0, RedBlock(self.payload_type, offset, data))
         self._history.append((timestamp, packet))
         return bytes(RedPayload(tuple(blocks)))

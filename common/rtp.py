@@ -164,10 +164,10 @@ class Packetizer:
         """Copies of earlier packets in each packet."""
         return self._red.depth if self._red is not None else 0
 
-    @depth.setter
-    def depth(self, depth: int) -> None:
+    def protect(self, copies: int, reach: int) -> None:
+        """Carry `copies` copies of earlier packets, the oldest `reach` packets back."""
         assert self._red is not None, "a stream without RFC 2198 cannot carry copies"
-        self._red.depth = depth
+        self._red.protect(copies, reach)
 
     def packetize(self, payload: bytes, samples: int) -> bytes:
         """One RTP datagram for `payload`, which lasts `samples` samples at 48 kHz."""

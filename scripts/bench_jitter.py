@@ -42,12 +42,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from airmic.common.delay import parse_latency  # noqa: E402
-from airmic.common.impair import PROFILES, Profile, apply  # noqa: E402
-from airmic.common.opus import OpusConfig, OpusEncoder  # noqa: E402
+from airmic.common.impair import PROFILES, Profile  # noqa: E402
 from airmic.common.playout import Playout  # noqa: E402
 from airmic.common.red import RED_PAYLOAD_TYPE  # noqa: E402
-from airmic.common.rtp import Packetizer, parse_media  # noqa: E402
+from airmic.common.rtp import parse_media  # noqa: E402
 from airmic.common.virtual import play_trace  # noqa: E402
+from airmic.sender.virtual import Trace, send  # noqa: E402
 from scripts.make_speech import make_speech  # noqa: E402
 from tests.audio_match import match  # noqa: E402
 from tests.pulse import private_pulseaudio, record_speaker  # noqa: E402
@@ -76,15 +76,8 @@ def speech_of(seconds: float, folder: Path) -> np.ndarray:
     return np.tile(sample, int(seconds * RATE / len(sample)) + 1)[: int(seconds * RATE)]
 
 
-def trace_of(speech: np.ndarray, profile: Profile, sender_ppm: float, seed: int, redundancy: int):
-    encoder = OpusEncoder(OpusConfig())
-    packetizer = Packetizer(ssrc=0xA1, seq=1000, timestamp=123_456, redundancy=redundancy)
-    datagrams = [
-        packetizer.packetize(encoder.encode(speech[i : i + 480]), 480)
-        for i in range(0, len(speech) - 479, 480)
-    ]
-    sent = [(0.0037 + i * 0.01 / (1 + sender_ppm * 1e-6), d) for i, d in enumerate(datagrams)]
-    return apply(profile, sent, seed=seed)
+def trace_of(speech: np.ndarray, profile: Profile, ppm: float, seed: int, redundancy):
+    return send(speech, profile.seeded(seed), redundancy, sender_ppm=ppm)
 
 
 def quality(clean: np.ndarray, out: np.ndarray) -> tuple[float, float]:
@@ -105,7 +98,9 @@ def quality(clean: np.ndarray, out: np.ndarray) -> tuple[float, float]:
     return float(score), float(stoi(at16(clean), at16(found.aligned), 16_000))
 
 
-def run_airmic(speech, trace, latency: str) -> tuple[Score, list[tuple[float, float, float]]]:
+def run_airmic(
+    speech, trace: Trace, latency: str
+) -> tuple[Score, list[tuple[float, float, float]]]:
     playout = Playout(parse_latency(latency))
     playout.wait_log = []
     timeline: list[tuple[float, float, float]] = []
@@ -114,7 +109,7 @@ def run_airmic(speech, trace, latency: str) -> tuple[Score, list[tuple[float, fl
         if round(now * 100) % 50 == 0 and p.delay.current is not None:
             timeline.append((now, p.delay.current * 1000, p.target(now) * 1000))
 
-    arrivals = [(t, parse_media(d)) for t, d in trace]
+    arrivals = [(t, parse_media(d)) for t, d in trace.arrivals]
     start = time.process_time()
     out = play_trace(playout, arrivals, on_block=watch)
     cpu = (time.process_time() - start) / (len(speech) / RATE) * 100
@@ -137,6 +132,7 @@ def run_airmic(speech, trace, latency: str) -> tuple[Score, list[tuple[float, fl
             "lost": playout.jitter.stats.lost,
             "recovered": playout.jitter.stats.recovered,
             "repaired": playout.jitter.stats.repaired,
+            "wire_kbits": trace.wire_kbits,
         },
     ), timeline
 
@@ -171,7 +167,7 @@ def recording(out: Path, pulse: dict[str, str]):
 
 
 def run_gstreamer(
-    trace, latency_ms: int, redundancy: int, folder: Path, pulse: dict[str, str]
+    trace: Trace, latency_ms: int, folder: Path, pulse: dict[str, str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replay `trace` in real time into GStreamer's receive pipeline playing into PulseAudio,
     and record what it played: late packets and gaps included. Also returns each buffer's
@@ -181,9 +177,9 @@ def run_gstreamer(
     with recording(out, pulse), log.open("w") as trace_log:
         # do-lost: lost packets become gaps that opusdec conceals. (Its use-inband-fec would
         # add a fixed 120 ms of latency, so it stays off.) rtpreddec unpacks the copies.
-        red = f"! rtpreddec pt={RED_PAYLOAD_TYPE} " if redundancy else ""
         pipeline = (
-            f"gst-launch-1.0 udpsrc address=127.0.0.1 port={port} caps={CAPS} {red}"
+            f"gst-launch-1.0 udpsrc address=127.0.0.1 port={port} caps={CAPS} "
+            f"! rtpreddec pt={RED_PAYLOAD_TYPE} "
             f"! rtpjitterbuffer latency={latency_ms} do-lost=true ! rtpopusdepay "
             "! opusdec plc=true ! audioconvert ! audioresample "
             "! pulsesink device=speaker buffer-time=40000 latency-time=10000"
@@ -198,7 +194,7 @@ def run_gstreamer(
         assert gst.stdout is not None
         while "PLAYING" not in gst.stdout.readline():
             pass
-        replay(trace, port)
+        replay(trace.arrivals, port)
         time.sleep(latency_ms / 1000 + 0.5)
         gst.send_signal(signal.SIGINT)
         gst.wait(timeout=30)
@@ -210,7 +206,7 @@ def run_gstreamer(
     return soundfile.read(out, dtype="float32")[0], np.array(delays)
 
 
-def run_airmic_live(trace, latency: str, folder: Path, pulse: dict[str, str]):
+def run_airmic_live(trace: Trace, latency: str, folder: Path, pulse: dict[str, str]):
     """The same, through a real airmic-receive playing into PulseAudio."""
     port, out, stats = free_port(), folder / "airmic-live.wav", folder / "stats.json"
     with recording(out, pulse):
@@ -231,7 +227,7 @@ def run_airmic_live(trace, latency: str, folder: Path, pulse: dict[str, str]):
             env=pulse,
         )
         time.sleep(2.0)  # imports and bind
-        replay(trace, port)
+        replay(trace.arrivals, port)
         time.sleep(0.5)
         receiver.send_signal(signal.SIGINT)
         receiver.wait(timeout=30)
@@ -239,13 +235,13 @@ def run_airmic_live(trace, latency: str, folder: Path, pulse: dict[str, str]):
 
 
 def gstreamer_scores(
-    speech, trace, redundancy: int, folder: Path, pulse: dict[str, str]
+    speech, trace: Trace, folder: Path, pulse: dict[str, str]
 ) -> tuple[Score, Score]:
     scored: dict[int, Score] = {}
 
     def score(latency: int) -> Score:
         if latency not in scored:
-            heard, delays = run_gstreamer(trace, latency, redundancy, folder, pulse)
+            heard, delays = run_gstreamer(trace, latency, folder, pulse)
             pesq, stoi = quality(speech, heard)
             median = float(np.median(delays)) if len(delays) else float(latency)
             p95 = float(np.percentile(delays, 95)) if len(delays) else None
@@ -274,7 +270,10 @@ def main() -> int:
     )
     parser.add_argument("--latency", default="balanced", help="airmic's latency mode")
     parser.add_argument(
-        "--redundancy", type=int, default=1, help="redundant copies per packet (RFC 2198)"
+        "--redundancy",
+        type=int,
+        help="redundant copies per packet (RFC 2198), fixed; by default the sender's "
+        "protection follows the receiver's reports, as airmic-send's does",
     )
     parser.add_argument("--no-gstreamer", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
@@ -286,6 +285,7 @@ def main() -> int:
     cases = [(name, PROFILES[name], 0.0, args.seconds) for name in PROFILES]
     cases.append(("drift-300ppm", PROFILES["clean"], 300.0, args.drift_seconds))
     results: dict[str, dict[str, object]] = {}
+    senders: dict[str, Trace] = {}
     timelines = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
@@ -296,6 +296,7 @@ def main() -> int:
             speech = long_speech[: int(seconds * RATE)]
             trace = trace_of(speech, profile, ppm, args.seed, args.redundancy)
             airmic, timelines[name] = run_airmic(speech, trace, args.latency)
+            senders[name] = trace
             results[name] = {"airmic": asdict(airmic)}
             if not args.no_gstreamer:
                 short = long_speech[: int(args.seconds * RATE)]
@@ -313,12 +314,16 @@ def main() -> int:
                         extra={"lost": stream["lost"], "late": stream["late"]},
                     )
                 )
-                default, tuned = gstreamer_scores(
-                    short, short_trace, args.redundancy, folder, pulse
-                )
+                default, tuned = gstreamer_scores(short, short_trace, folder, pulse)
                 results[name]["gstreamer_default"] = asdict(default)
                 results[name]["gstreamer_tuned"] = asdict(tuned)
     print_table(results)
+    print("\n| profile | on the wire | the sender's protection, as it changed |")
+    print("|---|---:|---|")
+    for name, trace in senders.items():
+        print(f"| {name} | {trace.wire_kbits:.0f} kbit/s | {'; '.join(trace.levels)} |")
+    for name, trace in senders.items():
+        results[name]["sender"] = {"wire_kbits": trace.wire_kbits, "levels": trace.levels}
     (args.out / "bench_jitter.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(timelines, results, args.out / "bench_jitter.png")
     return 0
@@ -335,6 +340,8 @@ def print_table(results: dict[str, dict[str, object]]) -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, runs in results.items():
         for who, s in runs.items():
+            if who == "sender":
+                continue
             assert isinstance(s, dict)
             print(
                 f"| {name} | {who.replace('_', ' ')} | {cell(s['latency_ms'], '.1f')} ms "

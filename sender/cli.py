@@ -25,7 +25,7 @@ from airmic.common.cli import (
 from airmic.common.dsp import PRESETS, add_dsp_options, settings_from_args
 from airmic.common.errors import NetworkError, UsageError
 from airmic.common.opus import FRAME_MS, OpusConfig
-from airmic.common.red import MAX_DEPTH, RED_PAYLOAD_TYPE
+from airmic.common.red import MAX_DEPTH, MAX_REACH, RED_PAYLOAD_TYPE
 
 # What streaming needs (aiortc, zeroconf, scipy, sounddevice: a second and more to load) is
 # imported in the functions that use it: --help, pair and --list-devices do not wait for it.
@@ -169,9 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=auto_or(0, 100),
         default=None,
         metavar="PERCENT",
-        help="loss the in-band FEC is tuned for; auto (the default, over UDP): from the "
-        "receiver's reports, 1 %% on a clean network and up to 25 %% (10 %% until a report "
-        "comes, and always over WebRTC)",
+        help="loss the in-band FEC is tuned for; auto (the default, over UDP): 1 %% while "
+        "the copies adapt (they bring a lost packet back exact, where FEC costs quality); "
+        "with --redundancy fixed, from the receiver's reports, 1 %% on a clean network and up "
+        "to 25 %% (10 %% until a report comes, and always over WebRTC)",
     )
     opus.add_argument("--no-fec", action="store_true", help="no in-band FEC")
     opus.add_argument(
@@ -181,9 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also send copies of the last N packets in each one (RFC 2198, payload type "
         f"{RED_PAYLOAD_TYPE}): a lost packet comes back exact, for N+1 times the bitrate. "
-        "auto (the default): from the receiver's reports, none on a clean network, as many "
-        f"as its losses come in a row when it loses (up to {MAX_DEPTH}; 1 until a report "
-        "comes); 0 for peers that only take plain Opus",
+        "auto (the default): from the receiver's reports, none on a clean network; when it "
+        f"loses, up to {MAX_DEPTH} copies spaced to reach back as far as its losses come in a "
+        f"row (up to {MAX_REACH} packets); 1 until 3 s of reports without a loss; 0 for peers "
+        "that only take plain Opus",
     )
     add_dsp_options(parser)
     opus.add_argument(

@@ -198,8 +198,8 @@ class RtpLink:
             if heard is not None:
                 burst = heard.view.burst if heard.view is not None else 0.0
                 level = self.protection.report(heard.fraction, burst, now)
-                if level is not None and level.copies is not None:
-                    self._packetizer.depth = level.copies
+                if level is not None and level.copies is not None and level.reach is not None:
+                    self._packetizer.protect(level.copies, level.reach)
 
     @property
     def expected_loss(self) -> int | None:

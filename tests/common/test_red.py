@@ -7,7 +7,7 @@ import pytest
 from aiortc.rtp import RtpPacket
 
 from airmic.common.opus import OpusConfig, OpusEncoder
-from airmic.common.red import RED_PAYLOAD_TYPE, RedBlock, RedEncoder, RedPayload
+from airmic.common.red import RED_PAYLOAD_TYPE, RedBlock, RedEncoder, RedPayload, spaced
 from airmic.common.rtp import Drop, DroppedPacket, Packetizer, parse_media
 
 ENCODER = OpusEncoder(OpusConfig())
@@ -58,6 +58,35 @@ def test_encoder_leaves_out_copies_its_fields_cannot_hold():
     assert [b.data for b in blocks] == [OPUS[1], OPUS[2]]
     red.encode(OPUS[3], 960 + 20_000)  # older than a 14-bit offset
     assert len(RedPayload.parse(red.encode(OPUS[0], 960 + 20_480)).blocks) == 2
+
+
+@pytest.mark.parametrize(
+    ("copies", "reach", "backs"),
+    [(1, 1, (1,)), (2, 2, (1, 2)), (2, 4, (1, 4)), (3, 6, (1, 3, 6)), (3, 8, (1, 5, 8)),
+     (3, 3, (1, 2, 3)), (0, 5, ()), (5, 3, (1, 2, 3))],
+)  # fmt: skip
+def test_spaced_copies_keep_the_one_before_and_reach_back(copies, reach, backs):
+    assert spaced(copies, reach) == backs
+
+
+def test_spaced_copies_are_numbered_by_their_place_through_empty_blocks():
+    """Copies of the 1st and 4th packets before: the 2nd and 3rd get empty blocks (4 bytes
+    of header each), so that a receiver that numbers copies by place numbers them right."""
+    packetizer = Packetizer(payload_type=111, seq=10, timestamp=0, redundancy=1)
+    packetizer.protect(2, 4)
+    opus = OPUS * 2
+    datagrams = [packetizer.packetize(p, 480) for p in opus[:6]]
+    blocks = RedPayload.parse(RtpPacket.parse(datagrams[5]).payload).blocks
+    assert [(b.offset, b.data) for b in blocks] == [
+        (1920, opus[1]), (1440, b""), (960, b""), (480, opus[4]), (0, opus[5])
+    ]  # fmt: skip
+    last = parse_media(datagrams[5])
+    assert [(c.seq, c.timestamp, c.payload) for c in last.redundant] == [
+        (11, 480, opus[1]),
+        (14, 1920, opus[4]),
+    ]
+    early = parse_media(datagrams[2])  # fewer packets sent than the reach: what there is
+    assert [c.seq for c in early.redundant] == [11]
 
 
 def test_parse_media_unpacks_the_copies_with_their_numbers():

@@ -1,11 +1,15 @@
 """The sender's protection from the receiver's reports, in virtual time (a report a
-second): none on a clean network, copies as long as the bursts and FEC for the loss when
-it loses, given back a step at a time once it has been clean."""
+second): none on a clean network; when it loses, copies spaced to reach back over the
+bursts, and FEC at its floor while the copies adapt; given back a step at a time once it
+has been clean."""
 
 from __future__ import annotations
 
+import pytest
+
 from airmic.common import rtcp
-from airmic.sender.protection import CALM, Protection
+from airmic.common.red import spaced
+from airmic.sender.protection import CALM, FIRST_CALM, Protection, reach_for
 
 
 def run(protection: Protection, reports: list[tuple[float, float]], start: float = 0.0):
@@ -19,23 +23,48 @@ def run(protection: Protection, reports: list[tuple[float, float]], start: float
 
 def test_a_clean_network_gets_no_copies_and_little_fec():
     protection = Protection(None, None, now=0.0)
-    assert (protection.level.copies, protection.level.expected_loss) == (1, 10)
+    assert (protection.level.copies, protection.level.expected_loss) == (1, 1)
     levels = run(protection, [(0.0, 0.0)] * 35)
-    assert levels[round(CALM) - 2].copies == 1  # a clean second is not trusted at once
-    assert levels[round(CALM) - 1].copies == 0 and levels[-1].copies == 0
+    assert levels[round(FIRST_CALM) - 2].copies == 1  # a clean second is not trusted at once
+    assert levels[round(FIRST_CALM) - 1].copies == 0 and levels[-1].copies == 0
     assert levels[-1].expected_loss == 1
 
 
-def test_random_loss_gets_one_copy_and_bursts_as_many_as_they_are_long():
+def test_random_loss_gets_one_copy_and_bursts_copies_that_reach_over_them():
     protection = Protection(None, None, now=0.0)
     run(protection, [(0.0, 0.0)] * 25)  # clean first: no copies
     assert protection.level.copies == 0
     (level,) = run(protection, [(0.05, 1.0)], start=25.0)
-    assert level.copies == 1 and level.expected_loss == 8
-    (level,) = run(protection, [(0.10, 2.6)], start=26.0)
-    assert level.copies == 3 and level.expected_loss == 15
-    levels = run(protection, [(0.0, 0.0)] * 31, start=27.0)  # clean again: a step each CALM
-    assert [lv.copies for lv in levels[:: round(CALM)]] == [3, 2, 1, 0]
+    assert (level.copies, level.reach, level.expected_loss) == (1, 1, 1)
+    # Bursts of 3 on average (geometric): 90 % of their packets are in their last 6.
+    levels = run(protection, [(0.10, 3.0)] * 8, start=26.0)
+    assert levels[-1].reach == reach_for(3.0) == 6 and levels[-1].copies == 3
+    assert spaced(levels[-1].copies, levels[-1].reach) == (1, 3, 6)
+    assert all(lv.expected_loss == 1 for lv in levels)  # the copies do FEC's work, exact
+    # One long burst in a second moves the reach only part of the way.
+    (level,) = run(protection, [(0.10, 5.0)], start=34.0)
+    assert 6 < level.reach < reach_for(5.0)
+    levels = run(protection, [(0.0, 0.0)] * 31, start=35.0)  # clean again: half each CALM
+    reach = level.reach
+    assert [lv.reach for lv in levels[:: round(CALM)]] == [
+        reach,
+        reach // 2,
+        reach // 4,
+        reach // 8,
+    ]
+    assert levels[-1].copies == 0
+
+
+@pytest.mark.parametrize(("burst", "reach"), [(1.0, 1), (1.5, 3), (2.0, 4), (3.0, 6), (5.0, 8)])
+def test_the_reach_covers_nine_tenths_of_geometric_bursts(burst, reach):
+    assert reach_for(burst) == reach
+
+
+def test_fec_follows_the_loss_when_the_user_fixed_the_copies():
+    protection = Protection(0, None, now=0.0)
+    assert protection.level.expected_loss == 10
+    (level,) = run(protection, [(0.10, 1.0)])
+    assert level.copies is None and level.expected_loss == 15
 
 
 def test_what_the_user_fixed_is_not_adapted():
