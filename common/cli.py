@@ -87,14 +87,30 @@ def parse_address(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
     return host, port
 
 
-def bitrate(text: str) -> int:
-    """An Opus bitrate: '64000', '64k', '64kbit/s', '64 kbps'; 6 to 510 kbit/s."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(k)?(?:bit/s|bps|b/s)?\s*", text, re.IGNORECASE)
+def _bits(text: str) -> int:
+    """'64000', '64k', '64kbit/s', '64 kbps', '1M' in bit/s."""
+    pattern = r"\s*(\d+(?:\.\d+)?)\s*([km])?(?:bit/s|bps|b/s)?\s*"
+    match = re.fullmatch(pattern, text, re.IGNORECASE)
     if not match:
         raise argparse.ArgumentTypeError(f"not a bitrate: {text!r} (e.g. 64000 or 64k)")
-    value = round(float(match[1]) * (1000 if match[2] else 1))
+    unit = {"k": 1000, "m": 1_000_000}.get((match[2] or "").lower(), 1)
+    return round(float(match[1]) * unit)
+
+
+def bitrate(text: str) -> int:
+    """An Opus bitrate: '64000', '64k', '64kbit/s', '64 kbps'; 6 to 510 kbit/s."""
+    value = _bits(text)
     if not 6000 <= value <= 510_000:
         raise argparse.ArgumentTypeError(f"Opus takes 6k to 510k bit/s, not {text!r}")
+    return value
+
+
+def bandwidth(text: str) -> int:
+    """A cap on a stream's bits on the wire: at least room for 16 kbit/s of Opus and its
+    headers."""
+    value = _bits(text)
+    if value < 64_000:
+        raise argparse.ArgumentTypeError(f"a stream needs at least 64k bit/s, not {text!r}")
     return value
 
 

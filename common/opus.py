@@ -67,6 +67,16 @@ class OpusEncoder:
             self._encoder.packet_loss_perc = config.expected_loss if config.fec else 0
 
     @property
+    def bitrate(self) -> int:
+        """Bits a second; settable while it encodes."""
+        return self.config.bitrate
+
+    @bitrate.setter
+    def bitrate(self, bits: int) -> None:
+        self.config = replace(self.config, bitrate=bits)
+        self._encoder.bitrate = bits
+
+    @property
     def expected_loss(self) -> int:
         """The loss (percent) its in-band FEC is tuned for; settable while it encodes."""
         return self.config.expected_loss if self.config.fec else 0

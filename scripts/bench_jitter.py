@@ -76,8 +76,8 @@ def speech_of(seconds: float, folder: Path) -> np.ndarray:
     return np.tile(sample, int(seconds * RATE / len(sample)) + 1)[: int(seconds * RATE)]
 
 
-def trace_of(speech: np.ndarray, profile: Profile, ppm: float, seed: int, redundancy):
-    return send(speech, profile.seeded(seed), redundancy, sender_ppm=ppm)
+def trace_of(speech: np.ndarray, profile: Profile, ppm: float, seed: int, args) -> Trace:
+    return send(speech, profile.seeded(seed), args.redundancy, sender_ppm=ppm, cap=args.cap)
 
 
 def quality(clean: np.ndarray, out: np.ndarray) -> tuple[float, float]:
@@ -275,6 +275,9 @@ def main() -> int:
         help="redundant copies per packet (RFC 2198), fixed; by default the sender's "
         "protection follows the receiver's reports, as airmic-send's does",
     )
+    parser.add_argument(
+        "--cap", type=int, help="the adaptive sender's bandwidth cap, bit/s on the wire"
+    )
     parser.add_argument("--no-gstreamer", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "out")
@@ -294,13 +297,13 @@ def main() -> int:
         for name, profile, ppm, seconds in cases:
             print(f"{name}: airmic", file=sys.stderr)
             speech = long_speech[: int(seconds * RATE)]
-            trace = trace_of(speech, profile, ppm, args.seed, args.redundancy)
+            trace = trace_of(speech, profile, ppm, args.seed, args)
             airmic, timelines[name] = run_airmic(speech, trace, args.latency)
             senders[name] = trace
             results[name] = {"airmic": asdict(airmic)}
             if not args.no_gstreamer:
                 short = long_speech[: int(args.seconds * RATE)]
-                short_trace = trace_of(short, profile, ppm, args.seed, args.redundancy)
+                short_trace = trace_of(short, profile, ppm, args.seed, args)
                 heard, stream = run_airmic_live(short_trace, args.latency, folder, pulse)
                 pesq, stoi = quality(short, heard)
                 results[name]["airmic_live"] = asdict(

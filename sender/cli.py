@@ -15,6 +15,7 @@ from airmic.common.cli import (
     Parser,
     add_logging_options,
     auto_or,
+    bandwidth,
     bitrate,
     freeze,
     parse_address,
@@ -160,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Opus bitrate: 64000 or 64k (default 64k; 6k to 510k)",
     )
     opus.add_argument(
+        "--max-bandwidth",
+        type=bandwidth,
+        default=None,
+        metavar="BIT/S",
+        help="the most the stream may take on the wire, copies and headers included, e.g. "
+        "160k: when losses call for copies, the Opus bitrate comes down to make room for "
+        "them (to 16k; then fewer copies). Default: no cap (64k audio with the most copies "
+        "takes about 300k)",
+    )
+    opus.add_argument(
         "--low-latency",
         action="store_true",
         help="low-delay Opus (CELT only, 2.5 ms look-ahead instead of 6.5), which carries no FEC",
@@ -230,6 +241,7 @@ async def _main(args: argparse.Namespace) -> int:
         loop=args.loop,
         payload_type=args.payload_type,
         redundancy=args.redundancy,
+        max_bandwidth=args.max_bandwidth,
         adaptive_fec=args.expected_loss is None,
         duration=args.duration,
         insecure=args.insecure,

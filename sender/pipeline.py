@@ -36,6 +36,7 @@ class SenderConfig:
     payload_type: int = DEFAULT_PAYLOAD_TYPE
     redundancy: int | None = None  # copies of earlier packets in each (RFC 2198; UDP only);
     # None: as the receiver's reports call for (sender/protection.py)
+    max_bandwidth: int | None = None  # bit/s on the wire the copies must fit under
     adaptive_fec: bool = True  # FEC's expected loss from the reports (UDP); else opus's
     duration: float | None = None  # seconds of audio to send; None: until the source ends
     dsp: DspSettings | None = None  # None: no processing at all
@@ -73,6 +74,9 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
             config.name,
             behind=behind,
             expected_loss=None if config.adaptive_fec else config.opus.expected_loss,
+            bitrate=config.opus.bitrate,
+            cap=config.max_bandwidth,
+            rate=1000 / config.opus.frame_ms,
         )
     )
     report = SenderReport()
@@ -84,6 +88,8 @@ async def run_sender(config: SenderConfig, stop: asyncio.Event | None = None) ->
         link.send(encoder.encode(block), len(block))
         if link.expected_loss is not None and link.expected_loss != encoder.expected_loss:
             encoder.expected_loss = link.expected_loss  # the reports call for more or less
+        if link.bitrate is not None and link.bitrate != encoder.bitrate:
+            encoder.bitrate = link.bitrate  # copies under the cap: fewer bits for the audio
         report.packets += 1
         report.seconds += len(block) / RATE
         report.overflows = source.overflows  # counted on the capture's own thread

@@ -7,7 +7,9 @@ that reach as far back as the receiver's bursts are long. A burst's packets come
 from the copies in the first packet after it, so the copies reach back past most of a
 burst: spaced out (`airmic.common.red.spaced`), two or three copies reach as far as eight
 in a row would. It gives them back one step at a time once the network has been clean
-for a while: a Wi-Fi that loses now and then is not trusted after one good second.
+for a while: a Wi-Fi that loses now and then is not trusted after one good second. Under
+a bandwidth cap the copies take their bytes from the audio: the Opus bitrate comes down so
+that the packets, copies and headers fit.
 
 FEC rebuilds a lost packet from the next one, which carries its copy too: with copies
 it adds nothing, and tuned for a high loss it took 0.1 PESQ from every packet (bursty-10,
@@ -41,6 +43,12 @@ REPAIR = 0.9
 """The share of a burst's packets the copies should reach: what the receiver's balanced
 latency waits for (`airmic.common.delay.LatencyRange.repair`); reaching every packet of
 the rare long burst would cost its delay to every packet."""
+LEAST_BITRATE = 16_000
+"""The Opus bitrate copies may bring the audio down to (wide-band speech still): below it,
+fewer copies."""
+HEADERS = 28 + 12 + 1
+"""Bytes each packet costs besides its Opus: IP and UDP, RTP, RED's primary header (and 4
+more for each redundant block)."""
 
 
 def reach_for(burst: float, share: float = REPAIR) -> int:
@@ -61,11 +69,25 @@ def copies_for(reach: int) -> int:
     return min(MAX_DEPTH, reach, 1 if reach <= 1 else 2 if reach <= 4 else 3)
 
 
+def fitted(copies: int, reach: int, bitrate: int, cap: int | None, rate: float):
+    """(copies, bitrate): the most of the wanted bitrate, and then of the copies, that fit
+    `cap` bit/s on the wire at `rate` packets a second."""
+    if cap is None:
+        return copies, bitrate
+    while True:
+        headers = 8 * rate * (HEADERS + 4 * (reach if copies else 0))
+        fits = int((cap - headers) / (1 + copies)) // 1000 * 1000
+        if fits >= LEAST_BITRATE or copies == 0:
+            return copies, max(LEAST_BITRATE, min(bitrate, fits))
+        copies -= 1
+
+
 @dataclass(frozen=True)
 class Level:
     copies: int | None  # None: fixed by the user, not adapted
     reach: int | None  # how many packets back the oldest copy is
     expected_loss: int | None
+    bitrate: int = 0  # Opus's, under the cap
 
     def describe(self) -> str:
         parts = []
@@ -75,17 +97,31 @@ class Level:
                 parts[-1] += f" reaching {self.reach} packets back"
         if self.expected_loss is not None:
             parts.append(f"FEC for {self.expected_loss} % loss")
+        if self.bitrate:
+            parts.append(f"Opus at {self.bitrate // 1000} kbit/s")
         return ", ".join(parts)
 
 
 class Protection:
-    """Adapts whichever of the two is not fixed (`copies` or `expected_loss` None)."""
+    """Adapts whichever of the two is not fixed (`copies` or `expected_loss` None), and the
+    Opus bitrate (`bitrate` at most) to fit the copies under `cap` bit/s, at `rate` packets
+    a second."""
 
-    def __init__(self, copies: int | None, expected_loss: int | None, now: float) -> None:
-        # Until the first report: a copy and FEC for 10 %, as a stream that knows nothing.
+    def __init__(
+        self,
+        copies: int | None,
+        expected_loss: int | None,
+        now: float,
+        *,
+        bitrate: int = 64_000,
+        cap: int | None = None,
+        rate: float = 100.0,
+    ) -> None:
+        # Until the first report: a copy, as a stream that knows nothing.
         adapt = copies is None
         fec = None if expected_loss is not None else FEC_FLOOR if adapt else 10
-        self.level = Level(1 if adapt else None, 1 if adapt else None, fec)
+        self._bitrate, self._cap, self._rate = bitrate, cap, rate
+        self.level = self._level(1 if adapt else None, 1 if adapt else None, fec)
         self._adapt_fec = fec is not None and not adapt
         self._calm_since = now
         self._calm_for = FIRST_CALM
@@ -111,7 +147,7 @@ class Protection:
                 reach //= 2
             if fec is not None and self._adapt_fec:
                 fec = max(FEC_FLOOR, fec // 2)
-        level = Level(None if reach is None else copies_for(reach), reach, fec)
+        level = self._level(None if reach is None else copies_for(reach), reach, fec)
         if level == self.level:
             return None
         log.info(
@@ -122,3 +158,9 @@ class Protection:
         )
         self.level = level
         return level
+
+    def _level(self, copies: int | None, reach: int | None, fec: int | None) -> Level:
+        if copies is None or reach is None:  # fixed by the user: so is the bitrate
+            return Level(copies, reach, fec)
+        copies, bitrate = fitted(copies, reach, self._bitrate, self._cap, self._rate)
+        return Level(copies, reach, fec, bitrate if self._cap is not None else 0)

@@ -134,12 +134,18 @@ class RtpLink:
         name: str = "",
         behind: float = 0.0,
         expected_loss: int | None = None,
+        bitrate: int = 64_000,
+        cap: int | None = None,
+        rate: float = 100.0,
     ) -> RtpLink:
         """With `secure`, after a handshake with the receiver: SRTP to a paired receiver.
         `behind`: how far the audio sent lags its capture (the encoder's look-ahead, the
         DSP's delay), for the capture times in its reports. `redundancy` and FEC's
-        `expected_loss`, if None, follow the receiver's reports."""
-        protection = Protection(redundancy, expected_loss, time.monotonic())
+        `expected_loss`, if None, follow the receiver's reports; the Opus `bitrate` gives
+        way to copies under `cap` bit/s on the wire, at `rate` packets a second."""
+        protection = Protection(
+            redundancy, expected_loss, time.monotonic(), bitrate=bitrate, cap=cap, rate=rate
+        )
         adaptive = redundancy is None
         depth = protection.level.copies if redundancy is None else redundancy
         assert depth is not None
@@ -205,6 +211,11 @@ class RtpLink:
     def expected_loss(self) -> int | None:
         """The loss FEC should be tuned for now, if the reports decide it."""
         return self.protection.level.expected_loss
+
+    @property
+    def bitrate(self) -> int | None:
+        """The Opus bitrate that fits the copies under the cap, if one was set."""
+        return self.protection.level.bitrate or None
 
     def status(self) -> Text:
         """The receiver's view, as last reported (rich's thread: reports are read by the

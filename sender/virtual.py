@@ -18,7 +18,7 @@ from airmic.common.audio import RATE
 from airmic.common.impair import Impairment
 from airmic.common.opus import OpusConfig, OpusEncoder
 from airmic.common.rtp import Packetizer, parse_media
-from airmic.sender.protection import Protection
+from airmic.sender.protection import Level, Protection
 
 FRAME = 480
 REPORT_EVERY, REPORT_DELAY = 1.0, 0.005
@@ -38,19 +38,26 @@ def send(
     redundancy: int | None = None,
     *,
     sender_ppm: float = 0.0,
+    cap: int | None = None,
 ) -> Trace:
     """Send `speech` (48 kHz) in 10 ms packets through `network`. With `redundancy` None
-    the copies follow the receiver's reports, as airmic-send's default does; else that many
-    copies in a row, with FEC for 10 %."""
+    the copies follow the receiver's reports, as airmic-send's default does (under `cap`
+    bit/s on the wire, if given); else that many copies in a row, with FEC for 10 %."""
     encoder = OpusEncoder(OpusConfig())
     adaptive = redundancy is None
     packetizer = Packetizer(
         ssrc=0xA1, seq=1000, timestamp=123_456, redundancy=redundancy or 0, red=True
     )
-    protection = Protection(redundancy, None if adaptive else 10, now=0.0)
+    protection = Protection(redundancy, None if adaptive else 10, now=0.0, cap=cap)
+
+    def follow(level: Level) -> None:
+        packetizer.protect(level.copies or 0, level.reach or 0)
+        encoder.expected_loss = level.expected_loss or 0
+        if level.bitrate:
+            encoder.bitrate = level.bitrate
+
     if adaptive:
-        packetizer.protect(protection.level.copies or 0, protection.level.reach or 0)
-        encoder.expected_loss = protection.level.expected_loss or 0
+        follow(protection.level)
     reception = rtcp.Reception()
     arrivals: list[tuple[float, bytes]] = []
     heard: list[tuple[float, int, int]] = []  # (arrival, seq, timestamp) not yet reported
@@ -67,8 +74,7 @@ def send(
                 block.fraction_lost / 256, reception.burst, report_at + REPORT_DELAY
             )
             if level is not None:
-                packetizer.protect(level.copies or 0, level.reach or 0)
-                encoder.expected_loss = level.expected_loss or 0
+                follow(level)
                 levels.append(f"{report_at:.0f} s: {level.describe()}")
             report_at += REPORT_EVERY
         datagram = packetizer.packetize(encoder.encode(speech[i : i + FRAME]), FRAME)

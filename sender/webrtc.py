@@ -164,6 +164,7 @@ class WhipLink:
         )
 
     expected_loss = None  # FEC's tuning stays as configured: aiortc's reports do not say
+    bitrate = None  # and so does the bitrate
 
     def summary(self) -> str:
         """What the receiver last said it heard, for the summary."""

@@ -58,3 +58,13 @@ def test_bursts_get_copies_that_reach_over_them(speech_samples):
           f"{adaptive.wire_kbits:.0f}, three {three.wire_kbits:.0f}")  # fmt: skip
     assert "reaching" in adaptive.levels[-1]
     assert lost["adaptive"] < 0.25 * lost["one"] and lost["adaptive"] < 0.6 * lost["three"]
+
+
+def test_a_cap_holds_the_bytes_on_the_wire_with_the_copies(speech_samples):
+    speech = speech_for(speech_samples)
+    capped = send(speech, PROFILES["bursty-10"].seeded(1), cap=160_000)
+    free = send(speech, PROFILES["bursty-10"].seeded(1))
+    lost = {name: play(t).jitter.stats.lost for name, t in (("capped", capped), ("free", free))}
+    print(f"\n{capped.wire_kbits:.0f} against {free.wire_kbits:.0f} kbit/s; lost {lost}")
+    assert capped.wire_kbits <= 160 * 1.02 < free.wire_kbits  # Opus's VBR: a little over
+    assert lost["capped"] <= lost["free"] + 5  # the same copies, at a lower bitrate

@@ -82,3 +82,16 @@ def test_the_receiver_measures_the_runs_of_lost_packets():
     reception.packet(11, 11 * 480, 0.11)
     reception.block(0xABC, 0.2)
     assert reception.burst == 0.0
+
+
+def test_under_a_cap_the_copies_take_their_bytes_from_the_audio():
+    protection = Protection(None, None, now=0.0, bitrate=64_000, cap=160_000, rate=100.0)
+    assert protection.level.bitrate == 62_000  # a copy and 100 x 45 bytes fit beside 62k
+    (level,) = run(protection, [(0.10, 3.0)])
+    # 3 copies reaching 6 back: 4 x the audio and 100 x (41 + 24) bytes of headers a second
+    assert (level.copies, level.reach) == (3, 6) and level.bitrate == 27_000
+    assert 4 * level.bitrate + 100 * 8 * (41 + 4 * 6) <= 160_000
+    tight = Protection(None, None, now=0.0, bitrate=64_000, cap=100_000, rate=100.0)
+    (level,) = run(tight, [(0.10, 3.0)])
+    assert level.copies == 2 and level.bitrate == 16_000  # 16k each: fewer copies first
+    assert "Opus at 16 kbit/s" in level.describe()
