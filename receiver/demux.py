@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
 
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RtcpSenderInfo, RtpPacket
 
 from airmic.common import rtcp
 from airmic.common.log import OnceLogger
@@ -119,6 +119,15 @@ class Demux:
     def receive_rtp(self, rtp: RtpPacket, addr: Address, now: float) -> None:
         """Take one RTP packet that a WebRTC connection decrypted and parsed."""
         self._take(media_from_rtp, rtp, addr, now)
+
+    def sender_clock(
+        self, addr: Address, ssrc: int, info: RtcpSenderInfo, offset: float | None
+    ) -> None:
+        """A WebRTC sender's report (its connection answers it): the stream's capture times,
+        on the sender's clock, `offset` seconds behind this host's wall clock."""
+        session = self.sessions.get((addr, ssrc))
+        if session is not None:
+            session.latency.sender_report(info, offset, self._ahead())
 
     def _stream(self, addr: Address, ssrc: int) -> StreamKey:
         """The stream RTCP from `addr` is about: the one from the same address, or for a

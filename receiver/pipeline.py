@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RtcpSenderInfo, RtpPacket
 from rich.text import Text
 
 from airmic.common.config import config_dir, write_private
@@ -112,7 +112,9 @@ class Receiver:
         paired.all()  # unreadable: a clear error now (later, the last good list serves)
         self.guard = Guard(self.identity, paired, config.insecure)
         self.demux = Demux(self._open_session, config.max_streams, self.guard, self._finish)
-        self.whip = WhipEndpoint(self.receive_rtp, self.end_streams_from, config.max_streams)
+        self.whip = WhipEndpoint(
+            self.receive_rtp, self.end_streams_from, self.sender_clock, config.max_streams
+        )
         self.sink_errors = OnceLogger(log)  # sinks that would not open, by spec
         self.finished: list[dict[str, Any]] = []
         self.clock = PacedClock(config.block, config.clock_ppm)  # for files and null
@@ -134,6 +136,13 @@ class Receiver:
         """A packet that a WebRTC connection decrypted (the event loop)."""
         with self._lock:
             self.demux.receive_rtp(rtp, addr, now)
+
+    def sender_clock(
+        self, addr: Address, ssrc: int, info: RtcpSenderInfo, offset: float | None
+    ) -> None:
+        """A WebRTC sender's RTCP sender report (the event loop), with its clock's offset."""
+        with self._lock:
+            self.demux.sender_clock(addr, ssrc, info, offset)
 
     def _open_session(self, key: StreamKey, now: float) -> Session:
         """A new stream (under the lock): its session, its sinks opened, its player started."""

@@ -5,7 +5,9 @@ GET  /presets?token=T     the DSP presets a browser's stream can ask for (JSON)
 GET  /about?token=T       the receiver's name (JSON), for the page's "connected to"
 POST /whip?token=T        an SDP offer -> 201, the answer and the session's Location
                           (&name=ROOM names the stream, &preset=NAME processes it)
-GET  /whip/ID?token=T     the receiver's view of that stream (JSON: delay, loss, level)
+GET  /whip/ID?token=T     the receiver's view of that stream (JSON: delay, loss, level),
+                          and its wall clock (&offset=S: the page's measure of it against
+                          its own, for the stream's end-to-end latency)
 DELETE /whip/ID?token=T   the end of that stream
 POST /pair, /pair/ID      a sender's pairing attempt (no token: the code is the proof)
 """
@@ -18,6 +20,7 @@ import ipaddress
 import json
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,6 +92,20 @@ class WebServer:
 
     async def close(self) -> None:
         await self.runner.cleanup()
+
+
+MAX_OFFSET = 86_400.0
+"""A browser's clock may be set a day wrong, no more (seconds)."""
+
+
+def clock_offset(text: str) -> float | None:
+    """The page's measure of how far this host's wall clock is ahead of the browser's: its
+    RTCP sender reports are on the browser's clock. None if it is not a sane number."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if abs(value) <= MAX_OFFSET else None
 
 
 def qr_code(text: str) -> str:
@@ -194,9 +211,11 @@ def build_app(
         publication = whip.publications.get(publication_id)
         if publication is None:
             raise web.HTTPNotFound()
+        if "offset" in request.query:  # the page's measure of this clock against its own
+            publication.offset = clock_offset(request.query["offset"])
         return web.json_response(
             {"label": publication.label, "state": publication.pc.connectionState}
-            | {"stream": stream_stats(publication_id)},
+            | {"stream": stream_stats(publication_id), "clock": time.time()},
             headers={"Cache-Control": "no-store"},
         )
 

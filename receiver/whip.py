@@ -22,7 +22,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import AnyRtcpPacket, RtcpSenderInfo, RtcpSrPacket, RtpPacket
 from aiortc.sdp import SessionDescription
 
 from airmic.common.audio import RATE
@@ -61,24 +61,30 @@ class Publication:
     address: Address  # the demux's key for it
     preset: str | None = None  # the DSP preset the sender asked for; None: the receiver's
     ssrcs: set[int] = field(default_factory=set)
+    offset: float | None = None  # how far this host's wall clock is ahead of the sender's
+    # (seconds), as its page measured it: its RTCP sender reports are on its own clock
 
 
 class WhipEndpoint:
     """Answers offers and keeps the sessions they open, until DELETE or disconnection.
 
     `deliver(rtp, address, now)` gets each decrypted RTP packet and `ended(address)` hears
-    that a publication is over (its stream ends at once, not after a silence); `senders`
-    maps a publication's address to it, for the receiver to name and process its stream."""
+    that a publication is over (its stream ends at once, not after a silence);
+    `reported(address, ssrc, info, offset)` gets the sender's RTCP sender reports, with the
+    offset of its clock if its page measured it; `senders` maps a publication's address to
+    it, for the receiver to name and process its stream."""
 
     def __init__(
         self,
         deliver: Callable[[RtpPacket, Address, float], None],
         ended: Callable[[Address], None],
+        reported: Callable[[Address, int, RtcpSenderInfo, float | None], None],
         max_sessions: int = 16,
         connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self._deliver = deliver
         self._ended = ended
+        self._reported = reported
         self.max_sessions = max_sessions
         self.connect_timeout = connect_timeout
         self.publications: dict[str, Publication] = {}
@@ -173,6 +179,16 @@ class WhipEndpoint:
             self._deliver(rtp, publication.address, loop.time())
 
         receiver._handle_rtp_packet = handle  # type: ignore[method-assign, assignment]
+
+        own_rtcp = receiver._handle_rtcp_packet
+
+        async def handle_rtcp(packet: AnyRtcpPacket) -> None:  # aiortc's, then a copy of SRs
+            await own_rtcp(packet)
+            if isinstance(packet, RtcpSrPacket) and packet.ssrc in publication.ssrcs:
+                self._reported(publication.address, packet.ssrc, packet.sender_info,
+                               publication.offset)  # fmt: skip
+
+        receiver._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
 
     async def end(self, publication_id: str) -> bool:
         publication = self.publications.pop(publication_id, None)

@@ -69,7 +69,7 @@ def copies_for(reach: int) -> int:
     return min(MAX_DEPTH, reach, 1 if reach <= 1 else 2 if reach <= 4 else 3)
 
 
-def fitted(copies: int, reach: int, bitrate: int, cap: int | None, rate: float):
+def fitted(copies: int, reach: int, bitrate: int, cap: int | None, rate: float) -> tuple[int, int]:
     """(copies, bitrate): the most of the wanted bitrate, and then of the copies, that fit
     `cap` bit/s on the wire at `rate` packets a second."""
     if cap is None:

@@ -32,8 +32,9 @@ const ui = {
   restartHint: $("restart-hint"), ec: $("ec"), ns: $("ns"), agc: $("agc"),
   level: $("level"), peak: $("peak"), levelText: $("level-text"),
   delay: $("delay"), lost: $("lost"), recovered: $("recovered"), heard: $("heard"),
+  latency: $("latency"),
 };
-const FIGURES = [ui.delay, ui.lost, ui.recovered, ui.heard];
+const FIGURES = [ui.delay, ui.lost, ui.recovered, ui.heard, ui.latency];
 
 const RETRY_MS = [1000, 2000, 4000, 8000];  // reconnection back-off, then every 8 s
 const DISCONNECTED_MS = 5000;  // "disconnected" often recovers by itself: wait this long
@@ -53,6 +54,12 @@ let muted = false;
 let receiverName = "";
 let unanswered = 0;   // polls of the receiver's view in a row that failed
 let micTimer = null;  // asking for a microphone that was taken away
+// The receiver's clock against this one, from each poll (NTP's way: the receiver's time
+// against the middle of the round trip); the least delayed of the last few is sent back, so
+// that the receiver can place this browser's RTCP sender reports, and with them each
+// packet's capture, on its own clock: the end-to-end latency.
+const CLOCK_SAMPLES = 8;
+let clocks = [];
 
 window.airmic = { state: "idle", stats: null, muted: false, microphone: () => stream };
 
@@ -447,13 +454,25 @@ function startMeter(source, context) {
   };
 }
 
+function clockQuery() {
+  if (!clocks.length) return "";
+  const best = clocks.reduce((a, b) => (b.rtt < a.rtt ? b : a));
+  return `&offset=${(best.offset / 1000).toFixed(4)}`;
+}
+
 async function pollStats() {
   if (!resource || !pc) return;
   try {
-    const response = await fetch(`${resource}?token=${encodeURIComponent(token)}`,
-      { cache: "no-store" });
+    const asked = Date.now();
+    const response = await fetch(
+      `${resource}?token=${encodeURIComponent(token)}${clockQuery()}`, { cache: "no-store" });
     if (!response.ok) throw new Error(`${response.status}`);
     const view = await response.json();
+    const answered = Date.now();
+    if (typeof view.clock === "number") {
+      clocks = [...clocks, { rtt: answered - asked, offset: view.clock * 1000 - (asked + answered) / 2 }]
+        .slice(-CLOCK_SAMPLES);
+    }
     if (unanswered >= SILENT_POLLS && window.airmic.state === "streaming") say("");
     unanswered = 0;
     const s = view.stream;
@@ -463,6 +482,7 @@ async function pollStats() {
     ui.lost.textContent = `${s.lost}`;
     ui.recovered.textContent = `${s.recovered}`;
     ui.heard.textContent = `${Math.round(s.heard_db ?? s.level_db)} dB`;
+    ui.latency.textContent = s.end_to_end_ms != null ? `${Math.round(s.end_to_end_ms)} ms` : "-";
   } catch {
     unanswered += 1;
     if (unanswered === SILENT_POLLS && wanted) {

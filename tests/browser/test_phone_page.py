@@ -162,13 +162,17 @@ def compare_stream(stream, speech):
 
 def test_two_phones_stream_into_the_receiver(tmp_path, udp_port, lan, speech, phone):
     """Two pages at once, each its own stream and room; one names its transducer (the mic
-    preset); each room's recording (Ogg Opus) has the page's speech."""
+    preset); each room's recording (Ogg Opus) has the page's speech; each page shows its
+    stream's end-to-end latency."""
     record = tmp_path / "sessions"
     record.mkdir()
     receiver, url = start_receiver(tmp_path, udp_port, lan, "--record", str(record))
     kitchen = open_page(phone, url, "kitchen", preset="mic")
     hall = open_page(phone, url, "hall")
     time.sleep(8)
+    for page in (kitchen, hall):  # the browser's first RTCP sender report can take 5 s
+        page.wait_for_function("window.airmic.stats && window.airmic.stats.end_to_end_ms != null",
+                               timeout=10_000)  # fmt: skip
     views = [stop_page(kitchen), stop_page(hall)]
     receiver.wait_for("(hall) closed")
     assert receiver.stop() == 0, receiver.stderr
@@ -178,6 +182,10 @@ def test_two_phones_stream_into_the_receiver(tmp_path, udp_port, lan, speech, ph
     assert streams["hall (WebRTC)"]["dsp"] is None  # the receiver's own setting: none
     for view, stream in zip(views, streams.values(), strict=True):
         assert view["lost"] == 0 and stream["lost"] == 0
+        # The end-to-end latency, from the browser's RTCP sender reports placed on this
+        # clock by the page's measure of it: the buffer's delay and the way here, which on
+        # one machine is a few ms (the browser's capture and send; no sound card after).
+        assert view["delay_ms"] - 2 < view["end_to_end_ms"] < view["delay_ms"] + 100
         assert compare_stream(stream, speech).correlation >= 0.9
     (session,) = record.iterdir()
     for room in ("kitchen", "hall"):  # the packets as they came, decoded by libsndfile

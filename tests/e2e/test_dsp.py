@@ -25,6 +25,11 @@ from tests.voices import TEXTS, glottal_voice
 
 pytestmark = pytest.mark.e2e
 RATE = 48_000
+STEADY = ("--latency", "100ms")
+"""The receiver's buffer in these tests: fixed, and long enough to ride out a busy
+machine's stalls, so that the file holds the sender's audio as processed. (On CI, with the
+adaptive buffer run dry now and then, the concealment, voiced at the speaker's pitch near
+120 Hz, read as hum: 23 dB down instead of 28.)"""
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +116,7 @@ def test_probe_reads_a_clap_and_prints_a_runnable_command(tmp_path, speech_sampl
 
 
 def test_sender_preset_cleans_a_speaker_driver(tmp_path, udp_port, speaker_file):
-    receiver = ReceiverProcess(tmp_path, udp_port)
+    receiver = ReceiverProcess(tmp_path, udp_port, *STEADY)
     sender = send(
         udp_port, "--input", f"file:{speaker_file}", "--preset", "speaker", folder=tmp_path
     )
@@ -125,7 +130,7 @@ def test_sender_preset_cleans_a_speaker_driver(tmp_path, udp_port, speaker_file)
 def test_receiver_runs_the_chain_for_ffmpeg(tmp_path, udp_port, speaker_file):
     ffmpeg = shutil.which("ffmpeg")
     assert ffmpeg, "ffmpeg is missing: run scripts/test, which installs it"
-    receiver = ReceiverProcess(tmp_path, udp_port, "--preset", "speaker", "--invert")
+    receiver = ReceiverProcess(tmp_path, udp_port, "--preset", "speaker", "--invert", *STEADY)
     peer = Process(
         [
             ffmpeg,
