@@ -101,7 +101,7 @@ def bitrate(text: str) -> int:
     """An Opus bitrate: '64000', '64k', '64kbit/s', '64 kbps'; 6 to 510 kbit/s."""
     value = _bits(text)
     if not 6000 <= value <= 510_000:
-        raise argparse.ArgumentTypeError(f"Opus takes 6k to 510k bit/s, not {text!r}")
+        raise argparse.ArgumentTypeError(f"Opus takes 6k to 510k bit/s (e.g. 64k), not {text!r}")
     return value
 
 

@@ -143,6 +143,10 @@ def test_unknown_host():
         (["airmic-receive", "--latency", "200ms..20ms"], ["--latency"]),
         (["airmic-receive", "--latency", "5ms"], ["--latency", "at least 15ms"]),
         (["airmic-send", "--to", "127.0.0.1", "--bitrate", "1M"], ["--bitrate", "64k"]),
+        (
+            ["airmic-send", "--to", "127.0.0.1", "--max-bandwidth", "20k"],
+            ["--max-bandwidth", "at least 64k"],
+        ),
         (["airmic-send", "pair", "882", "03"], ["6 digits"]),
     ],
 )

@@ -98,14 +98,19 @@ def test_four_rooms_each_in_its_own_file(tmp_path, udp_port, homes, voices):
     said = {room: decode(voices[room]) for room in rooms}
     for room, audio in heard.items():
         # A room starts where its sender did: the WebRTC one seconds late on a busy machine.
-        matches = {other: match(said[other], audio, max_lag=len(audio)) for other in rooms}
-        scores = {other: m.correlation for other, m in matches.items()}
+        own = match(said[room], audio, max_lag=len(audio))
+        # Another's voice is looked for in its first 3 s (window by window, as costly as it
+        # is long: whole voices took 7 s of this test): a mix would have it at about 0.7.
+        scores = {room: own.correlation} | {
+            other: match(said[other][: 3 * RATE], audio, max_lag=len(audio)).correlation
+            for other in rooms
+            if other != room
+        }
         print(room, {k: round(v, 3) for k, v in scores.items()})
         assert scores[room] > 0.9  # its own voice
-        assert all(scores[o] < 0.5 for o in rooms if o != room)  # nor another's (a mix: ~0.7)
+        assert all(scores[o] < 0.5 for o in rooms if o != room)  # nor another's
         start = next(r for r in described["rooms"] if r["room"] == room)["streams"][0]["start_s"]
-        lag = matches[room].lag / RATE
-        assert abs(lag - start) < 0.05  # where session.json says the room started
+        assert abs(own.lag / RATE - start) < 0.05  # where session.json says the room started
 
 
 def test_a_sender_that_reconnects_stays_in_its_room(tmp_path, udp_port, homes, voices):
