@@ -24,6 +24,7 @@ from typing import TypeVar
 from aiortc.rtp import RtcpSenderInfo, RtpPacket
 
 from airmic.common import rtcp
+from airmic.common.audio import RATE
 from airmic.common.log import OnceLogger
 from airmic.common.rtp import Drop, DroppedPacket, MediaPacket, media_from_rtp, parse_media
 from airmic.receiver.guard import Answer, Budget, Guard
@@ -177,8 +178,11 @@ class Demux:
         if plain and not self._plain_may_open(key, now):
             return None
         # The stream starts when its first packet came, not its second: placed a frame late,
-        # every room's file slipped back in step 2 s in, leaving a frame out.
+        # every room's file slipped back in step 2 s in, leaving a frame out. A first packet
+        # that came long before the second (a sender that stalled as it started) is placed
+        # where its audio falls before the second's, or the file slipped back 0.7 s.
         first, arrived = held
+        arrived = max(arrived, now - (packet.timestamp - first.timestamp) % 2**32 / RATE)
         session = self._open_session(key, arrived)
         self.sessions[key] = session
         self.opened += 1

@@ -24,7 +24,7 @@ import soundfile
 
 from airmic.common.identity import Identity
 from airmic.common.pairing import FAILURES_PER_ADDRESS, MAX_FAILURES, WRONG_CODE, SenderPairing
-from tests.audio_match import match
+from tests.audio_match import as_counted, match
 from tests.conftest import command, free_udp_port
 from tests.netns import namespace
 from tests.processes import Process, ReceiverProcess
@@ -111,10 +111,14 @@ def test_pairing_then_streaming_with_no_address(tmp_path, udp_port, homes, speec
                        name="stream")  # fmt: skip
     assert streaming.wait() == 0, streaming.stderr
     assert f"found studio at 127.0.0.1:{udp_port}" in streaming.stderr
-    time.sleep(0.5)
-    assert studio.stop() == 0
+    assert studio.finish() == 0
     out, _ = soundfile.read(tmp_path / "second" / "out.wav", dtype="float32")
-    assert match(speech_samples, out, max_lag=len(out)).correlation > 0.95
+    (stream,) = studio.stats()["streams"]
+    # What was sent (3 s; against the whole speech the rest read as a 690 ms "gap"), clean
+    # unless the receiver counted damage (CI once: 0.896, a sender starting on a busy machine)
+    result = match(speech_samples[: 3 * 48_000], out, max_lag=len(out))
+    print(f"\ncorrelation {result.correlation:.4f}, longest gap {result.longest_gap}, {stream}")
+    assert as_counted(result, stream, 0.95), (result.correlation, result.longest_gap, stream)
 
 
 def test_one_device_cannot_close_the_window_and_many_are_few(tmp_path, udp_port, homes):

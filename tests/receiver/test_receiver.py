@@ -247,3 +247,33 @@ async def test_a_recorded_stream_that_comes_on_time_never_slips(tmp_path):
     (session,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     (room,) = json.loads((session / "session.json").read_text())["rooms"]
     assert room["slips"] == 0, room
+
+
+async def test_a_sender_that_stalls_after_its_first_packet_is_placed_by_the_rest(tmp_path):
+    """Its first packet, then 0.7 s of nothing (a sender busy as it starts), then the
+    stream at its pace: the room's file places the stream from the second packet, as if the
+    first had come with it, not from the straggler (then every file slipped 0.7 s 2 s in)."""
+    output = ClockedOutput()
+    config = ReceiverConfig(("127.0.0.1", 0), [Factory(output)], insecure=True, record=tmp_path)
+    config.discovery = False
+    receiver = Receiver(config)
+    start, addr = time.monotonic(), ("127.0.0.5", 40_001)
+    packets = datagrams(tone(440, 4.5), ssrc=7)
+    schedule = [(start, packets[0])]
+    schedule += [(start + 0.7 + i * 0.01, p) for i, p in enumerate(packets[1:])]
+    schedule.append((schedule[-1][0] + 0.001, rtcp.goodbye(7, "kitchen")))
+    now, k = start, 0
+    while receiver.demux.opened == 0 or output.pulled:  # until its player is retired
+        while schedule and schedule[0][0] <= now:
+            at, data = schedule.pop(0)
+            receiver.receive(data, addr, at)
+        output.beat(now)
+        k += 1
+        now = start + k * BLOCK / 48_000
+    assert receiver.wait_finished(1, 5.0)
+    await receiver.close()
+    (stream,) = receiver.report()["streams"]
+    assert stream["underruns"] == 0 and stream["played"] == len(packets), stream
+    (session,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (room,) = json.loads((session / "session.json").read_text())["rooms"]
+    assert room["slips"] == 0, room
