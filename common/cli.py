@@ -163,8 +163,15 @@ def run(
     # interpreter's lock whenever another thread runs Python; by default it changes hands
     # every 5 ms, a whole block, and the virtual mic's 10 ms queue ran dry now and then.
     sys.setswitchinterval(0.001)
+
+    async def until_done() -> int:
+        try:
+            return await main(args)
+        finally:  # the work is done (streams drained, files closed): only teardown is left
+            ignore_interrupts()
+
     try:
-        return asyncio.run(main(args))
+        return asyncio.run(until_done())
     except KeyboardInterrupt:
         return 0
     except AirmicError as exc:
@@ -175,6 +182,16 @@ def run(
         # is left. A Ctrl-C there, as the receiver exits when idle, killed it with a
         # traceback (exit -2) for nothing.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def ignore_interrupts() -> None:
+    """From now on a Ctrl-C does nothing: the command is on its way out. Done while the
+    event loop still runs: a Ctrl-C as it closed went to its handler after its wake-up pipe
+    was gone ("Exception ignored ... Bad file descriptor", with a traceback)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)  # puts back Python's default for SIGINT...
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ...which would raise KeyboardInterrupt
 
 
 def freeze() -> None:
