@@ -222,45 +222,16 @@ async def test_a_senders_reports_are_answered_its_name_is_its_room_and_its_bye_e
     assert np.sqrt(np.mean(heard[end - 480 : end] ** 2)) > 0.1
 
 
-async def test_a_recorded_stream_that_comes_on_time_never_slips(tmp_path):
-    """Packets exactly 10 ms apart into a room's file: the file keeps the stream where it
-    began, and its alignment (every 2 s) finds nothing to move. (Placed by its second
-    packet's arrival, as a stream is believed after two, each stream slipped one frame
-    back 2 s in, and the frame it overlapped was left out of the file.)"""
+async def recorded(tmp_path, times: list[float], packets: list[bytes]) -> tuple[dict, dict]:
+    """Play `packets` from one sender at `times` (from now), then its goodbye, into a
+    receiver recording rooms on a clocked output: the stream's stats, and its room's entry
+    in session.json."""
     output = ClockedOutput()
     config = ReceiverConfig(("127.0.0.1", 0), [Factory(output)], insecure=True, record=tmp_path)
     config.discovery = False
     receiver = Receiver(config)
     start, addr = time.monotonic(), ("127.0.0.5", 40_001)
-    schedule = [(start + i * 0.01, p) for i, p in enumerate(datagrams(tone(440, 4.5), ssrc=7))]
-    schedule.append((schedule[-1][0] + 0.001, rtcp.goodbye(7, "kitchen")))
-    now, k = start, 0
-    while receiver.demux.opened == 0 or output.pulled:  # until its player is retired
-        while schedule and schedule[0][0] <= now:
-            at, data = schedule.pop(0)
-            receiver.receive(data, addr, at)
-        output.beat(now)
-        k += 1
-        now = start + k * BLOCK / 48_000
-    assert receiver.wait_finished(1, 5.0)
-    await receiver.close()
-    (session,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    (room,) = json.loads((session / "session.json").read_text())["rooms"]
-    assert room["slips"] == 0, room
-
-
-async def test_a_sender_that_stalls_after_its_first_packet_is_placed_by_the_rest(tmp_path):
-    """Its first packet, then 0.7 s of nothing (a sender busy as it starts), then the
-    stream at its pace: the room's file places the stream from the second packet, as if the
-    first had come with it, not from the straggler (then every file slipped 0.7 s 2 s in)."""
-    output = ClockedOutput()
-    config = ReceiverConfig(("127.0.0.1", 0), [Factory(output)], insecure=True, record=tmp_path)
-    config.discovery = False
-    receiver = Receiver(config)
-    start, addr = time.monotonic(), ("127.0.0.5", 40_001)
-    packets = datagrams(tone(440, 4.5), ssrc=7)
-    schedule = [(start, packets[0])]
-    schedule += [(start + 0.7 + i * 0.01, p) for i, p in enumerate(packets[1:])]
+    schedule = [(start + t, p) for t, p in zip(times, packets, strict=True)]
     schedule.append((schedule[-1][0] + 0.001, rtcp.goodbye(7, "kitchen")))
     now, k = start, 0
     while receiver.demux.opened == 0 or output.pulled:  # until its player is retired
@@ -273,7 +244,27 @@ async def test_a_sender_that_stalls_after_its_first_packet_is_placed_by_the_rest
     assert receiver.wait_finished(1, 5.0)
     await receiver.close()
     (stream,) = receiver.report()["streams"]
-    assert stream["underruns"] == 0 and stream["played"] == len(packets), stream
     (session,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     (room,) = json.loads((session / "session.json").read_text())["rooms"]
+    return stream, room
+
+
+async def test_a_recorded_stream_that_comes_on_time_never_slips(tmp_path):
+    """Packets exactly 10 ms apart into a room's file: the file keeps the stream where it
+    began, and its alignment (every 2 s) finds nothing to move. (Placed by its second
+    packet's arrival, as a stream is believed after two, each stream slipped one frame
+    back 2 s in, and the frame it overlapped was left out of the file.)"""
+    packets = datagrams(tone(440, 4.5), ssrc=7)
+    _, room = await recorded(tmp_path, [i * 0.01 for i in range(len(packets))], packets)
+    assert room["slips"] == 0, room
+
+
+async def test_a_sender_that_stalls_after_its_first_packet_is_placed_by_the_rest(tmp_path):
+    """Its first packet, then 0.7 s of nothing (a sender busy as it starts), then the
+    stream at its pace: the room's file places the stream from the second packet, as if the
+    first had come with it, not from the straggler (then every file slipped 0.7 s 2 s in)."""
+    packets = datagrams(tone(440, 4.5), ssrc=7)
+    times = [0.0] + [0.7 + i * 0.01 for i in range(len(packets) - 1)]
+    stream, room = await recorded(tmp_path, times, packets)
+    assert stream["underruns"] == 0 and stream["played"] == len(packets), stream
     assert room["slips"] == 0, room
