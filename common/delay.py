@@ -16,12 +16,10 @@ STALL_RELEASE seconds, the hold goes and the window's slow release takes over. S
 
 from __future__ import annotations
 
-import itertools
+import bisect
 import re
 from collections import deque
 from dataclasses import dataclass
-
-import numpy as np
 
 from airmic.common.audio import RATE
 from airmic.common.rtp import unwrap
@@ -82,9 +80,10 @@ MARGIN = 0.002
 """Headroom kept above the lowest waits (seconds)."""
 SHORT = 1.0
 """Seconds of recent waits whose median is the buffer's current delay."""
-RECOMPUTE = 5
-"""Waits added before that median is taken again (a median of 100 waits costs more than
-the rest of a frame's playout; one every 50 ms follows the delay closely enough)."""
+RECOMPUTE_AFTER = 0.1
+"""Seconds a target is kept for."""
+RECOMPUTE_LATE = 0.01
+"""The same after a late packet came."""
 STALL = 0.04
 """A packet this much later than the one before it (beyond their media time apart) came
 after a stall."""
@@ -131,30 +130,52 @@ class Stalls:
         return STALL_HEADROOM * max(length for _, length in recent)
 
 
+class Window:
+    """Values of the last `span` seconds, as they came and in order (a bisect as each
+    comes and goes, so a quantile is read off, not sorted for)."""
+
+    def __init__(self, span: float) -> None:
+        self.span = span
+        self._times: deque[float] = deque()  # when each value came
+        self.values: deque[float] = deque()  # as they came
+        self.ordered: list[float] = []  # the same, in order
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def add(self, now: float, value: float) -> None:
+        self._times.append(now)
+        self.values.append(value)
+        bisect.insort(self.ordered, value)
+        while self._times[0] < now - self.span:
+            self._times.popleft()
+            del self.ordered[bisect.bisect_left(self.ordered, self.values.popleft())]
+
+    def quantile(self, q: float) -> float:
+        return _quantile(self.ordered, q)
+
+
 class DelayEstimator:
     """Recent packet waits, and the target delay they call for."""
 
     def __init__(self, latency: LatencyRange) -> None:
         self.latency = latency
-        self._times: deque[float] = deque()  # when each wait was taken
-        self._waits: deque[float] = deque()  # each wait, less the shift at that time
+        # Each wait less the shift at that time: over the target's window, and the last
+        # second's (its median is the delay the buffer adds now, asked every frame).
+        self._long = Window(latency.window)
+        self._short = Window(SHORT)
         self._losses: deque[float] = deque()  # when packets were found lost
         self._shift = 0.0  # how much later playout runs than when the window began
         self._cache: tuple[float, float] | None = None  # (when, target)
-        self._current: float | None = None  # the last second's median, before the shift
-        self._stale = 0  # waits added since it was taken
+        self._late = False  # a late packet came since: the target is due at once
         self.stalls = Stalls()
 
     def add(self, now: float, wait: float) -> None:
         """Record that a packet played `wait` seconds after it arrived (negative: late)."""
-        self._times.append(now)
-        self._waits.append(wait - self._shift)
-        self._stale += 1
-        while self._times[0] < now - self.latency.window:
-            self._times.popleft()
-            self._waits.popleft()
+        self._long.add(now, wait - self._shift)
+        self._short.add(now, wait - self._shift)
         if wait < 0:
-            self._cache = None  # fast attack: a late packet changes the target at once
+            self._late = True  # fast attack: a late packet changes the target at once
 
     def lose(self, now: float, count: int = 1) -> None:
         """Record that `count` packets were lost (their turn came, they had not)."""
@@ -165,7 +186,7 @@ class DelayEstimator:
     @property
     def loss_rate(self) -> float:
         """The share of packets lost over the window."""
-        return len(self._losses) / max(1, len(self._losses) + len(self._waits))
+        return len(self._losses) / max(1, len(self._losses) + len(self._long))
 
     def shift(self, seconds: float) -> None:
         """Playout moved `seconds` later (audio inserted) or earlier (negative: dropped)."""
@@ -174,15 +195,9 @@ class DelayEstimator:
     @property
     def current(self) -> float | None:
         """The median wait of the last second: the delay the buffer adds now."""
-        if not self._waits:
+        if not self._short:
             return None
-        if self._current is None or self._stale >= RECOMPUTE:  # asked every block
-            since = self._times[-1] - SHORT
-            count = sum(1 for _ in itertools.takewhile(since.__le__, reversed(self._times)))
-            recent = np.fromiter(itertools.islice(reversed(self._waits), count), np.float64)
-            self._current = float(np.median(recent))
-            self._stale = 0
-        return self._current + self._shift
+        return self._short.quantile(0.5) + self._shift
 
     def target(self, now: float, floor: float = 0.0) -> float:
         """The median wait that keeps all but `quantile` of the packets on time.
@@ -190,19 +205,35 @@ class DelayEstimator:
         `floor` is the least wait that is never late when the jitter is zero: the sink's
         block, since a packet must be there when the block that plays it is pulled.
         """
-        if self._cache is None or now - self._cache[0] > 0.1:
+        # Taken anew every 0.1 s, and at once after a late packet, but not more often than
+        # every 10 ms: on a machine out of time late packets come by the dozen, and a
+        # target for each one would only make it later.
+        age = RECOMPUTE_LATE if self._late else RECOMPUTE_AFTER
+        if self._cache is None or now - self._cache[0] > age:
             self._cache = (now, max(self._spread(), self.stalls.hold(now)))
+            self._late = False
         wanted = floor + MARGIN + self._cache[1]
         return min(max(wanted, self.latency.low), max(self.latency.high, self.latency.low))
 
     def _spread(self) -> float:
         """How far the lowest waits fall below the median: the jitter to absorb."""
-        if len(self._waits) < 10:
+        if len(self._long) < 10:
             return 0.0
-        waits = np.fromiter(self._waits, np.float64, len(self._waits))
-        return float(np.median(waits) - np.quantile(waits, self.latency.quantile))
+        return self._long.quantile(0.5) - self._long.quantile(self.latency.quantile)
 
     @property
     def waits(self) -> list[float]:
         """The waits in the window, as they would be at the current shift."""
-        return [w + self._shift for w in self._waits]
+        return [w + self._shift for w in self._long.values]
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """numpy's default ("linear") quantile of values already in order, to the last bit:
+    the window is kept sorted as waits come and go (a bisect each), where sorting it anew
+    for each target cost a tenth of a millisecond, ten times a second per stream."""
+    at = q * (len(ordered) - 1)
+    below = int(at)
+    t = at - below
+    a = ordered[below]
+    b = ordered[min(below + 1, len(ordered) - 1)]
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t

@@ -128,13 +128,19 @@ class OpusDecoder:
 
     def _run(self, packet: bytes, samples: int, fec: bool) -> Block:
         state = self._decoder.decoder_state
-        decoded = _decoder_api.libopus_decode(state, packet, len(packet), self._pointer,
-                                              samples, int(fec))  # fmt: skip
+        decoded = _decode(state, packet, len(packet), self._pointer, samples, int(fec))
         if decoded < 0:
             error = opuslib_next.OpusError(decoded)
             raise ValueError(f"Opus decoder refused the packet: {error}")
         return to_float32(self._pcm[:decoded])
 
+
+# opus_decode called with the interpreter's lock held: it takes a few tens of µs, and a
+# thread that let go of the lock for it (ctypes.CDLL does, opuslib's handle) waited to get
+# it back behind the other threads, up to the switch interval, every frame of every stream.
+_decode = ctypes.PyDLL(opuslib_next.api.libopus._name).opus_decode
+_decode.argtypes = _decoder_api.libopus_decode.argtypes
+_decode.restype = _decoder_api.libopus_decode.restype
 
 # libopus's own packet parser (RFC 6716 section 3.2), which opuslib does not wrap: it checks
 # the frame count and every frame length, so a malformed packet is refused before decoding.

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 MAX_STREAMS = 256
 """--max-streams at most: every stream holds files and memory (50 is what is measured)."""
+MAX_WORKERS = 32
+"""--workers at most."""
 MAX_PPM = 10_000.0
 """--clock-ppm at most: a sound card's clock is off by well under 1,000."""
 
@@ -185,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"concurrent streams accepted, 1-{MAX_STREAMS} (default 16)",
     )
     parser.add_argument(
+        "--workers",
+        type=number(int, 0, MAX_WORKERS),
+        default=0,
+        metavar="N",
+        help="play the streams in N worker processes (each stream in the one with the "
+        "fewest), so that they use every core: many rooms at once (one process carries "
+        "about 16 streams on a core, two workers 50 on two); files and virtual mics only. "
+        "Default 0: in the receiver's own process",
+    )
+    parser.add_argument(
         "--clock-ppm",
         type=number(float, -MAX_PPM, MAX_PPM),
         default=0.0,
@@ -274,7 +286,12 @@ async def _main(args: argparse.Namespace) -> int:
             insecure=args.insecure,
             record=args.record,
             rooms=args.room,
+            workers=args.workers,
         )
+        cards = [f.spec for f in sinks if f.spec.startswith("device:")]
+        if args.workers and cards:  # a sound card plays in this process: say so now
+            raise UsageError(f"--sink {cards[0]} plays in the receiver's process, not in "
+                             "--workers: files and virtual mics only")  # fmt: skip
         await run_receiver(config, stop_event())
     return 0
 

@@ -28,7 +28,7 @@ from airmic.common.audio import RATE
 from airmic.common.log import OnceLogger
 from airmic.common.rtp import Drop, DroppedPacket, MediaPacket, media_from_rtp, parse_media
 from airmic.receiver.guard import Answer, Budget, Guard
-from airmic.receiver.session import Session
+from airmic.receiver.session import Inlet
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ OPENINGS = 0.2, PER_HOST
 class Demux:
     def __init__(
         self,
-        open_session: Callable[[StreamKey, float], Session],
+        open_session: Callable[[StreamKey, float], Inlet],
         max_streams: int = 16,
         guard: Guard | None = None,
         finish: Callable[[StreamKey, str], None] = lambda key, why: None,
@@ -66,7 +66,7 @@ class Demux:
         self.names: OrderedDict[tuple[str, int], str] = OrderedDict()  # SDES by host, SSRC
         self.guard = guard  # handshakes and SRTP; None: plain RTP only
         self.max_streams = max_streams
-        self.sessions: dict[StreamKey, Session] = {}
+        self.sessions: dict[StreamKey, Inlet] = {}
         self.opened = 0  # streams opened so far
         self.dropped = OnceLogger(log)
         # a candidate stream's first packet, and when it arrived
@@ -128,7 +128,7 @@ class Demux:
         on the sender's clock, `offset` seconds behind this host's wall clock."""
         session = self.sessions.get((addr, ssrc))
         if session is not None:
-            session.latency.sender_report(info, offset, self._ahead())
+            session.sender_clock(info, offset, self._ahead())
 
     def _stream(self, addr: Address, ssrc: int) -> StreamKey:
         """The stream RTCP from `addr` is about: the one from the same address, or for a
@@ -161,7 +161,7 @@ class Demux:
                 return
         session.push(packet, now)
 
-    def _admit(self, key: StreamKey, packet: MediaPacket, now: float) -> Session | None:
+    def _admit(self, key: StreamKey, packet: MediaPacket, now: float) -> Inlet | None:
         held = self._probation.pop(key, None)
         if held is None or (held[0].seq + 1) & 0xFFFF != packet.seq:
             if held is not None:
@@ -216,6 +216,6 @@ class Demux:
             session.malformed += 1
         self.dropped.report(reason, "dropped a datagram from %s:%d (%s): %s", *addr, reason, detail)
 
-    def close(self, key: StreamKey) -> Session:
+    def close(self, key: StreamKey) -> Inlet:
         self.names.pop((key[0][0], key[1]), None)
         return self.sessions.pop(key)

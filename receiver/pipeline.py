@@ -48,18 +48,21 @@ from airmic.receiver.pairing import PAGE_LINK, PairingDesk, senders
 from airmic.receiver.player import Feed, Output, PacedClock, Player, StreamSink
 from airmic.receiver.recording import Recording
 from airmic.receiver.rooms import Room
-from airmic.receiver.session import Metrics, Origin, Session
-from airmic.receiver.sinks import SinkFactory
+from airmic.receiver.session import Inlet, Metrics, Origin, Session
+from airmic.receiver.sinks import SinkFactory, SinkPlan
 from airmic.receiver.transport import listen
 from airmic.receiver.web import start_web
 from airmic.receiver.web_config import WebConfig, lan_address
 from airmic.receiver.web_gate import quiet_loop_errors, raise_file_limit
 from airmic.receiver.whip import WhipEndpoint
+from airmic.receiver.workers import Plan, Remote, Workers
 
 log = logging.getLogger(__name__)
 
 TICK = 0.1
-"""Seconds between two housekeeping passes on the event loop."""
+"""Seconds between two housekeeping passes on the event loop while streams play."""
+IDLE_TICK = 1.0
+"""The same while none does (nothing to end then): an idle receiver wakes once a second."""
 CLOSE_TIMEOUT = 5.0
 """Seconds the receiver waits at exit for its streams to finish."""
 ENDINGS = {
@@ -70,6 +73,7 @@ ENDINGS = {
     "disconnected": "its connection closed",
     "dashboard": "from the dashboard",
     "receiver": "the receiver stopped",
+    "worker": "its worker process died",
 }
 
 
@@ -93,6 +97,7 @@ class ReceiverConfig:
     insecure: bool = False  # also take plain RTP from anyone (ffmpeg, GStreamer)
     record: Path | None = None  # a session folder in it, an Ogg Opus file per room
     rooms: list[Room] = field(default_factory=list)  # set at start (--room)
+    workers: int = 0  # processes that play the streams; 0: this one (receiver/workers.py)
 
 
 class Receiver:
@@ -119,23 +124,36 @@ class Receiver:
         self.finished: list[dict[str, Any]] = []
         self.clock = PacedClock(config.block, config.clock_ppm)  # for files and null
         self._lock = threading.Lock()
-        self._players: dict[StreamKey, Player] = {}
+        self._players: dict[StreamKey, Player | Remote] = {}
         self._finisher = ThreadPoolExecutor(1, thread_name_prefix="finisher")
         self._all_finished = threading.Condition()
         self._revocation_check = 0.0
         self._last_heard = 0.0  # the last packet of a stream that has ended
         self.recording = Recording(config.record, time.monotonic()) if config.record else None
         self.rooms = {room.name: room for room in config.rooms}  # and each met (the lock)
+        self.workers: Workers | None = None
+        if config.workers:
+            self.workers = Workers(config.workers, config.block, config.clock_ppm,
+                                   lambda remote, metrics: self._ended(metrics),
+                                   self._lost)  # fmt: skip
+            log.info("%d worker processes play the streams", config.workers)
 
     def receive(self, data: bytes, addr: Address, now: float) -> bytes | None:
         """A datagram from the UDP socket (its thread); what to answer, if anything."""
         with self._lock:
             return self.demux.receive(data, addr, now)
 
+    def drained(self) -> None:
+        """The UDP socket has nothing more for now: what its packets queued for the
+        workers goes."""
+        if self.workers is not None:
+            self.workers.flush()
+
     def receive_rtp(self, rtp: RtpPacket, addr: Address, now: float) -> None:
         """A packet that a WebRTC connection decrypted (the event loop)."""
         with self._lock:
             self.demux.receive_rtp(rtp, addr, now)
+        self.drained()
 
     def sender_clock(
         self, addr: Address, ssrc: int, info: RtcpSenderInfo, offset: float | None
@@ -144,8 +162,9 @@ class Receiver:
         with self._lock:
             self.demux.sender_clock(addr, ssrc, info, offset)
 
-    def _open_session(self, key: StreamKey, now: float) -> Session:
-        """A new stream (under the lock): its session, its sinks opened, its player started."""
+    def _open_session(self, key: StreamKey, now: float) -> Inlet:
+        """A new stream (under the lock): its session, its sinks opened, its player started
+        (here, or in a worker process)."""
         (host, port), ssrc = key
         sender = self.whip.senders.get((host, port))
         keyed = self.guard.keyed.get((host, port))
@@ -156,8 +175,18 @@ class Receiver:
         else:  # a plain peer names its room in its RTCP, if it sends any
             named = self.demux.names.get((host, ssrc), host)
             origin = Origin(f"{host}:{port}/{ssrc:08x}", False, room=named)
-        sinks, outputs = self._open_sinks(origin.name, origin.room)
-        names = [sink.description for sink in sinks] + [o.description for o in outputs]
+        room = self.rooms.setdefault(origin.room, Room(origin.room))
+        # A browser's sender may name its transducer (the page's "plugged in" choice); a
+        # room set at start (--room NAME:preset=...) names it for every sender in it.
+        dsp = room.dsp(self.config.dsp)
+        if sender and sender.preset:
+            dsp = PRESETS[sender.preset]
+        if self.workers is not None:
+            plans = self._plan_sinks(origin.name, origin.room)
+            names = [plan.description for plan in plans]
+        else:
+            sinks, outputs = self._open_sinks(origin.name, origin.room)
+            names = [sink.description for sink in sinks] + [o.description for o in outputs]
         tap = None  # the room's recording gets each packet as it arrives
         if self.recording is not None:
             recording = self.recording
@@ -168,17 +197,17 @@ class Receiver:
                 recording.packet(key, packet, arrived)
 
         log.info("stream %s started -> %s", origin.name, ", ".join(names))
-        room = self.rooms.setdefault(origin.room, Room(origin.room))
-        # A browser's sender may name its transducer (the page's "plugged in" choice); a
-        # room set at start (--room NAME:preset=...) names it for every sender in it.
-        dsp = room.dsp(self.config.dsp)
-        if sender and sender.preset:
-            dsp = PRESETS[sender.preset]
+        if room.gain_db or room.muted:
+            log.info("stream %s: room %s, %s", origin.name, room.name, room.describe())
+        if self.workers is not None:
+            plan = Plan(key, origin, now, room, self.config.latency, dsp, tuple(plans),
+                        tuple(names))  # fmt: skip
+            remote = self.workers.open(plan, tap, room)
+            self._players[key] = remote
+            return remote
         chain = build_chain(dsp, self.config.block) if dsp else None
         if chain is not None:
             log.info("stream %s: DSP %s", origin.name, chain.describe())
-        if room.gain_db or room.muted:
-            log.info("stream %s: room %s, %s", origin.name, room.name, room.describe())
         session = Session(origin, Playout(self.config.latency), now, chain, tuple(names), tap, room)
         feeds = [Feed(session) for _ in outputs[1:]]  # the first output's clock pulls
         player = Player(session, sinks, feeds, self._finisher, self._ended)
@@ -187,6 +216,19 @@ class Receiver:
             output.attach(feed)
         (outputs[0] if outputs else self.clock).attach(player)
         return session
+
+    def _plan_sinks(self, name: str, room: str) -> list[SinkPlan]:
+        """Where the stream goes, for its worker to open (a mic is made here, at its room's
+        first stream)."""
+        plans = []
+        for factory in self.config.sinks:
+            try:
+                plans.append(factory.plan(name, room))
+            except DeviceError as exc:  # e.g. the sound server went away: the others play on
+                self.sink_errors.report(
+                    factory.spec, "stream %s: no %s: %s", name, factory.spec, exc
+                )
+        return plans
 
     def _open_sinks(self, name: str, room: str) -> tuple[list[StreamSink], list[Output]]:
         """The stream's own sinks (creating a file: on the network thread, as the stream's
@@ -233,10 +275,19 @@ class Receiver:
     def _finish(self, key: StreamKey, why: str) -> None:
         """The stream is over (its sender's BYE, or a new SSRC replaced it): what is
         buffered plays out, then it ends."""
-        self._close(key, why).closing = True
+        self._close(key, why).play_out()
         self._players.pop(key)
 
-    def _close(self, key: StreamKey, why: str) -> Session:
+    def _lost(self, remotes: list[Remote]) -> None:
+        """A worker died: its streams end here, with their figures as last published."""
+        for remote in remotes:
+            with self._lock:
+                if self.demux.sessions.get(remote.key) is remote:
+                    self._close(remote.key, "worker")
+                self._players.pop(remote.key, None)
+            self._ended(remote.published())
+
+    def _close(self, key: StreamKey, why: str) -> Inlet:
         """The stream leaves the live ones (its last packet still counts as activity)."""
         session = self.demux.close(key)
         session.ended = why
@@ -289,6 +340,8 @@ class Receiver:
         with self._lock:
             room = self.rooms.setdefault(name, Room(name))
         room.apply(changes)
+        if self.workers is not None:
+            self.workers.room(room)
         log.info("room %s: %s (from the dashboard)", name, room.describe())
 
     def end_room(self, name: str) -> int:
@@ -328,6 +381,8 @@ class Receiver:
         if not await asyncio.to_thread(self.wait_finished, self.demux.opened, CLOSE_TIMEOUT):
             log.warning("%d streams did not finish", self.demux.opened - len(self.finished))
         await asyncio.to_thread(self.clock.close)
+        if self.workers is not None:
+            await asyncio.to_thread(self.workers.close, CLOSE_TIMEOUT)
         if self.recording is not None:
             await asyncio.to_thread(self.recording.close)
         self._finisher.shutdown(wait=False)
@@ -396,7 +451,7 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
         )
     async with contextlib.AsyncExitStack() as resources:  # closed in reverse order
         resources.push_async_callback(receiver.close)  # last: streams drained, stats written
-        transport = listen(*config.listen, receiver.receive)
+        transport = listen(*config.listen, receiver.receive, receiver.drained)
         resources.callback(transport.close)
         log.info("listening on UDP %s:%d", *config.listen)
         web = None
@@ -450,8 +505,13 @@ async def _housekeeping(receiver: Receiver, stop: asyncio.Event, start: float) -
     idle_limit = receiver.config.exit_after_idle
     stall, stalled = _test_stall(), start
     while not stop.is_set():
+        tick = TICK
+        if not receiver.live():
+            tick = IDLE_TICK
+            if idle_limit is not None:  # not a moment past the idle time, all the same
+                tick = min(tick, receiver.last_activity(start) + idle_limit - loop.time())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), TICK)
+            await asyncio.wait_for(stop.wait(), max(tick, 0.01))
         now = loop.time()
         if stall and now - stalled >= stall[1]:  # the tests' stand-in for a stalled loop
             stalled = now

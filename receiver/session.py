@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from aiortc.rtp import RtcpSenderInfo
 
 from airmic.common import rtcp
 from airmic.common.audio import RATE, Block, dbfs, level_dbfs
@@ -83,44 +84,30 @@ class Metrics:
         return data
 
 
-class Session:
-    """Plays one stream (one SSRC from one address)."""
+class Inlet:
+    """A stream's network side: where it comes from, its reception (RTCP's loss and
+    jitter), its sender's clock, and the last `Metrics` its playout published. The
+    playout is a `Session` in this process, or one in a worker process
+    (`airmic.receiver.workers.Remote`)."""
 
     def __init__(
         self,
         origin: Origin,
-        playout: Playout,
         now: float,
-        dsp: Chain | None = None,
-        sinks: tuple[str, ...] = (),
         tap: Callable[[MediaPacket, float], None] | None = None,
         room: Room | None = None,
     ) -> None:
         self.origin = origin
         self.room = room or Room(origin.room or origin.name)  # its gain and mute, live
         self.tap = tap  # also gets each packet as it arrives (the room's recording)
-        self.sinks = sinks  # their descriptions
-        self.playout = playout
-        self.dsp = dsp  # for senders that cannot run it themselves (browsers, ffmpeg)
         self.last_packet = now  # written by the network side
         self.malformed = 0  # datagrams of this stream refused before the inbox (network side)
-        self.gaps = 0  # counted by the outputs, on the driver's thread
-        self.gap_ms = 0.0
         self.reception = rtcp.Reception()  # loss and jitter for RTCP (network side)
         self.latency = EndToEnd()  # capture to the output, from the sender's reports
-        self._output = 0.0  # seconds from a pull to its being heard, as the output last said
         self.closing = False  # the sender said BYE: play what is buffered, then end
         self.ended = ""  # why it ended (Metrics.ended), set by whoever ended it
         self.reports = 0  # sender reports answered (network side)
-        self._inbox: collections.deque[tuple[MediaPacket, float]] = collections.deque()
-        self._overflow = 0
-        self._payload_type: int | None = None
-        self._samples = 0
-        self._last: Block | None = None  # the last block played, for its level
-        self._energy, self._counted = 0.0, 0  # sum of squares, samples, this HEARD spell
-        self._heard: float | None = None  # the level of the last whole spell
-        self._published = -PUBLISH
-        self.metrics = self._snapshot(now)
+        self.metrics = Metrics(origin.name, origin.encrypted, origin.transport)
 
     @property
     def name(self) -> str:
@@ -130,13 +117,21 @@ class Session:
         """A packet arrived at `now` (any thread; never blocks)."""
         self.last_packet = now
         self.reception.packet(packet.seq, packet.timestamp, now)
-        self.latency.packet(packet.timestamp, now)
         if self.tap is not None:
             self.tap(packet, now)
-        self._inbox.append((packet, now))
-        if len(self._inbox) > INBOX:  # the driver is stuck: keep the newest
-            self._inbox.popleft()
-            self._overflow += 1
+        self.deliver(packet, now)
+
+    def deliver(self, packet: MediaPacket, now: float) -> None:
+        """Hand the packet to the playout."""
+        raise NotImplementedError
+
+    def play_out(self) -> None:
+        """The sender said BYE: play what is buffered, then end."""
+        self.closing = True
+
+    def sender_clock(self, info: RtcpSenderInfo, offset: float | None, ahead: float) -> None:
+        """The sender's report of its clock (`EndToEnd.sender_report`)."""
+        self.latency.sender_report(info, offset, ahead)
 
     def report(self, source: int, sent: rtcp.Report, ssrc: int, now: float, ahead: float) -> bytes:
         """The answer to the sender report `sent` from SSRC `source` (network side): an RR
@@ -144,7 +139,7 @@ class Session:
         the wall clock is ahead of the monotonic one, now."""
         assert sent.sender is not None
         self.reception.sender_report(sent.sender, now)
-        self.latency.sender_report(sent.sender, sent.offset, ahead)
+        self.sender_clock(sent.sender, sent.offset, ahead)
         self.reports += 1
         block = self.reception.block(source, now)
         m = self.metrics
@@ -160,6 +155,44 @@ class Session:
             burst=self.reception.burst,
         )
         return rtcp.receiver_report(ssrc, block, view)
+
+
+class Session(Inlet):
+    """Plays one stream (one SSRC from one address)."""
+
+    def __init__(
+        self,
+        origin: Origin,
+        playout: Playout,
+        now: float,
+        dsp: Chain | None = None,
+        sinks: tuple[str, ...] = (),
+        tap: Callable[[MediaPacket, float], None] | None = None,
+        room: Room | None = None,
+    ) -> None:
+        super().__init__(origin, now, tap, room)
+        self.sinks = sinks  # their descriptions
+        self.playout = playout
+        self.dsp = dsp  # for senders that cannot run it themselves (browsers, ffmpeg)
+        self.gaps = 0  # counted by the outputs, on the driver's thread
+        self.gap_ms = 0.0
+        self._output = 0.0  # seconds from a pull to its being heard, as the output last said
+        self._inbox: collections.deque[tuple[MediaPacket, float]] = collections.deque()
+        self._overflow = 0
+        self._payload_type: int | None = None
+        self._samples = 0
+        self._last: Block | None = None  # the last block played, for its level
+        self._energy, self._counted = 0.0, 0  # sum of squares, samples, this HEARD spell
+        self._heard: float | None = None  # the level of the last whole spell
+        self._published = -PUBLISH
+        self.metrics = self._snapshot(now)
+
+    def deliver(self, packet: MediaPacket, now: float) -> None:
+        self.latency.packet(packet.timestamp, now)  # reckoned where the stream plays
+        self._inbox.append((packet, now))
+        if len(self._inbox) > INBOX:  # the driver is stuck: keep the newest
+            self._inbox.popleft()
+            self._overflow += 1
 
     @property
     def played_out(self) -> bool:

@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -38,6 +39,9 @@ class SinkFactory(Protocol):
     spec: str
 
     def open(self, stream: str, room: str) -> StreamSink | Output: ...
+
+    def plan(self, stream: str, room: str) -> SinkPlan:
+        """What a worker process opens in its place (DeviceError: not to be had now)."""
 
     def close(self) -> None: ...
 
@@ -155,6 +159,18 @@ def _create(path: Path) -> BinaryIO:
     raise DeviceError(f"cannot write {path}: PATH-2 to PATH-9999 all exist")
 
 
+@dataclass(frozen=True)
+class SinkPlan:
+    """Where a stream played in a worker process goes (`airmic.receiver.workers`), as its
+    sink factory here says: `wav` (`target`: the path), `mic` (`target`: the mic's null
+    sink, `name`: the stream's name on the server), or `null`."""
+
+    kind: str
+    target: str = ""
+    name: str = ""
+    description: str = ""
+
+
 class WavSinkFactory:
     """`wav:PATH`: the first stream goes to PATH, later ones (or all, if PATH exists) to the
     first of PATH-2.wav, PATH-3.wav… that does not exist."""
@@ -168,6 +184,9 @@ class WavSinkFactory:
 
     def open(self, stream: str, room: str) -> StreamSink:
         return WavSink(self.path, self._writer)
+
+    def plan(self, stream: str, room: str) -> SinkPlan:
+        return SinkPlan("wav", str(self.path), description=self.spec)
 
     def close(self) -> None:
         self._writer.close()
@@ -193,6 +212,9 @@ class NullSinkFactory:
 
     def open(self, stream: str, room: str) -> StreamSink:
         return NullSink()
+
+    def plan(self, stream: str, room: str) -> SinkPlan:
+        return SinkPlan("null", description="null")
 
     def close(self) -> None:
         pass
@@ -318,6 +340,9 @@ class DeviceSinkFactory:
 
     def open(self, stream: str, room: str) -> Output:
         return self.output
+
+    def plan(self, stream: str, room: str) -> SinkPlan:
+        raise DeviceError(f"{self.spec} plays in the receiver's process, not in a worker")
 
     def close(self) -> None:
         self.output.close()

@@ -2,18 +2,20 @@
 
 The event loop also runs the web server, WebRTC, mDNS and the status line; a stall there
 (a slow handshake, a garbage collection) must not hold a packet back, or every stream
-hears it as network jitter. The thread blocks in `recvmsg` (the GIL is released there)
+hears it as network jitter. The thread waits in `poll` (the GIL is released there)
 and hands each datagram to `handler(data, addr, now)`, what the handler returns is sent
-back. `now` is when the datagram reached the host: on Linux the kernel's stamp of its
-arrival (SO_TIMESTAMPNS), so that this process being slow to read it (a busy core, the
-GIL) is not taken for the network's jitter; on the monotonic clock that `loop.time()`
-also reads.
+back; once it has read every datagram that came, it says so (`drained`: the receiver's
+workers get what it queued for them in one write). `now` is when the datagram reached
+the host: on Linux the kernel's stamp of its arrival (SO_TIMESTAMPNS), so that this
+process being slow to read it (a busy core, the GIL) is not taken for the network's
+jitter; on the monotonic clock that `loop.time()` also reads.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import select
 import socket
 import struct
 import sys
@@ -44,12 +46,15 @@ Handler = Callable[[bytes, tuple[str, int], float], bytes | None]
 class UdpListener:
     """Delivers each datagram to `handler` on the listener's thread; `sendto` from any."""
 
-    def __init__(self, sock: socket.socket, handler: Handler) -> None:
+    def __init__(
+        self, sock: socket.socket, handler: Handler, drained: Callable[[], None] | None = None
+    ) -> None:
         self._sock = sock
         self._handler = handler
+        self._drained = drained or (lambda: None)
         self._closed = False
         self._failures = OnceLogger(log, logging.ERROR)
-        sock.settimeout(POLL)
+        sock.setblocking(False)  # it waits in poll: a burst's end is seen
         self._thread = threading.Thread(target=self._run, name="udp", daemon=True)
         self._thread.start()
 
@@ -66,10 +71,14 @@ class UdpListener:
 
     def _run(self) -> None:
         room = socket.CMSG_SPACE(16)
+        ready = select.poll()  # not select(): no limit on the descriptor's number
+        ready.register(self._sock, select.POLLIN)
         while not self._closed:
             try:
                 data, ancillary, _, addr = self._sock.recvmsg(MAX_DATAGRAM, room)
-            except TimeoutError:
+            except BlockingIOError:  # all read: say so, then wait for more
+                self._drained()
+                ready.poll(POLL * 1000)
                 continue
             except OSError:  # an ICMP error for an answer we sent: nothing to do
                 continue
@@ -97,8 +106,11 @@ def arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
     return now
 
 
-def listen(host: str, port: int, handler: Handler) -> UdpListener:
-    """Bind `host:port` and deliver datagrams to `handler(data, addr, now)`."""
+def listen(
+    host: str, port: int, handler: Handler, drained: Callable[[], None] | None = None
+) -> UdpListener:
+    """Bind `host:port` and deliver datagrams to `handler(data, addr, now)`; `drained()`
+    each time every datagram that had come is handled (a burst's end)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
@@ -118,4 +130,4 @@ def listen(host: str, port: int, handler: Handler) -> UdpListener:
                 "choose another with --listen HOST:PORT"
             ) from None
         raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return UdpListener(sock, handler)
+    return UdpListener(sock, handler, drained)

@@ -6,10 +6,10 @@ a virtual cable (BlackHole, VB-CABLE) by name and plays into its input side.
 On the PulseAudio server (or PipeWire's pipewire-pulse), a clocked null sink takes the
 received audio and a remap source on its monitor is the microphone apps see (a null sink
 needs `norewinds=1`, or the start of the audio is lost). Each stream plays into the null
-sink through libpulse (`airmic.receiver.pulse_sink`), so PulseAudio mixes several streams
-and delivers silence while there is none. The modules carry the tag `airmic.mic=NAME` and the
-receiver's PID: they are unloaded on exit, and after a crash the next start finds the stale
-ones and replaces them, touching no one else's.
+sink through libpulse (`airmic.receiver.pulse_sink`: one thread writes every mic), so
+PulseAudio delivers silence while no stream plays. The modules carry the tag
+`airmic.mic=NAME` and the receiver's PID: they are unloaded on exit, and after a crash the
+next start finds the stale ones and replaces them, touching no one else's.
 
 Control goes through libpulse (pulsectl). Runs on the event loop's thread, at start and
 exit only; each call blocks for a round trip to the server.
@@ -29,8 +29,8 @@ from airmic.common.devices import sounddevice
 from airmic.common.errors import DeviceError, UsageError
 from airmic.common.playout import BLOCK
 from airmic.receiver.player import Output
-from airmic.receiver.pulse_sink import PulseOutput
-from airmic.receiver.sinks import DeviceSinkFactory, SinkFactory
+from airmic.receiver.pulse_sink import PulseOutput, PulseWriters
+from airmic.receiver.sinks import DeviceSinkFactory, SinkFactory, SinkPlan
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _ours(pid: str | None) -> bool:
+    """Whether a stream's process is this one, or one of its workers."""
+    if pid == str(os.getpid()):
+        return True
+    try:  # /proc/PID/stat: "PID (NAME) STATE PPID ...", NAME may hold spaces
+        with open(f"/proc/{int(pid or 0)}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 class VirtualMicSinkFactory:
     """`virtual[:NAME]`: the mic exists from start to exit; every stream is mixed into it.
 
@@ -180,15 +191,21 @@ class VirtualMicSinkFactory:
 
     RETRY = 0.5  # seconds between attempts while the server is away
 
-    def __init__(self, name: str, block: int = BLOCK, label: str = "") -> None:
+    def __init__(
+        self, name: str, block: int = BLOCK, label: str = "", writers: PulseWriters | None = None
+    ) -> None:
         self.spec = f"virtual:{name}" if name else "virtual"
         self.mic = VirtualMic(name, label)
         self.block = block
+        self._own_writers = writers is None
+        self._writers = writers or PulseWriters(block)
         self.mic.create()
         try:
             self.output = self._new_output()
         except DeviceError:
             self.mic.remove()
+            if self._own_writers:
+                self._writers.close()
             raise
         self._broken: list[PulseOutput] = []  # outputs whose server went away
         self.muted = 0  # other apps' streams muted on the feed
@@ -198,7 +215,7 @@ class VirtualMicSinkFactory:
         self._watcher.start()
 
     def _new_output(self) -> PulseOutput:
-        output = PulseOutput(self.mic.sink, f"{self.mic.description} feed", self.block)
+        output = self._writers.open(self.mic.sink, f"{self.mic.description} feed")
         output.description = f"virtual:{self.mic.source}"
         return output
 
@@ -207,6 +224,10 @@ class VirtualMicSinkFactory:
         if output.failed is not None:
             raise DeviceError(f"the sound server went away ({output.failed})")
         return output
+
+    def plan(self, stream: str, room: str) -> SinkPlan:
+        output = self.open(stream, room)
+        return SinkPlan("mic", self.mic.sink, f"{self.mic.description} feed", output.description)
 
     def _watch(self) -> None:
         """Until closed: follow the server's module and source events; heal the mic when it
@@ -260,7 +281,7 @@ class VirtualMicSinkFactory:
                 stream = pulse.sink_input_info(index)
             except pulsectl.PulseIndexError:
                 continue  # ended already
-            ours = stream.proplist.get("application.process.id") == str(os.getpid())
+            ours = _ours(stream.proplist.get("application.process.id"))
             if stream.sink != feed or ours or stream.mute:
                 continue
             pulse.sink_input_mute(index, True)
@@ -284,6 +305,8 @@ class VirtualMicSinkFactory:
         self._watcher.join(timeout=2.0)
         for output in [*self._broken, self.output]:
             output.close()
+        if self._own_writers:
+            self._writers.close()
         if self.muted:
             log.warning("%d streams of other apps were muted on %r", self.muted,
                         f"{self.mic.description} (feed)")  # fmt: skip
@@ -309,6 +332,7 @@ class RoomMicsSinkFactory:
     def __init__(self, rooms: list[str], block: int = BLOCK) -> None:
         self.block = block
         self._mics: dict[str, VirtualMicSinkFactory] = {}
+        self._writers = PulseWriters(block)  # one thread writes every room's mic
         pulse_client().close()  # no server: say so at start, not at the first stream
         for room in rooms:  # named at start: their mics are there for apps to pick at once
             self._mic(room)
@@ -316,17 +340,21 @@ class RoomMicsSinkFactory:
     def open(self, stream: str, room: str) -> Output:
         return self._mic(room).open(stream, room)
 
+    def plan(self, stream: str, room: str) -> SinkPlan:
+        return self._mic(room).plan(stream, room)
+
     def _mic(self, room: str) -> VirtualMicSinkFactory:
         mic = self._mics.get(room)
         if mic is None:
             taken = {m.mic.name for m in self._mics.values()}
-            mic = VirtualMicSinkFactory(_mic_name(room, taken), self.block, label=room)
+            mic = VirtualMicSinkFactory(_mic_name(room, taken), self.block, room, self._writers)
             self._mics[room] = mic
         return mic
 
     def close(self) -> None:
         for mic in self._mics.values():
             mic.close()
+        self._writers.close()
 
 
 def _mic_name(room: str, taken: set[str]) -> str:

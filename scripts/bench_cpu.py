@@ -34,8 +34,17 @@ CONFIGS = {
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    """The CPU time of a process and of the live processes it started (a receiver's
+    workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # itself, or its child
+            total += (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    return total
 
 
 def free_port() -> int:

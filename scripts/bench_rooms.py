@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,24 +56,30 @@ def decoded(path: Path) -> np.ndarray:
     return np.frombuffer(out.stdout, dtype=np.float32)
 
 
-def run(n: int, payloads: list[bytes], reference: np.ndarray, folder: Path) -> dict:
+def run(
+    n: int, payloads: list[bytes], reference: np.ndarray, folder: Path, log_to: Path | None
+) -> dict:
     port = free_port()
     out = folder / f"rooms-{n}"
     out.mkdir()
     pulse_folder = out / "pulse"
     pulse_folder.mkdir()
+    log = out / "receiver.log"
     with private_pulseaudio(pulse_folder) as env:
         rooms = [arg for i in range(n) for arg in ("--room", host(i))]
         receiver = subprocess.Popen(
             [BIN / "airmic-receive", "--listen", f"127.0.0.1:{port}", "--insecure",
              "--no-advertise", "--web", "off", "--max-streams", str(n), "--mics", "per-room",
              *rooms, "--record", str(out), "--sink", "virtual", "--exit-after-idle", "4",
-             "--stats-json", str(out / "stats.json")],
-            stderr=subprocess.PIPE, text=True, env=env,
+             "--stats-json", str(out / "stats.json"), *(["-vv"] if log_to else [])],
+            stderr=log.open("w"), env=env,
         )  # fmt: skip
-        assert receiver.stderr is not None
-        while "listening on" not in receiver.stderr.readline():
-            pass
+        # A file, not a pipe: a pipe nobody reads while the rooms stream blocks the
+        # receiver's logging once full, and with it the thread that logs.
+        while "listening on" not in log.read_text():
+            if receiver.poll() is not None:
+                raise SystemExit(f"the receiver failed:\n{log.read_text()}")
+            time.sleep(0.05)
         caps = "audio/x-raw,rate=48000,channels=1,format=S16LE"
         branches = " ".join(
             f"pulsesrc provide-clock=false device={mic(i)} ! {caps} ! wavenc "
@@ -96,7 +103,9 @@ def run(n: int, payloads: list[bytes], reference: np.ndarray, folder: Path) -> d
         time.sleep(0.5)
         recorder.send_signal(signal.SIGINT)
         recorder.wait(timeout=60)
-        receiver.communicate(timeout=60)
+        receiver.wait(timeout=60)
+        if log_to is not None:
+            shutil.copy(log, log_to / f"receiver-{n}.log")
     (session,) = [p for p in out.iterdir() if p.is_dir() and p.name != "pulse"]
     mics = [coverage(reference, load(out / f"mic-{i:02d}.wav")) for i in range(n)]
     files = [coverage(reference, decoded(session / f"{host(i)}.opus")) for i in range(n)]
@@ -122,6 +131,8 @@ def main() -> int:
     parser.add_argument("--rooms", default="4,16")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, default=ROOT / "out" / "bench_rooms.json")
+    parser.add_argument("--log", type=Path, metavar="DIR",
+                        help="keep each run's receiver log here, at debug level")  # fmt: skip
     args = parser.parse_args()
     counts = [int(n) for n in args.rooms.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,7 +143,7 @@ def main() -> int:
         results = {}
         for n in counts:
             print(f"  {n} rooms…", file=sys.stderr)
-            results[n] = run(n, payloads, reference, folder)
+            results[n] = run(n, payloads, reference, folder, args.log)
     print(f"\n{args.seconds:g} s of speech per room; worst room shown\n")
     print("| rooms | receiver CPU | per room | mic: speech covered | mic: longest gap | "
           "mic gaps counted (all rooms) | file: speech covered | file: longest gap |")  # fmt: skip

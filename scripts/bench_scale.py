@@ -2,14 +2,15 @@
 
 N plain Opus streams (10 ms frames, the same speech, no copies) are sent in real time
 from one paced sender thread, each from its own socket, first to one airmic-receive
-writing a WAV file per stream, then to one gst-launch-1.0 with N branches of
+writing a WAV file per stream, then to one with `--workers` (one process a core by
+default), then to one gst-launch-1.0 with N branches of
 `udpsrc ! rtpjitterbuffer ! rtpopusdepay ! opusdec ! wavenc` (the reference pipeline in
 DESIGN.md). For each: the receiver's CPU over the sending window (% of one core, from
-/proc), and for each stream the share of the speech it covered and its longest gap
-against the input. Also an idle airmic-receive's CPU. Prints a Markdown table and writes
-JSON. Loopback only; every run is bounded by --seconds.
+/proc, its workers' included), and for each stream the share of the speech it covered
+and its longest gap against the input. Also an idle airmic-receive's CPU. Prints a
+Markdown table and writes JSON. Loopback only; every run is bounded by --seconds.
 
-    .venv/bin/python scripts/bench_scale.py [--streams 1,8,16,32,50] [--seconds 8]
+    .venv/bin/python scripts/bench_scale.py [--streams 1,8,16,32,50] [--seconds 8] [--workers 2]
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from tests.audio_match import match  # noqa: E402
 BIN = Path(sys.executable).parent
 CAPS = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=96"
 FRAME = 480
+WORKERS = "airmic --workers"
 
 
 def encode(speech: np.ndarray, seconds: float) -> list[bytes]:
@@ -93,14 +95,14 @@ def coverage(reference: np.ndarray, out: np.ndarray) -> tuple[float, float]:
     return float(heard.sum() / max(1, sounding.sum())), result.longest_gap * 10.0
 
 
-def airmic(n: int, payloads, reference, folder: Path) -> dict:
+def airmic(n: int, payloads, reference, folder: Path, workers: int = 0) -> dict:
     port = free_port()
-    out = folder / f"airmic-{n}"
+    out = folder / f"airmic-{n}-{workers}"
     out.mkdir()
     receiver = subprocess.Popen(
         [BIN / "airmic-receive", "--listen", f"127.0.0.1:{port}", "--insecure",
          "--no-advertise", "--web", "off", "--max-streams", str(n), "--sink",
-         f"wav:{out}/stream.wav", "--exit-after-idle", "3"],
+         f"wav:{out}/stream.wav", "--exit-after-idle", "3", "--workers", str(workers)],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert receiver.stderr is not None
@@ -142,9 +144,13 @@ def files(folder: Path, n: int) -> list[Path]:
 
 
 def load(path: Path) -> np.ndarray:
-    if not path.exists():
+    """A stream's output; none if it is missing or unreadable (a receiver that wrote no
+    audio into it: wavenc's header is written with its first buffer), said on stderr."""
+    try:
+        audio = soundfile.read(path, dtype="float32", always_2d=True)[0]
+    except (OSError, soundfile.LibsndfileError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
         return np.zeros(0, dtype=np.float32)
-    audio = soundfile.read(path, dtype="float32", always_2d=True)[0]
     return audio.mean(axis=1)
 
 
@@ -177,6 +183,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", default="1,8,16,32,50")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="airmic's second run plays in this many worker processes",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "out" / "bench_scale.json")
     args = parser.parse_args()
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +202,7 @@ def main() -> int:
         for n in counts:
             results["runs"][n] = {
                 "airmic": airmic(n, payloads, reference, folder),
+                WORKERS: airmic(n, payloads, reference, folder, args.workers),
                 "gstreamer": gstreamer(n, payloads, reference, folder),
             }
             print(f"measured {n} streams", file=sys.stderr)
@@ -198,7 +211,7 @@ def main() -> int:
     print("| streams | receiver | CPU | CPU per stream | least speech covered | longest gap |")
     print("|---:|---|---:|---:|---:|---:|")
     for n, run in results["runs"].items():
-        for who in ("airmic", "gstreamer"):
+        for who in ("airmic", WORKERS, "gstreamer"):
             print(f"| {n} | {who} | {summary(run[who])} |")
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

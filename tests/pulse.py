@@ -49,12 +49,15 @@ def record_pair(first: str, second: str, path: Path) -> list[str]:
     Two parecords would start at different moments; one GStreamer pipeline timestamps both
     on the system clock (provide-clock=false) in 2 ms pieces, so the delay between the
     channels is the delay between the sources, to within a few ms (stop it with SIGINT).
-    The mixer's pads are named: requested as `mix.`, their order (so the channels') is not
-    the command's, and one run in ten or so recorded them swapped."""
+    A channel is its pad's place in the command. The mixer's positions from its inputs are
+    off: each input's caps set its position as they come, and the mixer orders its channels
+    by position when the first buffer goes out, so an input whose caps came late was put
+    first (one CI run in ~20 recorded the pair swapped: a latency of -56 ms)."""
     caps = "audio/x-raw,rate=48000,channels=1,format=S16LE"
     src = "pulsesrc provide-clock=false latency-time=2000 buffer-time=20000"
     return (
-        f"gst-launch-1.0 -e audiointerleave name=mix ! audioconvert ! wavenc "
+        f"gst-launch-1.0 -e audiointerleave name=mix channel-positions-from-input=false "
+        f"! audioconvert ! wavenc "
         f"! filesink location={path} {src} device={first} ! {caps} ! mix.sink_0 "
         f"{src} device={second} ! {caps} ! mix.sink_1"
     ).split()

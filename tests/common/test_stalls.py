@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
-from airmic.common.delay import STALL_HEADROOM, STALL_RELEASE, Stalls
+from airmic.common.delay import MODES, STALL_HEADROOM, STALL_RELEASE, DelayEstimator, Stalls
 
 
 def arrivals(seconds: float, stalls: dict[float, float], jitter: float = 0.0, seed: int = 1):
@@ -44,3 +45,21 @@ def test_wifi_jitter_is_not_a_stall():
     for now, timestamp in arrivals(20.0, {}, jitter=0.03):
         stalls.arrived(now, timestamp)
     assert stalls.hold(20.0) == 0.0
+
+
+def test_the_windows_give_numpys_quantiles_as_they_slide():
+    """The windows kept in order as waits come and go give numpy's quantiles exactly: the
+    target's spread over its 10 s, and the current delay (the median of the last second)."""
+    rng = np.random.default_rng(7)
+    estimator = DelayEstimator(MODES["balanced"])
+    added = []
+    for k in range(3000):  # 30 s at 100 packets a second: the windows slide
+        wait = float(rng.normal(0.02, 0.005))
+        estimator.add(k * 0.01, wait)
+        added.append((k * 0.01, wait))
+        if k % 250 == 0 and k:
+            waits = np.array(estimator.waits)
+            expected = np.quantile(waits, 0.5) - np.quantile(waits, MODES["balanced"].quantile)
+            assert estimator._spread() == pytest.approx(expected, abs=1e-15)
+            recent = [w for t, w in added if t >= k * 0.01 - 1.0]
+            assert estimator.current == pytest.approx(float(np.median(recent)), abs=1e-15)

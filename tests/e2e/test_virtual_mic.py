@@ -98,17 +98,27 @@ def test_device_to_device_latency(tmp_path, udp_port, pulse, speech, speech_samp
     """speech ─paplay─► `feed` ─► airmic-send --input CAPTURE ─UDP─► airmic-receive
     --sink virtual ─► `airmic` mic; both ends recorded side by side to measure the delay.
     CAPTURE: PortAudio through ALSA's pulse plugin, or libpulse directly."""
-    receiver = receiver_in(tmp_path, "receiver", udp_port, pulse)
-    pair = tmp_path / "pair.wav"
-    recorder = Process(record_pair("feed.monitor", "airmic", pair), tmp_path, "gst", pulse)
-    recorder.wait_for("PLAYING")
-    sender = send(udp_port, "--input", capture, folder=tmp_path, env=pulse)
-    sender.wait_for("sending")
-    subprocess.run(["paplay", "--device=feed", str(speech)], env=pulse, check=True, timeout=60)
-    subprocess.run(["sleep", "0.5"], check=True)
-    assert sender.stop() == 0, sender.stderr
-    assert recorder.stop(signal.SIGINT) == 0, recorder.stderr
-    assert receiver.stop() == 0, receiver.stderr
+    for attempt in range(2):
+        folder = tmp_path / f"attempt-{attempt}"
+        folder.mkdir()
+        receiver = receiver_in(folder, "receiver", udp_port, pulse)
+        pair = folder / "pair.wav"
+        recorder = Process(record_pair("feed.monitor", "airmic", pair), folder, "gst", pulse)
+        recorder.wait_for("PLAYING")
+        sender = send(udp_port, "--input", capture, folder=folder, env=pulse)
+        sender.wait_for("sending")
+        subprocess.run(["paplay", "--device=feed", str(speech)], env=pulse, check=True,
+                       timeout=60)  # fmt: skip
+        subprocess.run(["sleep", "0.5"], check=True)
+        assert sender.stop() == 0, sender.stderr
+        recorded = recorder.stop(signal.SIGINT)
+        assert receiver.stop() == 0, receiver.stderr
+        # The instrument, not airmic: now and then GStreamer's mixer fails to negotiate
+        # one of its inputs (one CI run in ~30); measured again, once.
+        if recorded == 0 or "not negotiated" not in recorder.stderr or attempt:
+            break
+        print(f"the recorder failed, measuring again: {recorder.stderr[-300:]}")
+    assert recorded == 0, recorder.stderr
 
     both = soundfile.read(pair, dtype="float32")[0]
     played, heard = both[:, 0], both[:, 1]

@@ -11,7 +11,7 @@ import pytest
 import soundfile
 
 from airmic.common.red import RED_PAYLOAD_TYPE
-from tests.audio_match import match
+from tests.audio_match import as_counted, match
 from tests.processes import Process, ReceiverProcess, send
 
 pytestmark = pytest.mark.interop
@@ -32,10 +32,13 @@ def stream_into_airmic(peer: list[str], tmp_path, udp_port, speech_samples) -> d
     assert receiver.wait() == 0, receiver.stderr
     out, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
     result = match(speech_samples, out)
-    print(f"\ncorrelation {result.correlation:.4f}, longest gap {result.longest_gap} frames")
-    assert result.correlation >= 0.9
-    assert result.longest_gap <= 1
     (stream,) = receiver.stats()["streams"]
+    print(f"\ncorrelation {result.correlation:.4f}, longest gap {result.longest_gap} frames, "
+          f"{stream['gaps']} gaps counted ({stream['gap_ms']:.0f} ms)")  # fmt: skip
+    # Whole, or every hole in the file counted: a stalled CI machine once delivered ffmpeg's
+    # packets late enough for a 50 ms hole, which the receiver counted as it must.
+    assert result.correlation >= 0.9
+    assert as_counted(result, stream, 0.9), stream
     assert stream["lost"] == stream["malformed"] == 0
     return stream
 
