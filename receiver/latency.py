@@ -49,4 +49,7 @@ class EndToEnd:
         transits = list(self._transits)  # a copy: the network side appends meanwhile
         if not transits or wait is None:
             return None
-        return statistics.median(transits) + wait + output + dsp
+        # A transit under 0 is the sender's clock, not the network: a browser stamps its
+        # reports after it captured their audio (by up to 40 ms seen), so the latency is
+        # then at least what this receiver holds the audio, never less.
+        return max(0.0, statistics.median(transits)) + wait + output + dsp

@@ -218,10 +218,7 @@ async def _main(args: argparse.Namespace) -> int:
         from airmic.sender.pairing import list_receivers
 
         return await list_receivers(args.interface)
-    from airmic.sender.pipeline import SenderConfig, run_sender
-
-    to = await destination(args)  # imports discovery, the secure link, WebRTC
-    freeze()
+    # The options first, before the slow imports: a mistyped one is refused at once.
     if not 96 <= args.payload_type <= 127:
         raise UsageError("--payload-type must be a dynamic type, 96-127 (RFC 7587)")
     try:
@@ -234,6 +231,11 @@ async def _main(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    dsp = settings_from_args(args)
+    from airmic.sender.pipeline import SenderConfig, run_sender
+
+    to = await destination(args)  # imports discovery, the secure link, WebRTC
+    freeze()
     config = SenderConfig(
         to=to,
         input=args.input,
@@ -245,7 +247,7 @@ async def _main(args: argparse.Namespace) -> int:
         adaptive_fec=args.expected_loss is None,
         duration=args.duration,
         insecure=args.insecure,
-        dsp=settings_from_args(args),
+        dsp=dsp,
         name=args.name,
     )
     await run_sender(config, stop_event())

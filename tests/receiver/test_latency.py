@@ -29,3 +29,15 @@ def test_capture_to_output_is_transit_wait_and_output():
         arrival = sender_wall(timestamp) + 5.0 - 1000.0 + 0.010 + 0.012 + (i % 5) * 0.001
         latency.packet(timestamp, arrival)
     assert latency.estimate(0.020, 0.010, 0.0) == pytest.approx(0.054, abs=1e-4)
+
+
+def test_a_sender_that_stamps_its_audio_late_is_not_heard_before_it_arrives():
+    """A browser stamps its reports up to tens of ms after it captured the audio they
+    describe, and its clock's offset is measured to a few ms: its packets then seem to
+    arrive before they were captured. The latency is then at least what the receiver itself
+    holds them (the buffer, the output, the DSP), never less."""
+    latency = EndToEnd()
+    latency.sender_report(RtcpSenderInfo(ntp(100.0), 0, 0, 0), offset=0.0, ahead=0.0)
+    for i in range(50):  # each packet "arrives" 40 ms before its capture
+        latency.packet(480 * i, 100.0 + 0.01 * i - 0.040)
+    assert latency.estimate(0.030, 0.010, 0.002) == pytest.approx(0.042)
