@@ -82,6 +82,29 @@ def private_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ["XDG_CONFIG_HOME"] = before
 
 
+REALTIME = ("e2e", "interop", "browser", "realtime")
+"""The folders and marks of the tests whose clocks are real: processes, sound servers,
+browsers."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """scripts/test runs the suite in two parts, as AIRMIC_TESTS says: `layers`, the tests
+    of one layer (CPU-bound, spread over the cores), then `realtime`, one at a time, so
+    that no other test's load lands on their clocks. Unset: every test."""
+    part = os.environ.get("AIRMIC_TESTS")
+    if not part:
+        return
+    keep, drop = [], []
+    for item in items:
+        realtime = item.path.parent.name in REALTIME or any(
+            item.get_closest_marker(mark) for mark in REALTIME
+        )
+        (keep if realtime == (part == "realtime") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(autouse=True)
 def reap_processes() -> Iterator[None]:
     yield

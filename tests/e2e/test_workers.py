@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile
 
 from tests.audio_match import as_counted, match
 from tests.processes import IDLE, ReceiverProcess, send
+
+pytestmark = pytest.mark.e2e
 
 TONES = [440, 660, 880]
 RATE = 48_000

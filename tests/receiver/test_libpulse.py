@@ -18,7 +18,7 @@ from airmic.receiver.pulse_sink import _Timeline
 from tests.processes import Process
 from tests.pulse import SERVERS, pactl, record_sink
 
-pytestmark = pytest.mark.parametrize("pulse", SERVERS, indirect=True)
+pytestmark = [pytest.mark.realtime, pytest.mark.parametrize("pulse", SERVERS, indirect=True)]
 BLOCK = 240
 MS = 5.0  # a block's
 TONE = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(BLOCK) / 48_000)).astype("<f4").tobytes()

@@ -17,7 +17,7 @@ from tests.processes import Process
 from tests.pulse import SERVERS, pactl, record_sink
 from tests.receiver.test_libpulse import heard_in
 
-pytestmark = pytest.mark.parametrize("pulse", SERVERS, indirect=True)
+pytestmark = [pytest.mark.realtime, pytest.mark.parametrize("pulse", SERVERS, indirect=True)]
 BLOCK = 240
 TONES = [700.0, 1000.0, 1500.0]
 BLOCKS = 200  # a second of each
