@@ -14,21 +14,18 @@ import collections
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from aiortc.rtp import RtcpSenderInfo
 
 from airmic.common import rtcp
 from airmic.common.audio import RATE, Block, dbfs, level_dbfs
+from airmic.common.dsp.chain import Chain
 from airmic.common.playout import Playout
 from airmic.common.rtp import MediaPacket
 from airmic.receiver.latency import EndToEnd
 from airmic.receiver.rooms import Room
-
-if TYPE_CHECKING:
-    from airmic.common.dsp import DspSettings
-    from airmic.common.dsp.chain import Chain
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +35,6 @@ HEARD = 1.0
 """Seconds the level the page shows is averaged over."""
 PUBLISH = 0.25
 """Seconds between two metrics snapshots."""
-
-
-def dsp_chain(settings: DspSettings | None, block: int) -> Chain | None:
-    """The receiver's DSP for a stream, if it has any. Imported only then: scipy.signal,
-    which the chain's filters need, takes 1-1.5 s to import (scipy 1.17 writes its
-    functions' docstrings at import), and a receiver without DSP (its default) need not
-    wait for it, nor each of its worker processes."""
-    if not settings:
-        return None
-    from airmic.common.dsp.chain import build_chain
-
-    return build_chain(settings, block)
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,14 @@ from typing import Any
 
 from airmic.common.delay import LatencyRange
 from airmic.common.dsp import DspSettings
+from airmic.common.dsp.chain import build_chain
 from airmic.common.errors import DeviceError
 from airmic.common.playout import Playout
 from airmic.common.rtp import MediaPacket
 from airmic.receiver.demux import StreamKey
 from airmic.receiver.player import Output, PacedClock, Player, StreamSink
 from airmic.receiver.rooms import Room
-from airmic.receiver.session import PUBLISH, Inlet, Metrics, Origin, Session, dsp_chain
+from airmic.receiver.session import PUBLISH, Inlet, Metrics, Origin, Session
 from airmic.receiver.sinks import NullSink, SinkPlan, WavSinkFactory
 
 log = logging.getLogger(__name__)
@@ -373,7 +374,7 @@ class Worker:
 
     def _open(self, plan: Plan) -> None:
         room = self._room(plan.room)
-        chain = dsp_chain(plan.dsp, self.block)
+        chain = build_chain(plan.dsp, self.block) if plan.dsp else None
         session = Session(plan.origin, Playout(plan.latency), plan.now, chain,
                           plan.names, None, room)  # fmt: skip
         sinks: list[StreamSink] = []
