@@ -128,8 +128,11 @@ def test_a_stall_as_the_stream_starts_is_counted(
     heard, silences = heard_in(path)
     counted = sum(tone.gaps) * 1000
     print(f"tone {heard:.1f} ms, silences {silences}, counted {counted:.1f} ms")
-    assert abs(heard - BLOCKS * 5) <= tolerance + 1.0
-    if stall_at > 1 or request.node.callspec.params["pulse"] == "pipewire":
+    pipewire = request.node.callspec.params["pulse"] == "pipewire"
+    # The whole tone (on PipeWire its one recorder misses a quantum of its own now and then,
+    # in place of the tone: CI once heard 989.25 ms of 1000, two quanta short).
+    assert abs(heard - BLOCKS * 5) <= tolerance * (2 if pipewire else 1) + 1.0
+    if stall_at > 1 or pipewire:
         assert any(s.at < stall_at * 5 + 1 for s in silences), silences  # the stall's
     assert abs(sum(s.ms for s in silences) - counted) <= tolerance * (1 + len(tone.gaps))
 
