@@ -32,7 +32,6 @@ from airmic.common.errors import UsageError
 from airmic.common.pairing import FAILURES_PER_ADDRESS, WINDOW_SECONDS, new_code
 from airmic.receiver.access import Access
 from airmic.receiver.pairing import open_window, read_window
-from airmic.receiver.session import dsp_ready
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +112,6 @@ class Dashboard:
     async def change(self, request: web.Request) -> web.StreamResponse:
         name = await self._room_request(request)
         changes = await _json(request)
-        if changes.get("preset"):
-            await dsp_ready()  # the room's next streams open with it: imported first
         try:
             self.control.set_room(name, changes)
         except UsageError as exc:

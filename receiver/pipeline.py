@@ -34,6 +34,7 @@ from rich.text import Text
 from airmic.common.config import config_dir, write_private
 from airmic.common.delay import MODES, LatencyRange
 from airmic.common.dsp import PRESETS, DspSettings
+from airmic.common.dsp.chain import build_chain
 from airmic.common.errors import DeviceError
 from airmic.common.identity import load_identity
 from airmic.common.log import OnceLogger
@@ -47,7 +48,7 @@ from airmic.receiver.pairing import PAGE_LINK, PairingDesk, senders
 from airmic.receiver.player import Feed, Output, PacedClock, Player, StreamSink
 from airmic.receiver.recording import Recording
 from airmic.receiver.rooms import Room
-from airmic.receiver.session import Inlet, Metrics, Origin, Session, dsp_chain, import_dsp
+from airmic.receiver.session import Inlet, Metrics, Origin, Session
 from airmic.receiver.sinks import SinkFactory, SinkPlan
 from airmic.receiver.transport import listen
 from airmic.receiver.web import start_web
@@ -204,7 +205,7 @@ class Receiver:
             remote = self.workers.open(plan, tap, room)
             self._players[key] = remote
             return remote
-        chain = dsp_chain(dsp, self.config.block)
+        chain = build_chain(dsp, self.config.block) if dsp else None
         if chain is not None:
             log.info("stream %s: DSP %s", origin.name, chain.describe())
         session = Session(origin, Playout(self.config.latency), now, chain, tuple(names), tap, room)
@@ -450,9 +451,6 @@ async def run_receiver(config: ReceiverConfig, stop: asyncio.Event | None = None
         )
     async with contextlib.AsyncExitStack() as resources:  # closed in reverse order
         resources.push_async_callback(receiver.close)  # last: streams drained, stats written
-        dsp = import_dsp()  # while it starts; a phone's preset or the dashboard wait for it
-        if config.dsp or any(room.preset for room in config.rooms):
-            dsp.join()  # every stream, or a room's, plays with DSP: ready for the first
         transport = listen(*config.listen, receiver.receive, receiver.drained)
         resources.callback(transport.close)
         log.info("listening on UDP %s:%d", *config.listen)

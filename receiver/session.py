@@ -10,28 +10,22 @@ publishes a few times a second.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from aiortc.rtp import RtcpSenderInfo
 
 from airmic.common import rtcp
 from airmic.common.audio import RATE, Block, dbfs, level_dbfs
-from airmic.common.cli import freeze
+from airmic.common.dsp.chain import Chain
 from airmic.common.playout import Playout
 from airmic.common.rtp import MediaPacket
 from airmic.receiver.latency import EndToEnd
 from airmic.receiver.rooms import Room
-
-if TYPE_CHECKING:
-    from airmic.common.dsp import DspSettings
-    from airmic.common.dsp.chain import Chain
 
 log = logging.getLogger(__name__)
 
@@ -41,44 +35,6 @@ HEARD = 1.0
 """Seconds the level the page shows is averaged over."""
 PUBLISH = 0.25
 """Seconds between two metrics snapshots."""
-
-
-_importing: threading.Thread | None = None
-
-
-def import_dsp() -> threading.Thread:
-    """Imports the DSP chain on a thread of its own, once per process (its thread, to wait
-    on). scipy.signal, which the chain's filters need, takes 1-1.5 s to import (scipy 1.17
-    writes its functions' docstrings then): a receiver starts it and listens meanwhile
-    (2.4 s from start to listening before, 0.9 s now). Whatever asks for DSP waits for it
-    before its stream opens (`dsp_ready`, or a receiver with DSP at start), never while
-    streams play: opening a stream with a chain mid-import held every stream up to 1.8 s.
-    Frozen as the rest (`freeze`), or the collector's full passes would scan it."""
-    global _importing
-    if _importing is None:
-
-        def load() -> None:
-            import airmic.common.dsp.chain  # noqa: F401
-
-            freeze()
-
-        _importing = threading.Thread(target=load, name="import dsp", daemon=True)
-        _importing.start()
-    return _importing
-
-
-async def dsp_ready() -> None:
-    """Once the DSP chain is imported (`import_dsp`), without blocking the event loop."""
-    await asyncio.to_thread(import_dsp().join)
-
-
-def dsp_chain(settings: DspSettings | None, block: int) -> Chain | None:
-    """A stream's DSP chain, if it has one."""
-    if not settings:
-        return None
-    from airmic.common.dsp.chain import build_chain
-
-    return build_chain(settings, block)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,6 @@ from airmic.common.status import CONSOLE
 from airmic.receiver.access import Access
 from airmic.receiver.dashboard import Control, Dashboard
 from airmic.receiver.pairing import PairingDesk
-from airmic.receiver.session import dsp_ready
 from airmic.receiver.tls import Certificate, load_certificate
 from airmic.receiver.web_config import WebConfig, lan_addresses
 from airmic.receiver.web_gate import KEEPALIVE, GatedSite
@@ -188,8 +187,6 @@ def build_app(
         preset = request.query.get("preset") or None
         if preset is not None and preset not in PRESETS:
             raise web.HTTPBadRequest(text=f"unknown preset: one of {', '.join(PRESETS)}\n")
-        if preset is not None:
-            await dsp_ready()  # imported before its stream opens, not while streams play
         try:
             publication, answer = await whip.publish(offer, label, preset)
         except BadOffer as exc:

@@ -33,21 +33,14 @@ from typing import Any
 
 from airmic.common.delay import LatencyRange
 from airmic.common.dsp import DspSettings
+from airmic.common.dsp.chain import build_chain
 from airmic.common.errors import DeviceError
 from airmic.common.playout import Playout
 from airmic.common.rtp import MediaPacket
 from airmic.receiver.demux import StreamKey
 from airmic.receiver.player import Output, PacedClock, Player, StreamSink
 from airmic.receiver.rooms import Room
-from airmic.receiver.session import (
-    PUBLISH,
-    Inlet,
-    Metrics,
-    Origin,
-    Session,
-    dsp_chain,
-    import_dsp,
-)
+from airmic.receiver.session import PUBLISH, Inlet, Metrics, Origin, Session
 from airmic.receiver.sinks import NullSink, SinkPlan, WavSinkFactory
 
 log = logging.getLogger(__name__)
@@ -381,7 +374,7 @@ class Worker:
 
     def _open(self, plan: Plan) -> None:
         room = self._room(plan.room)
-        chain = dsp_chain(plan.dsp, self.block)
+        chain = build_chain(plan.dsp, self.block) if plan.dsp else None
         session = Session(plan.origin, Playout(plan.latency), plan.now, chain,
                           plan.names, None, room)  # fmt: skip
         sinks: list[StreamSink] = []
@@ -438,7 +431,6 @@ def serve(pipe: Connection, block: int, ppm: float, level: int) -> None:
     from airmic.common.cli import freeze
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the receiver's to handle
-    import_dsp().join()  # before it says it is ready: a stream's DSP never waits in it
     worker = Worker(pipe, block, ppm)
     root = logging.getLogger()
     root.handlers[:] = [_Pipe(worker)]

